@@ -1,0 +1,83 @@
+"""FlowForge: define, run and watch multi-step workflows in plain Python.
+
+    from flowforge import workflow, task
+
+    with workflow("etl", executor="process") as wf:
+        @task
+        def extract():
+            return [1, 2, 3]
+
+        @task(retries=3, retry_delay=0.5)
+        def transform(extract):
+            return [x * 2 for x in extract]
+
+    result = wf.run()
+
+Everything public is importable from here; the rest lives in ``_private`` modules.
+"""
+
+from __future__ import annotations
+
+from .bus import EventBus
+from .clock import Clock, SystemClock
+from .dag import DAG
+from .errors import (
+    FlowForgeError,
+    InvalidTransitionError,
+    RemoteTaskError,
+    StateError,
+    TaskError,
+    TaskSerializationError,
+    TaskTimeoutError,
+    WorkerCrashedError,
+    WorkflowDefinitionError,
+    WorkflowFailedError,
+    WorkflowLockedError,
+    WorkflowTimeoutError,
+)
+from .executors.base import Executor
+from .executors.process import ProcessExecutor
+from .executors.sequential import SequentialExecutor
+from .executors.thread import ThreadExecutor
+from .metrics import RunMetrics, TaskMetrics
+from .result import RunResult, TaskRun
+from .states import RunStatus, TaskState
+from .task import Task, TaskContext, task
+from .workflow import Workflow, workflow
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DAG",
+    "Clock",
+    "EventBus",
+    "Executor",
+    "FlowForgeError",
+    "InvalidTransitionError",
+    "ProcessExecutor",
+    "RemoteTaskError",
+    "RunMetrics",
+    "RunResult",
+    "RunStatus",
+    "SequentialExecutor",
+    "StateError",
+    "SystemClock",
+    "Task",
+    "TaskContext",
+    "TaskError",
+    "TaskMetrics",
+    "TaskRun",
+    "TaskSerializationError",
+    "TaskState",
+    "TaskTimeoutError",
+    "ThreadExecutor",
+    "WorkerCrashedError",
+    "Workflow",
+    "WorkflowDefinitionError",
+    "WorkflowFailedError",
+    "WorkflowLockedError",
+    "WorkflowTimeoutError",
+    "__version__",
+    "task",
+    "workflow",
+]

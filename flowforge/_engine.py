@@ -1,0 +1,538 @@
+"""The one scheduling loop every executor shares.
+
+States
+------
+Each task has a :class:`~flowforge.result.TaskRun` whose ``state`` follows
+:mod:`flowforge.states`: PENDING -> RUNNING -> SUCCEEDED | FAILED, with RUNNING -> PENDING
+while a retry waits out its delay, PENDING -> SKIPPED when an upstream failed under
+``on_error="continue"``, and -> CANCELLED on Ctrl-C or the run's timeout.
+
+Data structures
+---------------
+* ``ReadySet`` (from :mod:`flowforge.dag`) counts, per task, the upstreams not yet done;
+  a task whose count reaches zero joins ``ready``, a FIFO deque.
+* ``running`` maps each in-flight future to its attempt (task, number, start, executor).
+  Executors' futures post themselves to ``inbox`` (a ``SimpleQueue``) when done; the loop
+  blocks on that queue only, so it wakes for a finished task, a deadline or Ctrl-C.
+* ``deadlines`` is a heap of attempt timeouts; ``delayed`` a heap of retries waiting for
+  their backoff. Both are read against the injected clock, never ``time`` directly.
+
+Task selection policy
+---------------------
+Ready tasks start in the order they became ready (FIFO), as long as their executor has a
+free worker; the loop never submits more than ``max_workers`` attempts to an executor, so
+an attempt's timeout starts when it really starts. There are no level-by-level barriers:
+a task starts as soon as its own upstreams are done.
+
+Two shortcuts keep the per-task cost near a plain function call:
+
+* an *inline* executor (sequential) is not called through a future at all: the loop calls
+  the task itself, which saves the future's lock and callback (~3 µs a task);
+* on the thread executor, when exactly one task is ready and nothing else runs (a chain),
+  the loop runs it in its own thread: handing it to a pool thread and waiting for the
+  answer would cost two thread switches (~80 µs) and buy no parallelism.
+
+Failures
+--------
+A failed attempt is retried while attempts remain and the error matches ``retry_on``;
+its delay is ``retry_delay * backoff**(k-1)`` (see :meth:`Task.retry_delay_for`). A final
+failure under ``fail_fast`` stops new starts (running attempts finish, the rest stay
+PENDING); under ``continue`` it skips everything downstream and the rest goes on.
+"""
+
+from __future__ import annotations
+
+import heapq
+import queue
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from .bus import EventBus
+from .clock import Clock
+from .dag import CompiledDAG
+from .errors import (
+    TaskSerializationError,
+    TaskTimeoutError,
+    WorkerCrashedError,
+    WorkflowTimeoutError,
+)
+from .events import (
+    TaskCancelled,
+    TaskFailed,
+    TaskRetrying,
+    TaskSkipped,
+    TaskStarted,
+    TaskSucceeded,
+    WorkflowFinished,
+    WorkflowStarted,
+)
+from .executors.base import Executor
+from .executors.thread import ThreadExecutor
+from .metrics import RunMetrics
+from .result import RunResult, TaskRun
+from .states import RunStatus, TaskState, check_transition
+from .task import Task, TaskContext
+
+__all__ = ["Binding", "Engine"]
+
+# Kinds of argument a task parameter can be bound to.
+FROM_TASK = 0
+FROM_PARAM = 1
+FROM_CONTEXT = 2
+
+
+@dataclass(slots=True)
+class Binding:
+    """How to call one task: its callable and where each argument comes from."""
+
+    task: Task
+    call: Callable[..., Any]
+    args: tuple[tuple[str, int, str], ...]
+    extra_inputs: tuple[str, ...]  # upstream results passed through **kwargs
+    wants_context: bool
+
+
+@dataclass(slots=True)
+class _Attempt:
+    name: str
+    number: int
+    started: float
+    executor: Executor
+
+
+class Engine:
+    """Runs one workflow run to completion; use once."""
+
+    def __init__(
+        self,
+        *,
+        workflow: str,
+        run_id: str,
+        graph: CompiledDAG,
+        bindings: Mapping[str, Binding],
+        params: Mapping[str, Any],
+        executor: Executor,
+        task_executors: Mapping[str, Executor],
+        on_error: str,
+        timeout: float | None,
+        clock: Clock,
+        bus: EventBus,
+        log_file: str | None = None,
+        log_console: bool = False,
+    ) -> None:
+        self.workflow = workflow
+        self.run_id = run_id
+        self._graph = graph
+        self._bindings = bindings
+        self._params = params
+        self._executor = executor
+        self._task_executors = task_executors
+        self._fail_fast = on_error == "fail_fast"
+        self._timeout = timeout
+        self._clock = clock
+        self._bus = bus
+        self._log_file = log_file
+        self._log_console = log_console
+
+        self.tasks: dict[str, TaskRun] = {n: TaskRun(n) for n in graph.order}
+        self.results: dict[str, Any] = {}
+        self._ready_set = graph.ready_set()
+        self._ready: deque[str] = deque()
+        self._running: dict[Future[Any], _Attempt] = {}
+        self._inflight: dict[Executor, int] = {}
+        self._deadlines: list[tuple[float, int, Future[Any]]] = []
+        self._delayed: list[tuple[float, int, str]] = []
+        self._seq = 0
+        self._inbox: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
+        self._stopping = False
+        self._inline_task: str | None = None
+        self._run_deadline: float | None = None
+        self._first_error: BaseException | None = None
+        self._timed_out = False
+
+        self._emit_started = bus.wants(TaskStarted)
+        self._emit_succeeded = bus.wants(TaskSucceeded)
+        self._emit_failed = bus.wants(TaskFailed)
+
+    # -- the run ---------------------------------------------------------------------
+
+    def run(self, *, executor_label: str = "") -> RunResult:
+        started = time.time()
+        t0 = time.perf_counter()
+        self._publish(
+            WorkflowStarted,
+            total_tasks=len(self.tasks),
+            executor=executor_label or getattr(self._executor, "name", "custom"),
+            params=dict(self._params),
+        )
+        if self._timeout is not None:
+            self._run_deadline = self._clock.monotonic() + self._timeout
+        cancelled = False
+        try:
+            self._ready.extend(self._ready_set.get_ready())
+            self._loop()
+        except KeyboardInterrupt:
+            cancelled = True
+            self._cancel_all("interrupted (Ctrl-C)")
+        finally:
+            self._shutdown_executors()
+        status = self._status(cancelled)
+        error = self._first_error
+        if self._timed_out:
+            error = WorkflowTimeoutError(
+                f"workflow {self.workflow!r} run {self.run_id} timed out after "
+                f"{self._timeout}s; raise workflow(timeout=...) or speed up its tasks",
+                workflow=self.workflow,
+                run_id=self.run_id,
+                task=None,
+                status=status.value,
+            )
+        duration = time.perf_counter() - t0
+        metrics = RunMetrics.from_tasks(self.tasks.values(), duration)
+        self._publish(
+            WorkflowFinished,
+            status=status.value,
+            duration=duration,
+            succeeded=metrics.succeeded,
+            failed=metrics.failed,
+            skipped=metrics.skipped,
+            error=error,
+        )
+        return RunResult(
+            workflow=self.workflow,
+            run_id=self.run_id,
+            status=status,
+            results=self.results,
+            tasks=self.tasks,
+            metrics=metrics,
+            started=started,
+            finished=started + duration,
+            error=error,
+        )
+
+    def _loop(self) -> None:
+        ready = self._ready
+        while True:
+            if ready and not self._stopping:
+                self._start_ready()
+            if self._running:
+                self._wait()
+            elif self._delayed and not self._stopping:
+                self._sleep_until_due()
+            elif not (ready and not self._stopping):
+                return
+
+    def _start_ready(self) -> None:
+        ready = self._ready
+        inflight = self._inflight
+        task_executors = self._task_executors
+        default = self._executor
+        while ready and not self._stopping:
+            name = ready[0]
+            ex = task_executors.get(name, default)
+            if inflight.get(ex, 0) >= ex.max_workers:
+                if not task_executors:
+                    return
+                pick = next(
+                    (
+                        i
+                        for i, n in enumerate(ready)
+                        if inflight.get(task_executors.get(n, default), 0)
+                        < task_executors.get(n, default).max_workers
+                    ),
+                    None,
+                )
+                if pick is None:
+                    return
+                name = ready[pick]
+                del ready[pick]
+                ex = task_executors.get(name, default)
+            else:
+                ready.popleft()
+            self._start(name, ex)
+
+    # -- starting and finishing attempts ---------------------------------------------
+
+    def _start(self, name: str, ex: Executor) -> None:
+        rec = self.tasks[name]
+        b = self._bindings[name]
+        check_transition(name, rec.state, TaskState.RUNNING)
+        rec.state = TaskState.RUNNING
+        rec.attempts += 1
+        attempt = rec.attempts
+        if rec.started is None:
+            rec.started = time.time()
+        kwargs = self._arguments(name, b, attempt)
+        if self._emit_started:
+            self._publish(TaskStarted, task=name, attempt=attempt)
+        timeout = b.task.timeout
+        if timeout is None and (
+            ex.inline
+            or (
+                not self._running
+                and not self._ready
+                and not self._delayed
+                and type(ex) is ThreadExecutor
+            )
+        ):
+            self._inline_task = name
+            t0 = time.perf_counter()
+            try:
+                value = b.call(**kwargs)
+            except Exception as exc:
+                self._inline_task = None
+                self._failed(name, exc, time.perf_counter() - t0)
+            else:
+                self._inline_task = None
+                self._succeeded(name, value, time.perf_counter() - t0)
+            return
+        t0 = time.perf_counter()
+        try:
+            if ex.isolated:
+                from ._private.remote import pack_call, run_packed
+
+                future = ex.submit(run_packed, pack_call(b.task, kwargs), name)
+            elif ex.inline:
+                future = ex.submit_detached(b.call, **kwargs)  # type: ignore[attr-defined]
+            else:
+                future = ex.submit(b.call, **kwargs)
+        except TaskSerializationError as exc:
+            self._failed(name, exc, time.perf_counter() - t0)
+            return
+        self._running[future] = _Attempt(name, attempt, t0, ex)
+        self._inflight[ex] = self._inflight.get(ex, 0) + 1
+        if timeout is not None:
+            self._seq += 1
+            heapq.heappush(
+                self._deadlines, (self._clock.monotonic() + timeout, self._seq, future)
+            )
+        future.add_done_callback(self._inbox.put)
+
+    def _arguments(self, name: str, b: Binding, attempt: int) -> dict[str, Any]:
+        results = self.results
+        kwargs: dict[str, Any] = {}
+        for param, kind, source in b.args:
+            if kind == FROM_TASK:
+                kwargs[param] = results[source]
+            elif kind == FROM_PARAM:
+                kwargs[param] = self._params[source]
+            else:
+                kwargs[param] = TaskContext(
+                    run_id=self.run_id,
+                    workflow=self.workflow,
+                    task=name,
+                    attempt=attempt,
+                    params=self._params,
+                    inputs={u: results[u] for u in self._graph.upstream[name]},
+                    log_file=self._log_file,
+                    log_console=self._log_console,
+                )
+        for up in b.extra_inputs:
+            kwargs[up] = results[up]
+        return kwargs
+
+    def _collect(self, future: Future[Any]) -> None:
+        attempt = self._running.pop(future, None)
+        if attempt is None:
+            return  # timed out or cancelled earlier; its late answer is ignored
+        self._inflight[attempt.executor] -= 1
+        duration = time.perf_counter() - attempt.started
+        name = attempt.name
+        try:
+            value = future.result()
+            if attempt.executor.isolated:
+                from ._private.remote import unpack_outcome
+
+                value = unpack_outcome(value, name)
+        except WorkerCrashedError as exc:
+            self._failed(
+                name,
+                WorkerCrashedError(
+                    f"task {name!r} attempt {attempt.number} failed: {exc.message}; the run "
+                    "goes on with a fresh worker",
+                    task=name,
+                    exitcode=getattr(exc, "exitcode", None),
+                    signal=getattr(exc, "signal", None),
+                ),
+                duration,
+            )
+        except BaseException as exc:  # the task's own error, whatever its class
+            self._failed(name, exc, duration)
+        else:
+            self._succeeded(name, value, duration)
+
+    def _succeeded(self, name: str, value: Any, duration: float) -> None:
+        rec = self.tasks[name]
+        rec.state = TaskState.SUCCEEDED
+        rec.duration = duration
+        rec.finished = time.time()
+        self.results[name] = value
+        if self._emit_succeeded:
+            self._publish(TaskSucceeded, task=name, attempt=rec.attempts, duration=duration)
+        rs = self._ready_set
+        rs.done(name)
+        self._ready.extend(rs.get_ready())
+
+    def _failed(self, name: str, error: BaseException, duration: float) -> None:
+        rec = self.tasks[name]
+        task = self._bindings[name].task
+        will_retry = (
+            rec.attempts <= task.retries
+            and isinstance(error, task.retry_on)
+            and not isinstance(error, TaskSerializationError)
+            and not self._stopping
+        )
+        rec.duration = duration
+        if self._emit_failed:
+            self._publish(
+                TaskFailed,
+                task=name,
+                attempt=rec.attempts,
+                duration=duration,
+                error=error,
+                will_retry=will_retry,
+            )
+        if will_retry:
+            check_transition(name, rec.state, TaskState.PENDING)
+            rec.state = TaskState.PENDING
+            delay = task.retry_delay_for(rec.attempts + 1)
+            self._seq += 1
+            heapq.heappush(self._delayed, (self._clock.monotonic() + delay, self._seq, name))
+            self._publish(TaskRetrying, task=name, attempt=rec.attempts + 1, delay=delay)
+            return
+        rec.state = TaskState.FAILED
+        rec.error = error
+        rec.finished = time.time()
+        if self._first_error is None:
+            self._first_error = error
+        if self._fail_fast:
+            self._stopping = True
+            return
+        for skipped in self._ready_set.drop(name):
+            srec = self.tasks[skipped]
+            if srec.state is TaskState.PENDING:
+                srec.state = TaskState.SKIPPED
+                self._publish(
+                    TaskSkipped,
+                    task=skipped,
+                    attempt=srec.attempts,
+                    reason=f"upstream task {name!r} failed",
+                )
+
+    # -- waiting ---------------------------------------------------------------------
+
+    def _wait(self) -> None:
+        clock = self._clock
+        deadline = self._next_deadline()
+        timeout = None if deadline is None else max(0.0, deadline - clock.monotonic())
+        inbox = self._inbox
+        try:
+            if timeout == 0.0:
+                future = inbox.get_nowait()
+            else:
+                future = inbox.get(timeout=clock.blocking_timeout(timeout))
+        except queue.Empty:
+            pass
+        else:
+            self._collect(future)
+            while True:
+                try:
+                    future = inbox.get_nowait()
+                except queue.Empty:
+                    break
+                self._collect(future)
+        if deadline is not None:
+            self._on_clock(clock.monotonic())
+
+    def _sleep_until_due(self) -> None:
+        clock = self._clock
+        deadline = self._next_deadline()
+        assert deadline is not None
+        clock.sleep(deadline - clock.monotonic())
+        self._on_clock(clock.monotonic())
+
+    def _next_deadline(self) -> float | None:
+        candidates = []
+        if self._deadlines:
+            candidates.append(self._deadlines[0][0])
+        if self._delayed and not self._stopping:
+            candidates.append(self._delayed[0][0])
+        if self._run_deadline is not None:
+            candidates.append(self._run_deadline)
+        return min(candidates) if candidates else None
+
+    def _on_clock(self, now: float) -> None:
+        """Expire attempt timeouts, release retries that are due, enforce the run's timeout."""
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, future = heapq.heappop(self._deadlines)
+            attempt = self._running.pop(future, None)
+            if attempt is None:
+                continue
+            self._inflight[attempt.executor] -= 1
+            killed = attempt.executor.cancel_running(future)
+            timeout = self._bindings[attempt.name].task.timeout
+            how = (
+                "its worker process was killed"
+                if killed
+                else "its thread cannot be killed and was abandoned"
+            )
+            error = TaskTimeoutError(
+                f"task {attempt.name!r} attempt {attempt.number} timed out after {timeout}s "
+                f"({how}); raise timeout= or make the task faster",
+                task=attempt.name,
+                timeout=timeout,
+            )
+            self._failed(attempt.name, error, time.perf_counter() - attempt.started)
+        while self._delayed and self._delayed[0][0] <= now and not self._stopping:
+            _, _, name = heapq.heappop(self._delayed)
+            self._ready.append(name)
+        if self._run_deadline is not None and now >= self._run_deadline:
+            self._timed_out = True
+            self._cancel_all(f"the workflow timeout of {self._timeout}s passed")
+
+    # -- stopping --------------------------------------------------------------------
+
+    def _cancel_all(self, reason: str) -> None:
+        self._stopping = True
+        self._delayed.clear()
+        for future, attempt in list(self._running.items()):
+            attempt.executor.cancel_running(future)
+            self._mark_cancelled(attempt.name, reason)
+        self._running.clear()
+        if self._inline_task is not None:
+            self._mark_cancelled(self._inline_task, reason)
+            self._inline_task = None
+
+    def _mark_cancelled(self, name: str, reason: str) -> None:
+        rec = self.tasks[name]
+        if rec.state is TaskState.RUNNING:
+            rec.state = TaskState.CANCELLED
+            rec.finished = time.time()
+            self._publish(TaskCancelled, task=name, attempt=rec.attempts, reason=reason)
+
+    def _shutdown_executors(self) -> None:
+        """Stop every worker of the run (stopped attempts were killed or abandoned)."""
+        for ex in {self._executor, *self._task_executors.values()}:
+            try:
+                ex.shutdown(wait=True)
+            except Exception:  # pragma: no cover - never let cleanup hide the result
+                pass
+
+    def _status(self, cancelled: bool) -> RunStatus:
+        if cancelled:
+            return RunStatus.CANCELLED
+        if self._timed_out:
+            return RunStatus.FAILED
+        for rec in self.tasks.values():
+            if rec.state is not TaskState.SUCCEEDED:
+                return RunStatus.FAILED
+        return RunStatus.SUCCEEDED
+
+    def _publish(self, event_type: type[Any], **fields: Any) -> None:
+        self._bus.publish(
+            event_type(workflow=self.workflow, run_id=self.run_id, timestamp=time.time(), **fields)
+        )

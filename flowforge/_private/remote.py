@@ -1,0 +1,179 @@
+"""Sending one task attempt to a process worker and its outcome back.
+
+The driver pickles the call itself (``pack_call``) so a pickling failure names the task
+and the object at fault instead of surfacing as a bare ``PicklingError`` inside loky. The
+worker (``run_packed``) never lets an exception escape: it returns bytes holding either
+``("ok", value)`` or ``("error", exception, traceback_text)``. An exception that cannot be
+pickled, unpickled or even printed is replaced by a :class:`RemoteTaskError` naming the
+original type, so the worker survives it. The driver (``unpack_outcome``) re-raises the
+error with the worker's traceback as its ``__cause__``, as ``concurrent.futures`` does.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import threading
+import time
+import traceback
+from typing import Any
+
+import cloudpickle
+
+from ..errors import RemoteTaskError, TaskSerializationError
+
+__all__ = ["RemoteTraceback", "init_worker", "pack_call", "run_packed", "unpack_outcome"]
+
+
+class RemoteTraceback(Exception):
+    """Carries a worker's formatted traceback; shown as the ``__cause__`` of its error."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
+
+
+# -- driver side -----------------------------------------------------------------------
+
+
+def pack_call(task: Any, kwargs: dict[str, Any]) -> bytes:
+    """Pickle one attempt of ``task``; on failure name the object that would not pickle."""
+    try:
+        return cloudpickle.dumps((task, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        culprit = _find_culprit(task, kwargs)
+        msg = (
+            f"task {task.name!r} cannot be sent to a process worker: {culprit} cannot be "
+            f"pickled ({type(exc).__name__}: {exc}); create it inside the task, pass plain "
+            "data instead, or run this task with executor='thread'"
+        )
+        raise TaskSerializationError(msg, task=task.name, what=culprit) from exc
+
+
+def unpack_outcome(data: bytes, task: str) -> Any:
+    """Return the worker's value or raise its error (with its traceback as cause)."""
+    try:
+        outcome = pickle.loads(data)
+    except Exception as exc:
+        msg = (
+            f"task {task!r} finished in its worker, but its outcome cannot be unpickled in "
+            f"the driver ({type(exc).__name__}: {exc}); make its result or exception "
+            "class importable from a module rather than defined in a function"
+        )
+        raise RemoteTaskError(msg, task=task, original_type=None) from exc
+    if outcome[0] == "ok":
+        return outcome[1]
+    _, error, tb = outcome
+    error.__cause__ = RemoteTraceback(tb)
+    raise error
+
+
+def _find_culprit(task: Any, kwargs: dict[str, Any]) -> str:
+    """Describe the first piece of an attempt that does not pickle on its own."""
+    fn = getattr(task, "fn", None) or task
+    code = getattr(fn, "__code__", None)
+    closure = getattr(fn, "__closure__", None)
+    if code is not None and closure:
+        for var, cell in zip(code.co_freevars, closure, strict=False):
+            try:
+                value = cell.cell_contents
+            except ValueError:
+                continue
+            if not _pickles(value):
+                return f"closure variable {var!r} ({type(value).__name__})"
+    if code is not None:
+        fn_globals = getattr(fn, "__globals__", {})
+        for var in code.co_names:
+            if var in fn_globals and not _pickles(fn_globals[var]):
+                return f"global {var!r} ({type(fn_globals[var]).__name__})"
+    for name, value in kwargs.items():
+        if not _pickles(value):
+            return f"input {name!r} ({type(value).__name__})"
+    return f"the task function {getattr(fn, '__qualname__', fn)!r}"
+
+
+def _pickles(value: Any) -> bool:
+    try:
+        cloudpickle.dumps(value)
+    except Exception:
+        return False
+    return True
+
+
+# -- worker side -----------------------------------------------------------------------
+
+
+def init_worker(parent_pid: int) -> None:
+    """Loky worker initializer: leave Ctrl-C to the driver, and exit if it dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch_parent() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch_parent, name="flowforge-watchdog", daemon=True).start()
+
+
+def run_packed(payload: bytes, task_name: str) -> bytes:
+    """Run one packed attempt in a worker; always returns an outcome, never raises."""
+    try:
+        task, kwargs = pickle.loads(payload)
+    except BaseException as exc:
+        msg = (
+            f"task {task_name!r} could not be unpickled in its worker "
+            f"({type(exc).__name__}: {_safe_str(exc)}); define it in an importable module "
+            "or make sure its inputs are plain data"
+        )
+        err = TaskSerializationError(msg, task=task_name, what="the task or its inputs")
+        return _pack_error(task_name, err, traceback.format_exc())
+    try:
+        value = task.callable(**kwargs)
+    except BaseException as exc:
+        return _pack_error(task_name, exc, traceback.format_exc())
+    try:
+        return cloudpickle.dumps(("ok", value), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        msg = (
+            f"task {task_name!r} returned a {type(value).__name__} that cannot be pickled "
+            f"({type(exc).__name__}: {_safe_str(exc)}); return plain data, or run this "
+            "task with executor='thread'"
+        )
+        err = TaskSerializationError(msg, task=task_name, what="result")
+        return _pack_error(task_name, err, traceback.format_exc())
+
+
+def _pack_error(task_name: str, exc: BaseException, tb: str) -> bytes:
+    problem = None
+    try:
+        text = str(exc)
+    except Exception as str_exc:
+        text = "<unprintable>"
+        problem = f"its __str__ raised {type(str_exc).__name__}"
+    if problem is None:
+        try:
+            data = cloudpickle.dumps(("error", exc, tb), protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.loads(data)
+            return data
+        except Exception as pickle_exc:
+            problem = f"it cannot be pickled ({type(pickle_exc).__name__}: {_safe_str(pickle_exc)})"
+    kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    msg = (
+        f"task {task_name!r} raised {kind}: {text}; the exception cannot travel back from "
+        f"the worker because {problem}. The worker's traceback is attached; make the "
+        "exception class picklable (keep its __init__ arguments in self.args)"
+    )
+    replacement = RemoteTaskError(msg, task=task_name, original_type=kind)
+    return cloudpickle.dumps(("error", replacement, tb), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<unprintable {type(exc).__name__}>"

@@ -1,0 +1,54 @@
+"""Executors: where task attempts run. See :mod:`flowforge.executors.base`."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from .base import Executor
+from .process import ProcessExecutor
+from .sequential import SequentialExecutor
+from .thread import ThreadExecutor
+
+__all__ = ["Executor", "ProcessExecutor", "SequentialExecutor", "ThreadExecutor", "resolve"]
+
+_BY_NAME: dict[str, Any] = {
+    "sequential": SequentialExecutor,
+    "thread": ThreadExecutor,
+    "threads": ThreadExecutor,
+    "process": ProcessExecutor,
+    "processes": ProcessExecutor,
+}
+
+
+def resolve(spec: Any, max_workers: int | None = None, *, owner: str = "workflow") -> Executor:
+    """Turn an executor name or instance into an :class:`Executor`."""
+    if isinstance(spec, Executor):
+        return spec
+    if isinstance(spec, str):
+        key = spec.strip().lower()
+        if key == "dask":
+            msg = (
+                f"{owner}: executor 'dask' needs the Dask executor, which is not part of this "
+                "version; use 'sequential', 'thread' or 'process'"
+            )
+            raise ValueError(msg)
+        factory = _BY_NAME.get(key)
+        if factory is None:
+            close = difflib.get_close_matches(key, ["sequential", "thread", "process"], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            msg = (
+                f"{owner}: executor {spec!r} is not known{hint} "
+                "(use 'sequential', 'thread', 'process' or an Executor instance)"
+            )
+            raise ValueError(msg)
+        if factory is SequentialExecutor:
+            return SequentialExecutor()
+        return factory(max_workers=max_workers)  # type: ignore[no-any-return]
+    if hasattr(spec, "submit") and hasattr(spec, "shutdown"):
+        return spec  # type: ignore[no-any-return]
+    msg = (
+        f"{owner}: executor must be 'sequential', 'thread', 'process' or an Executor "
+        f"instance, got {spec!r}"
+    )
+    raise TypeError(msg)

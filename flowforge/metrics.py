@@ -1,0 +1,56 @@
+"""Run metrics: per-task duration, attempts and state, and the run's totals.
+
+Built once from the engine's task records when a run ends, rather than by a listener
+counting events, so it costs nothing per task and is exact even with no subscribers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .result import TaskRun
+
+__all__ = ["RunMetrics", "TaskMetrics"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskMetrics:
+    """One task's figures: seconds of its last attempt, attempts made, final state."""
+
+    duration: float | None
+    attempts: int
+    state: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunMetrics:
+    """Counts and timings for a whole run; ``to_dict()`` is JSON-serialisable."""
+
+    total_duration: float
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+    cancelled: int = 0
+    pending: int = 0
+    retries: int = 0
+    tasks: dict[str, TaskMetrics] = field(default_factory=dict)
+
+    @classmethod
+    def from_tasks(cls, tasks: Iterable[TaskRun], total_duration: float) -> RunMetrics:
+        counts = {"succeeded": 0, "failed": 0, "skipped": 0, "cancelled": 0, "pending": 0}
+        retries = 0
+        per_task: dict[str, TaskMetrics] = {}
+        for t in tasks:
+            state = t.state.value
+            if state in counts:
+                counts[state] += 1
+            if t.attempts > 1:
+                retries += t.attempts - 1
+            per_task[t.name] = TaskMetrics(duration=t.duration, attempts=t.attempts, state=state)
+        return cls(total_duration=total_duration, retries=retries, tasks=per_task, **counts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,76 @@
+"""Lifecycles of a task and of a run, with the transitions each may take.
+
+A task moves PENDING -> RUNNING -> SUCCEEDED or FAILED. A failed attempt that will be
+retried goes RUNNING -> PENDING until its delay is over. PENDING -> SKIPPED when it will
+never run (an upstream failed under ``on_error="continue"``); PENDING or RUNNING ->
+CANCELLED on Ctrl-C, the run's timeout or a cancel request. PENDING -> SUCCEEDED is a
+result restored from an earlier run. Nothing leaves SUCCEEDED, FAILED, SKIPPED or
+CANCELLED.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from .errors import InvalidTransitionError
+
+__all__ = ["RunStatus", "TaskState", "check_transition"]
+
+
+class TaskState(str, Enum):
+    """Where one task of one run stands."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def finished(self) -> bool:
+        """True for the states a task never leaves."""
+        return self in _FINAL
+
+
+class RunStatus(str, Enum):
+    """Where a run stands; compares equal to its string value ("succeeded", ...)."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_FINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED})
+
+_ALLOWED: dict[TaskState, frozenset[TaskState]] = {
+    TaskState.PENDING: frozenset(
+        {TaskState.RUNNING, TaskState.SKIPPED, TaskState.CANCELLED, TaskState.SUCCEEDED}
+    ),
+    TaskState.RUNNING: frozenset(
+        {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.PENDING, TaskState.CANCELLED}
+    ),
+}
+
+_WHY_NOT = {
+    TaskState.SUCCEEDED: "a task that succeeded never runs again in the same run",
+    TaskState.FAILED: "a failed task only runs again in a new (or resumed) run",
+    TaskState.SKIPPED: "a skipped task stays skipped for the rest of the run",
+    TaskState.CANCELLED: "a cancelled task stays cancelled for the rest of the run",
+    TaskState.PENDING: "a pending task must start before it can finish",
+    TaskState.RUNNING: "a running task must finish, fail or be cancelled",
+}
+
+
+def check_transition(task: str, old: TaskState, new: TaskState) -> None:
+    """Raise :class:`InvalidTransitionError` unless ``old -> new`` is allowed."""
+    if new not in _ALLOWED.get(old, frozenset()):
+        msg = f"task {task!r} cannot go from {old.value} to {new.value}: {_WHY_NOT[old]}"
+        raise InvalidTransitionError(msg, task=task, old=old, new=new)

@@ -1,0 +1,299 @@
+"""Tasks: the ``@task`` decorator, the :class:`Task` object and the :class:`TaskContext`.
+
+A :class:`Task` wraps a function and its run options (retries, timeout, executor). It stays
+callable as the plain function, so ``transform([1])`` still returns ``[2]`` in a unit test.
+Inside a ``with workflow(...)`` block, ``@task`` also registers the task in that workflow.
+
+Pickling: a task defined at module level pickles *by reference* (module and qualified
+name), so a process worker imports it instead of receiving its code; one defined in
+``__main__``, in a function, or as a lambda pickles by value through cloudpickle.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from ._private.current import current_workflow
+from .errors import WorkflowDefinitionError
+
+if TYPE_CHECKING:
+    from .executors.base import Executor
+
+__all__ = ["Task", "TaskContext", "task"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class TaskContext:
+    """What a task sees of its run when it takes a ``ctx`` parameter.
+
+    ``log`` is a structlog logger bound to the workflow, run, task and attempt; its lines
+    go to the run's ``workflow.log`` (also from process workers) and to the console.
+    """
+
+    run_id: str
+    workflow: str
+    task: str
+    attempt: int
+    params: Mapping[str, Any] = field(default_factory=dict)
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    log_file: str | None = None
+    log_console: bool = False
+
+    def get_input(self, name: str) -> Any:
+        """The result of upstream task ``name``."""
+        try:
+            return self.inputs[name]
+        except KeyError:
+            known = ", ".join(repr(k) for k in self.inputs) or "none"
+            msg = (
+                f"task {self.task!r} has no input named {name!r}; its upstream tasks are "
+                f"{known}. Add a parameter or depends_on=[{name!r}] to make it one"
+            )
+            raise KeyError(msg) from None
+
+    @property
+    def log(self) -> Any:
+        """A structlog logger bound to workflow, run_id, task and attempt."""
+        logger = self.__dict__.get("_log")
+        if logger is None:
+            from .listeners.logging import task_logger
+
+            logger = task_logger(
+                self.log_file,
+                console=self.log_console,
+                workflow=self.workflow,
+                run_id=self.run_id,
+                task=self.task,
+                attempt=self.attempt,
+            )
+            self.__dict__["_log"] = logger
+        return logger
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_log", None)
+        return state
+
+
+class Task:
+    """One step of a workflow: a function (or an overridden :meth:`run`) plus options.
+
+    ``retries=N`` allows N+1 attempts; attempt k+1 waits ``retry_delay * backoff**(k-1)``
+    seconds, capped by ``max_delay``; ``jitter=True`` scales each delay by a random factor
+    in [0.5, 1.0]. Only exceptions matching ``retry_on`` are retried.
+
+    ``timeout`` bounds each attempt in seconds. On the process executor the worker is
+    killed; a thread cannot be killed, so the sequential and thread executors *abandon*
+    the attempt (it is reported as timed out, and its thread runs on in the background
+    until its function returns).
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        fn: Callable[..., Any] | None = None,
+        *,
+        depends_on: Iterable[str | Task] = (),
+        retries: int = 0,
+        retry_delay: float = 0.0,
+        backoff: float = 1.0,
+        max_delay: float | None = None,
+        jitter: bool = False,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+        timeout: float | None = None,
+        executor: str | Executor | None = None,
+    ) -> None:
+        if fn is not None and not callable(fn):
+            msg = (
+                f"task {name!r} was given {fn!r} ({type(fn).__name__}), which is not "
+                "callable; pass a function, or subclass Task and override run()"
+            )
+            raise WorkflowDefinitionError(msg, task=name)
+        if fn is None and type(self).run is Task.run:
+            msg = (
+                f"task {name!r} has no function; pass one (Task(name, fn)) "
+                "or subclass Task and override run(self, **inputs)"
+            )
+            raise WorkflowDefinitionError(msg, task=name)
+        if name is None:
+            name = getattr(fn, "__name__", None) or type(self).__name__
+        if not isinstance(name, str) or not name:
+            msg = f"a task name must be a non-empty string, got {name!r}"
+            raise WorkflowDefinitionError(msg, task=name)
+        self.name = name
+        self.fn = fn
+        self.depends_on: list[str] = []
+        for dep in depends_on if not isinstance(depends_on, (str, Task)) else [depends_on]:
+            self.add_dependency(dep)
+        self.retries = _check_number(name, "retries", retries, minimum=0, integer=True)
+        self.retry_delay = _check_number(name, "retry_delay", retry_delay, minimum=0)
+        self.backoff = _check_number(name, "backoff", backoff, minimum=1)
+        self.max_delay = (
+            None if max_delay is None else _check_number(name, "max_delay", max_delay, minimum=0)
+        )
+        self.jitter = bool(jitter)
+        self.retry_on = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+        if not all(isinstance(t, type) and issubclass(t, BaseException) for t in self.retry_on):
+            msg = f"task {name!r}: retry_on must be exception classes, got {retry_on!r}"
+            raise WorkflowDefinitionError(msg, task=name)
+        self.timeout = (
+            None if timeout is None else _check_number(name, "timeout", timeout, minimum=0)
+        )
+        if self.timeout == 0:
+            msg = f"task {name!r}: timeout must be positive seconds or None, got 0"
+            raise WorkflowDefinitionError(msg, task=name)
+        self.executor = executor
+        if fn is not None:
+            functools.update_wrapper(self, fn, updated=())
+
+    # -- behaviour -------------------------------------------------------------------
+
+    def run(self, **inputs: Any) -> Any:
+        """Do the work. The default calls the wrapped function; subclasses override it."""
+        assert self.fn is not None
+        return self.fn(**inputs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the plain function (or ``run``), bypassing any workflow."""
+        if self.fn is not None:
+            return self.fn(*args, **kwargs)
+        return self.run(*args, **kwargs)
+
+    def add_dependency(self, upstream: str | Task) -> Task:
+        """Make this task wait for ``upstream`` (a task or a task name); returns self."""
+        dep = upstream.name if isinstance(upstream, Task) else upstream
+        if not isinstance(dep, str):
+            msg = (
+                f"task {self.name!r}: a dependency must be a task or a task name, "
+                f"got {upstream!r}"
+            )
+            raise WorkflowDefinitionError(msg, task=self.name)
+        if dep not in self.depends_on:
+            self.depends_on.append(dep)
+        return self
+
+    def retry_delay_for(self, attempt: int) -> float:
+        """Seconds to wait before ``attempt`` (2 for the first retry)."""
+        delay = self.retry_delay * self.backoff ** max(attempt - 2, 0)
+        if self.max_delay is not None:
+            delay = min(delay, self.max_delay)
+        if self.jitter:
+            delay *= random.uniform(0.5, 1.0)
+        return delay
+
+    @property
+    def callable(self) -> Callable[..., Any]:
+        """What the engine calls with the bound inputs."""
+        if self.fn is not None and type(self).run is Task.run:
+            return self.fn
+        return self.run
+
+    # -- pickling --------------------------------------------------------------------
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        module = self.__dict__.get("__module__")
+        qualname = self.__dict__.get("__qualname__")
+        if module and module != "__main__" and qualname and "<locals>" not in qualname:
+            try:
+                found = _import_task(module, qualname)
+            except Exception:
+                found = None
+            if found is self:
+                return (_import_task, (module, qualname))
+        state = {k: v for k, v in self.__dict__.items() if k != "executor"}
+        return (_rebuild_task, (type(self), state))
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name!r}>"
+
+
+def _import_task(module: str, qualname: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _rebuild_task(cls: type[Task], state: dict[str, Any]) -> Task:
+    obj = cls.__new__(cls)
+    obj.__dict__.update(state)
+    obj.executor = None
+    return obj
+
+
+def _check_number(
+    task: str, option: str, value: Any, *, minimum: float, integer: bool = False
+) -> Any:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
+        kind = "an integer" if integer else "a number"
+        msg = f"task {task!r}: {option} must be {kind} >= {minimum}, got {value!r}"
+        raise WorkflowDefinitionError(msg, task=task, option=option)
+    return value
+
+
+@overload
+def task(fn: F, /) -> Task: ...
+
+
+@overload
+def task(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    depends_on: Iterable[str | Task] = (),
+    retries: int = 0,
+    retry_delay: float = 0.0,
+    backoff: float = 1.0,
+    max_delay: float | None = None,
+    jitter: bool = False,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+    timeout: float | None = None,
+    executor: str | Executor | None = None,
+) -> Callable[[F], Task]: ...
+
+
+def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Turn a function into a :class:`Task`; ``@task`` and ``@task(...)`` both work.
+
+    Inside a ``with workflow(...)`` block the task is also added to that workflow, named
+    after the function unless ``name=`` is given. See :class:`Task` for the options.
+    """
+    unknown = set(options) - _TASK_OPTIONS
+    if unknown:
+        import difflib
+
+        bad = sorted(unknown)[0]
+        close = difflib.get_close_matches(bad, _TASK_OPTIONS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        msg = f"@task got an unknown option {bad!r}{hint} (options: {sorted(_TASK_OPTIONS)})"
+        raise TypeError(msg)
+
+    def decorate(func: Callable[..., Any]) -> Task:
+        if not callable(func):
+            msg = f"@task needs a function, got {func!r} ({type(func).__name__})"
+            raise WorkflowDefinitionError(msg)
+        name = options.get("name")
+        made = Task(name, func, **{k: v for k, v in options.items() if k != "name"})
+        wf = current_workflow.get()
+        if wf is not None:
+            wf.add_task(made)
+        return made
+
+    if fn is None:
+        return decorate
+    return decorate(fn)
+
+
+_TASK_OPTIONS = frozenset(
+    inspect.signature(Task.__init__).parameters.keys() - {"self", "fn"}
+)

@@ -1,0 +1,342 @@
+"""Workflows: the ``with workflow(...)`` block, parameter binding, and ``run()``.
+
+Binding decides where each task parameter's value comes from, in this order:
+
+1. ``ctx``, or a parameter annotated ``TaskContext``: the task's :class:`TaskContext`;
+2. a parameter named after another task: that task's result (and a dependency on it);
+3. a parameter named in the run's params: that value;
+4. otherwise its default. A parameter with none of these is a definition error.
+
+A ``**kwargs`` parameter also receives the results of declared dependencies not bound by
+name, which is how a classic ``Task`` subclass's ``run(self, **inputs)`` gets its inputs.
+Binding runs when the block exits (to find dependencies and report cycles early) and
+again at ``run()``, when the run's params are known.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+import secrets
+import sys
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import Token
+from typing import Any
+
+from ._engine import FROM_CONTEXT, FROM_PARAM, FROM_TASK, Binding, Engine
+from ._private.current import current_workflow
+from .bus import EventBus
+from .clock import Clock, SystemClock
+from .dag import DAG, CompiledDAG
+from .errors import WorkflowDefinitionError
+from .executors import resolve
+from .executors.base import Executor
+from .result import RunResult
+from .task import Task, TaskContext
+
+__all__ = ["Workflow", "workflow"]
+
+_ON_ERROR = ("fail_fast", "continue")
+
+
+class Workflow:
+    """A named DAG of tasks plus how to run it.
+
+    ``executor`` is ``"sequential"``, ``"thread"`` (default), ``"process"`` or an
+    :class:`~flowforge.executors.base.Executor`; ``max_workers`` sizes the pool it makes
+    (default: the CPU count). ``on_error`` is ``"fail_fast"`` (default: nothing new
+    starts after a failure) or ``"continue"`` (tasks downstream of a failure are skipped,
+    the rest runs). ``timeout`` bounds the whole run in seconds.
+
+    Logging: one JSON line per event in ``<log_dir>/workflow.log`` (``log_dir=None``
+    writes no file) and short lines on the console (``quiet=True`` silences them). On an
+    interactive terminal a progress line shows done/total, running and failed tasks
+    (``progress=False`` hides it).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        dag: DAG | None = None,
+        executor: str | Executor = "thread",
+        max_workers: int | None = None,
+        params: Mapping[str, Any] | None = None,
+        on_error: str = "fail_fast",
+        timeout: float | None = None,
+        log_dir: str | os.PathLike[str] | None = "logs",
+        quiet: bool = False,
+        progress: bool | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name.strip():
+            msg = f"a workflow needs a non-empty name, got {name!r}"
+            raise WorkflowDefinitionError(msg)
+        if on_error not in _ON_ERROR:
+            msg = f"workflow {name!r}: on_error must be 'fail_fast' or 'continue', got {on_error!r}"
+            raise WorkflowDefinitionError(msg, workflow=name)
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+        ):
+            msg = f"workflow {name!r}: timeout must be positive seconds or None, got {timeout!r}"
+            raise WorkflowDefinitionError(msg, workflow=name)
+        self.name = name
+        self.dag = dag if dag is not None else DAG(name=name)
+        self.dag.name = name
+        resolve(executor, max_workers, owner=f"workflow {name!r}")  # fail early on a typo
+        self.executor = executor
+        self.max_workers = max_workers
+        self.params: dict[str, Any] = dict(params or {})
+        self.on_error = on_error
+        self.timeout = timeout
+        self.log_dir = log_dir
+        self.quiet = quiet
+        self.progress = progress
+        self.clock: Clock = clock or SystemClock()
+        self.events = EventBus()
+        self._token: Token[Workflow | None] | None = None
+
+    # -- definition ------------------------------------------------------------------
+
+    def __enter__(self) -> Workflow:
+        self._token = current_workflow.set(self)
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self._token is not None:
+            current_workflow.reset(self._token)
+            self._token = None
+        if exc_type is None:
+            self._bind(self.params, strict=False)
+
+    def add_task(self, task: Task) -> Task:
+        """Add ``task`` to this workflow (``@task`` inside the block does this)."""
+        return self.dag.add_task(task)
+
+    @property
+    def tasks(self) -> dict[str, Task]:
+        """Tasks by name."""
+        return self.dag.tasks
+
+    def validate(self, params: Mapping[str, Any] | None = None) -> None:
+        """Check the definition as ``run(params=...)`` would, without running anything."""
+        self._bind({**self.params, **(params or {})}, strict=True)
+
+    # -- running ---------------------------------------------------------------------
+
+    def run(
+        self,
+        params: Mapping[str, Any] | None = None,
+        *,
+        executor: str | Executor | None = None,
+    ) -> RunResult:
+        """Run every task once and return a :class:`RunResult`; task failures do not raise
+        (see ``RunResult.raise_for_status``), definition errors do, before anything runs."""
+        merged = {**self.params, **(params or {})}
+        bindings, graph = self._bind(merged, strict=True)
+        owner = f"workflow {self.name!r}"
+        main = resolve(executor if executor is not None else self.executor, self.max_workers,
+                       owner=owner)
+        task_executors = self._task_executors(main, owner)
+        run_id = _new_run_id()
+        detach = self._attach_listeners(len(graph.order))
+        try:
+            engine = Engine(
+                workflow=self.name,
+                run_id=run_id,
+                graph=graph,
+                bindings=bindings,
+                params=merged,
+                executor=main,
+                task_executors=task_executors,
+                on_error=self.on_error,
+                timeout=self.timeout,
+                clock=self.clock,
+                bus=self.events,
+                log_file=self._log_file(),
+                log_console=not self.quiet,
+            )
+            return engine.run(executor_label=_label(main))
+        finally:
+            detach()
+
+    def _task_executors(self, main: Executor, owner: str) -> dict[str, Executor]:
+        chosen: dict[str, Executor] = {}
+        made: dict[Any, Executor] = {}
+        for name, t in self.dag.tasks.items():
+            spec = t.executor
+            if spec is None or spec is main or spec == getattr(main, "name", None):
+                continue
+            key = spec if isinstance(spec, str) else id(spec)
+            if key not in made:
+                made[key] = resolve(spec, self.max_workers, owner=f"{owner} task {name!r}")
+            chosen[name] = made[key]
+        return chosen
+
+    def _log_file(self) -> str | None:
+        if self.log_dir is None:
+            return None
+        return os.path.join(os.fspath(self.log_dir), "workflow.log")
+
+    def _attach_listeners(self, total: int) -> Callable[[], None]:
+        log_file = self._log_file()
+        show_progress = self.progress
+        if show_progress is None:
+            show_progress = not self.quiet and _interactive()
+        if log_file is None and self.quiet and not show_progress:
+            return lambda: None
+        from ._private.console import Console
+        from .listeners.logging import LoggingListener
+
+        console = Console(sys.stderr)
+        detachers: list[Callable[[], None]] = []
+        if log_file is not None or not self.quiet:
+            detachers.append(
+                LoggingListener(log_file, console=None if self.quiet else console).attach(
+                    self.events
+                )
+            )
+        if show_progress:
+            from .listeners.progress import ProgressListener
+
+            detachers.append(ProgressListener(total, console).attach(self.events))
+
+        def detach() -> None:
+            for d in reversed(detachers):
+                d()
+
+        return detach
+
+    # -- binding ---------------------------------------------------------------------
+
+    def _bind(
+        self, params: Mapping[str, Any], *, strict: bool
+    ) -> tuple[dict[str, Binding], CompiledDAG]:
+        tasks = self.dag.tasks
+        if strict and not tasks:
+            msg = (
+                f"workflow {self.name!r} has no tasks; define them with @task inside the "
+                "`with workflow(...)` block or add them with wf.add_task(...)"
+            )
+            raise WorkflowDefinitionError(msg, workflow=self.name)
+        bindings: dict[str, Binding] = {}
+        for name, t in tasks.items():
+            call = t.callable
+            spec = _signature(call, name)
+            args: list[tuple[str, int, str]] = []
+            inferred: list[str] = []
+            wants_context = False
+            for pname, has_default, is_context in spec.params:
+                if is_context:
+                    args.append((pname, FROM_CONTEXT, ""))
+                    wants_context = True
+                elif pname in tasks and pname != name:
+                    args.append((pname, FROM_TASK, pname))
+                    inferred.append(pname)
+                elif pname in params:
+                    args.append((pname, FROM_PARAM, pname))
+                elif not has_default and strict:
+                    raise self._unbound(name, pname)
+            self.dag.set_inferred(name, tuple(inferred))
+            extra: tuple[str, ...] = ()
+            if spec.var_keyword:
+                bound = {a[0] for a in args}
+                extra = tuple(d for d in t.depends_on if d not in bound)
+            bindings[name] = Binding(t, call, tuple(args), extra, wants_context)
+        return bindings, self.dag.compile()
+
+    def _unbound(self, task: str, param: str) -> WorkflowDefinitionError:
+        close = difflib.get_close_matches(param, list(self.dag.tasks), n=1)
+        hint = f" (did you mean task {close[0]!r}?)" if close else ""
+        msg = (
+            f"task {task!r} has parameter {param!r} that matches no task, param or default"
+            f"{hint}; add a task named {param!r}, pass params={{{param!r}: ...}}, "
+            "or give it a default"
+        )
+        return WorkflowDefinitionError(msg, workflow=self.name, task=task, parameter=param)
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(self.dag)
+
+    def __repr__(self) -> str:
+        return f"<Workflow {self.name!r} tasks={len(self.dag)}>"
+
+
+def workflow(name: str, **options: Any) -> Workflow:
+    """Start defining a workflow: ``with workflow("etl", executor="process") as wf: ...``.
+
+    Takes the keyword options of :class:`Workflow`.
+    """
+    return Workflow(name, **options)
+
+
+class _Signature:
+    __slots__ = ("params", "var_keyword")
+
+    def __init__(self, params: tuple[tuple[str, bool, bool], ...], var_keyword: bool) -> None:
+        self.params = params
+        self.var_keyword = var_keyword
+
+
+_SIGNATURES: weakref.WeakKeyDictionary[Any, _Signature] = weakref.WeakKeyDictionary()
+
+
+def _signature(call: Callable[..., Any], task: str) -> _Signature:
+    """The parameters of ``call`` that binding cares about, cached per function."""
+    key = getattr(call, "__func__", call)
+    try:
+        found = _SIGNATURES.get(key)
+    except TypeError:
+        found = None
+    if found is not None:
+        return found
+    try:
+        sig = inspect.signature(call)
+    except (TypeError, ValueError) as exc:
+        msg = f"task {task!r}: cannot read the parameters of {call!r} ({exc})"
+        raise WorkflowDefinitionError(msg, task=task) from exc
+    params: list[tuple[str, bool, bool]] = []
+    var_keyword = False
+    for p in sig.parameters.values():
+        if p.kind is p.VAR_KEYWORD:
+            var_keyword = True
+            continue
+        if p.kind is p.VAR_POSITIONAL:
+            continue
+        if p.kind is p.POSITIONAL_ONLY:
+            msg = (
+                f"task {task!r} has positional-only parameter {p.name!r}; FlowForge passes "
+                "inputs by name, so remove the '/' from its signature"
+            )
+            raise WorkflowDefinitionError(msg, task=task, parameter=p.name)
+        is_context = p.name == "ctx" or p.annotation in (
+            TaskContext,
+            "TaskContext",
+            "flowforge.TaskContext",
+            "flowforge.task.TaskContext",
+        )
+        params.append((p.name, p.default is not p.empty, is_context))
+    found = _Signature(tuple(params), var_keyword)
+    try:
+        _SIGNATURES[key] = found
+    except TypeError:
+        pass
+    return found
+
+
+def _new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def _label(ex: Executor) -> str:
+    return f"{getattr(ex, 'name', type(ex).__name__)}({getattr(ex, 'max_workers', '?')})"
+
+
+def _interactive() -> bool:
+    try:
+        return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):
+        return False

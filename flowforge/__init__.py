@@ -48,8 +48,8 @@ from .workflow import Workflow, workflow
 __version__ = "0.1.0"
 
 __all__ = [
-    "DAG",
     "Clock",
+    "DAG",
     "EventBus",
     "Executor",
     "FlowForgeError",

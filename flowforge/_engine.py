@@ -270,7 +270,7 @@ class Engine:
         if self._emit_started:
             self._publish(TaskStarted, task=name, attempt=attempt)
         timeout = b.task.timeout
-        if timeout is None and (
+        if timeout is None and self._run_deadline is None and (
             ex.inline
             or (
                 not self._running

@@ -77,7 +77,7 @@ class EventBus:
             with self._lock:
                 found: list[Handler] = []
                 for klass in event_type.__mro__:
-                    found.extend(self._handlers.get(klass, ()))  # type: ignore[call-overload]
+                    found.extend(self._handlers.get(klass, ()))
                 route = tuple(found)
                 self._routes[event_type] = route
         return route

@@ -44,9 +44,9 @@ def resolve(spec: Any, max_workers: int | None = None, *, owner: str = "workflow
             raise ValueError(msg)
         if factory is SequentialExecutor:
             return SequentialExecutor()
-        return factory(max_workers=max_workers)  # type: ignore[no-any-return]
+        return factory(max_workers=max_workers)
     if hasattr(spec, "submit") and hasattr(spec, "shutdown"):
-        return spec  # type: ignore[no-any-return]
+        return spec
     msg = (
         f"{owner}: executor must be 'sequential', 'thread', 'process' or an Executor "
         f"instance, got {spec!r}"

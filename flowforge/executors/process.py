@@ -37,7 +37,10 @@ class ProcessExecutor(Executor):
         if max_workers is None:
             max_workers = default_workers()
         if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
-            msg = f"ProcessExecutor(max_workers=...) must be a positive integer, got {max_workers!r}"
+            msg = (
+                "ProcessExecutor(max_workers=...) must be a positive integer, "
+                f"got {max_workers!r}"
+            )
             raise ValueError(msg)
         self.max_workers = max_workers
         self._lock = threading.Lock()

@@ -13,7 +13,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -77,7 +77,7 @@ class _Sink:
     msg = debug = info = warning = warn = error = critical = exception = fatal = _write
 
 
-def _add_timestamp(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _add_timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Any:
     ts = event_dict.get("timestamp")
     if not isinstance(ts, str):
         ts = datetime.fromtimestamp(ts if ts is not None else time.time(), tz=timezone.utc)
@@ -85,8 +85,8 @@ def _add_timestamp(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any
     return event_dict
 
 
-def _render(console: bool) -> Callable[[Any, str, dict[str, Any]], Any]:
-    def render(_: Any, __: str, event_dict: dict[str, Any]) -> Any:
+def _render(console: bool) -> Any:
+    def render(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Any:
         human = event_dict.pop("_human", None)
         if human is None and console:
             human = _human_task_line(event_dict)
@@ -116,13 +116,14 @@ def _make_logger(path: str | None, console: Any, **bound: Any) -> Any:
 
 def task_logger(path: str | None, *, console: bool = False, **bound: Any) -> Any:
     """The structlog logger behind ``ctx.log`` (works in process workers too)."""
-    from .._private.console import Console
     import sys
+
+    from .._private.console import Console
 
     return _make_logger(path, Console(sys.stderr) if console else None, **bound)
 
 
-def _human_task_line(d: dict[str, Any]) -> str:
+def _human_task_line(d: MutableMapping[str, Any]) -> str:
     extras = " ".join(
         f"{k}={v}"
         for k, v in d.items()

@@ -1,0 +1,289 @@
+"""Per-task overhead of FlowForge next to plain Python, dask and process pools.
+
+Run with ``python -m benchmarks.overhead`` (``--quick`` for a tiny run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+PROCESS_WORKERS = 2
+BUSY_TARGET_S = 0.020
+
+
+def f(x: int = 0) -> int:
+    """The unit of work for the chain/fan-out rows (plain Python and dask)."""
+    return 1
+
+
+def step(**inputs: object) -> int:
+    """The one shared task function for FlowForge chain/fan-out rows."""
+    return 1
+
+
+def busy(n: int) -> int:
+    """CPU-bound loop; module level so it pickles by reference."""
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+def _median(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------- chain
+
+
+def plain_chain(n: int) -> None:
+    prev = f()
+    for _ in range(n - 1):
+        prev = f(prev)
+
+
+def dask_chain(n: int) -> None:
+    import dask
+
+    graph: dict[str, object] = {"t0": (f,)}
+    for i in range(1, n):
+        graph[f"t{i}"] = (f, f"t{i - 1}")
+    dask.get(graph, f"t{n - 1}")
+
+
+def flowforge_chain(n: int, executor: str) -> None:
+    from flowforge import Task, Workflow
+
+    kwargs = {"max_workers": 2} if executor == "thread" else {}
+    wf = Workflow("bench", executor=executor, log_dir=None, quiet=True, progress=False, **kwargs)
+    wf.add_task(Task("t0", step))
+    for i in range(1, n):
+        wf.add_task(Task(f"t{i}", step, depends_on=[f"t{i - 1}"]))
+    wf.validate()
+    result = wf.run()
+    if not result.ok:
+        raise RuntimeError("FlowForge chain run failed")
+
+
+# ---------------------------------------------------------------- fan-out
+
+
+def plain_fanout(n: int) -> None:
+    root = f()
+    for _ in range(n):
+        f(root)
+
+
+def dask_fanout(n: int) -> None:
+    import dask
+
+    graph: dict[str, object] = {"root": (f,)}
+    keys = []
+    for i in range(n):
+        graph[f"t{i}"] = (f, "root")
+        keys.append(f"t{i}")
+    dask.get(graph, keys)
+
+
+def flowforge_fanout(n: int, executor: str) -> None:
+    from flowforge import Task, Workflow
+
+    kwargs = {"max_workers": 2} if executor == "thread" else {}
+    wf = Workflow("bench", executor=executor, log_dir=None, quiet=True, progress=False, **kwargs)
+    wf.add_task(Task("root", step))
+    for i in range(n):
+        wf.add_task(Task(f"t{i}", step, depends_on=["root"]))
+    wf.validate()
+    result = wf.run()
+    if not result.ok:
+        raise RuntimeError("FlowForge fan-out run failed")
+
+
+# ---------------------------------------------------------------- process
+
+
+def calibrate() -> tuple[int, float]:
+    """Iterations for one ~20 ms busy() call, and the measured single-call time."""
+    n = 10_000
+    while True:
+        start = time.perf_counter()
+        busy(n)
+        elapsed = time.perf_counter() - start
+        if elapsed > 0.005:
+            break
+        n *= 2
+    n = max(1, int(n * BUSY_TARGET_S / elapsed))
+    single = _median(lambda: busy(n), 5)
+    return n, single
+
+
+def process_flowforge(busy_fn: Callable[[int], int], n_iter: int, count: int) -> None:
+    from flowforge import Task, Workflow
+
+    wf = Workflow(
+        "bench",
+        executor="process",
+        max_workers=PROCESS_WORKERS,
+        log_dir=None,
+        quiet=True,
+        progress=False,
+        params={"n": n_iter},
+    )
+    for i in range(count):
+        wf.add_task(Task(f"p{i}", busy_fn))
+    wf.validate()
+    result = wf.run()
+    if not result.ok:
+        raise RuntimeError("FlowForge process run failed")
+
+
+def process_pool(busy_fn: Callable[[int], int], n_iter: int, count: int) -> None:
+    with concurrent.futures.ProcessPoolExecutor(PROCESS_WORKERS) as pool:
+        list(pool.map(busy_fn, [n_iter] * count))
+
+
+def process_loky(busy_fn: Callable[[int], int], n_iter: int, count: int) -> None:
+    import loky
+
+    executor = loky.get_reusable_executor(PROCESS_WORKERS)
+    list(executor.map(busy_fn, [n_iter] * count))
+    executor.shutdown(wait=True)  # so the next repeat pays start-up again
+
+
+# ---------------------------------------------------------------- main
+
+
+def _have(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--process-tasks", type=int, default=200)
+    parser.add_argument(
+        "--quick", action="store_true", help="1000 tasks, 3 repeats, 40 process tasks"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.tasks, args.repeat, args.process_tasks = 1000, 3, 40
+    n, repeat = args.tasks, args.repeat
+
+    # Import by module name so busy() pickles as benchmarks.overhead.busy, not __main__.busy.
+    from benchmarks.overhead import busy as busy_fn
+
+    rows: list[tuple[str, str, str, str, str]] = []
+    notes: list[str] = []
+
+    def add_case(case: str, engines: list[tuple[str, Callable[[], object] | None, str]]) -> None:
+        baseline = None
+        for engine, fn, skip in engines:
+            if fn is None:
+                rows.append((case, engine, "-", "", "skipped"))
+                notes.append(f"{engine}: {skip}")
+                continue
+            fn()  # warm-up (imports, caches)
+            per_task_us = _median(fn, repeat) / n * 1e6
+            if baseline is None:
+                baseline = per_task_us
+            ratio = f"{per_task_us / baseline:.1f}x"
+            rows.append((case, engine, f"{per_task_us:.2f}", "µs/task", ratio))
+            print(f"  done: {case} / {engine}", file=sys.stderr, flush=True)
+
+    has_dask = _have("dask")
+    dask_skip = "dask not installed"
+    add_case(
+        f"chain {n}",
+        [
+            ("plain python (baseline)", lambda: plain_chain(n), ""),
+            ("dask.get", (lambda: dask_chain(n)) if has_dask else None, dask_skip),
+            ("flowforge sequential", lambda: flowforge_chain(n, "sequential"), ""),
+            ("flowforge thread(2)", lambda: flowforge_chain(n, "thread"), ""),
+        ],
+    )
+    add_case(
+        f"fan-out {n}",
+        [
+            ("plain python (baseline)", lambda: plain_fanout(n), ""),
+            ("dask.get", (lambda: dask_fanout(n)) if has_dask else None, dask_skip),
+            ("flowforge sequential", lambda: flowforge_fanout(n, "sequential"), ""),
+            ("flowforge thread(2)", lambda: flowforge_fanout(n, "thread"), ""),
+        ],
+    )
+
+    count = args.process_tasks
+    n_iter, single = calibrate()
+    ideal = count * single / PROCESS_WORKERS
+    case = f"process {count}x{single * 1e3:.0f}ms"
+    proc_engines: list[tuple[str, Callable[[], object] | None, str]] = [
+        ("ProcessPoolExecutor(2)", lambda: process_pool(busy_fn, n_iter, count), ""),
+        (
+            "loky reusable(2)",
+            (lambda: process_loky(busy_fn, n_iter, count)) if _have("loky") else None,
+            "loky not installed",
+        ),
+        ("flowforge process(2)", lambda: process_flowforge(busy_fn, n_iter, count), ""),
+    ]
+    proc_repeat = min(repeat, 3)
+    for engine, fn, skip in proc_engines:
+        if fn is None:
+            rows.append((case, engine, "-", "", "skipped"))
+            notes.append(f"{engine}: {skip}")
+            continue
+        wall = _median(fn, proc_repeat)
+        rows.append((case, engine, f"{ideal / wall:.2f}", "efficiency", f"wall {wall:.2f}s"))
+        print(f"  done: {case} / {engine}", file=sys.stderr, flush=True)
+
+    header = ("case", "engine", "value", "unit", "ratio")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    aligns = ["<", "<", ">", "<", ">"]
+
+    def fmt(row: tuple[str, ...]) -> str:
+        cells = zip(row, aligns, widths, strict=True)
+        return "  ".join(f"{c:{a}{w}}" for c, a, w in cells).rstrip()
+
+    print(fmt(header))
+    print("  ".join("-" * w for w in widths))
+    prev_case = rows[0][0]
+    for row in rows:
+        if row[0] != prev_case:
+            print()
+            prev_case = row[0]
+        print(fmt(row))
+    print()
+    print(f"µs/task: wall time per task, median of {repeat} repeats (after one warm-up run).")
+    print(
+        "FlowForge rows are end to end: define tasks, build, validate, run "
+        "(log_dir=None, quiet=True, progress=False)."
+    )
+    print("ratio: vs the plain-python row of the same case.")
+    print(
+        f"efficiency = ({count} x single call {single * 1e3:.1f} ms / {PROCESS_WORKERS} workers)"
+        f" / wall time, median of {proc_repeat} repeats."
+    )
+    print(
+        "Every process wall time includes pool start-up "
+        "(the loky executor is shut down between repeats)."
+    )
+    print(f"python {sys.version.split()[0]}")
+    for note in notes:
+        print(f"note: {note}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Ctrl-C during run(): tasks stopped, result cancelled, clean exit, no orphans."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    from flowforge import workflow, task
+
+    with workflow("sig", executor=sys.argv[1], max_workers=2, log_dir=None, quiet=True) as wf:
+        @task
+        def a():
+            time.sleep(60)
+
+        @task
+        def b():
+            time.sleep(60)
+
+    def ready(event):
+        print("started", flush=True)
+
+    from flowforge.events import TaskStarted
+    wf.events.subscribe(TaskStarted, ready)
+    result = wf.run()
+    print("status", result.status, flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("executor", ["process", "thread"])
+def test_sigint_cancels_cleanly(executor, tmp_path):
+    """SIGINT makes run() return 'cancelled'; the script exits 0 with no traceback."""
+    script = tmp_path / "s.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), executor], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "started"
+    time.sleep(0.5 if executor == "thread" else 1.0)  # let the second task start too
+    children = psutil.Process(proc.pid).children(recursive=True)
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "status cancelled" in out
+    assert "Traceback" not in err
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive

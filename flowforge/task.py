@@ -133,15 +133,27 @@ class Task:
         self.depends_on: list[str] = []
         for dep in depends_on if not isinstance(depends_on, (str, Task)) else [depends_on]:
             self.add_dependency(dep)
-        self.retries = _check_number(name, "retries", retries, minimum=0, integer=True)
-        self.retry_delay = _check_number(name, "retry_delay", retry_delay, minimum=0)
-        self.backoff = _check_number(name, "backoff", backoff, minimum=1)
+        # Defaults skip the checks: building 100,000 tasks should cost little.
+        self.retries = (
+            0 if retries == 0 and type(retries) is int
+            else _check_number(name, "retries", retries, minimum=0, integer=True)
+        )
+        self.retry_delay = (
+            retry_delay if retry_delay == 0.0 and type(retry_delay) is float
+            else _check_number(name, "retry_delay", retry_delay, minimum=0)
+        )
+        self.backoff = (
+            backoff if backoff == 1.0 and type(backoff) is float
+            else _check_number(name, "backoff", backoff, minimum=1)
+        )
         self.max_delay = (
             None if max_delay is None else _check_number(name, "max_delay", max_delay, minimum=0)
         )
         self.jitter = bool(jitter)
         self.retry_on = retry_on if isinstance(retry_on, tuple) else (retry_on,)
-        if not all(isinstance(t, type) and issubclass(t, BaseException) for t in self.retry_on):
+        if self.retry_on != _RETRY_ANY and not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in self.retry_on
+        ):
             msg = f"task {name!r}: retry_on must be exception classes, got {retry_on!r}"
             raise WorkflowDefinitionError(msg, task=name)
         self.timeout = (
@@ -213,6 +225,9 @@ class Task:
 
     def __repr__(self) -> str:
         return f"<Task {self.name!r}>"
+
+
+_RETRY_ANY = (Exception,)
 
 
 def _import_task(module: str, qualname: str) -> Any:

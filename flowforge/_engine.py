@@ -93,7 +93,6 @@ class Binding:
     call: Callable[..., Any]
     args: tuple[tuple[str, int, str], ...]
     extra_inputs: tuple[str, ...]  # upstream results passed through **kwargs
-    wants_context: bool
 
 
 @dataclass(slots=True)

@@ -228,11 +228,9 @@ class Workflow:
             spec = _signature(call, name)
             args: list[tuple[str, int, str]] = []
             inferred: list[str] = []
-            wants_context = False
             for pname, has_default, is_context in spec.params:
                 if is_context:
                     args.append((pname, FROM_CONTEXT, ""))
-                    wants_context = True
                 elif pname in tasks and pname != name:
                     args.append((pname, FROM_TASK, pname))
                     inferred.append(pname)
@@ -245,7 +243,7 @@ class Workflow:
             if spec.var_keyword:
                 bound = {a[0] for a in args}
                 extra = tuple(d for d in t.depends_on if d not in bound)
-            bindings[name] = Binding(t, call, tuple(args), extra, wants_context)
+            bindings[name] = Binding(t, call, tuple(args), extra)
         return bindings, self.dag.compile()
 
     def _unbound(self, task: str, param: str) -> WorkflowDefinitionError:

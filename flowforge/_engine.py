@@ -259,13 +259,14 @@ class Engine:
     def _start(self, name: str, ex: Executor) -> None:
         rec = self.tasks[name]
         b = self._bindings[name]
-        check_transition(name, rec.state, TaskState.RUNNING)
+        if rec.state is not TaskState.PENDING:  # PENDING -> RUNNING is always allowed
+            check_transition(name, rec.state, TaskState.RUNNING)
         rec.state = TaskState.RUNNING
         rec.attempts += 1
         attempt = rec.attempts
         if rec.started is None:
             rec.started = time.time()
-        kwargs = self._arguments(name, b, attempt)
+        kwargs = self._arguments(name, b, attempt) if b.args or b.extra_inputs else {}
         if self._emit_started:
             self._publish(TaskStarted, task=name, attempt=attempt)
         timeout = b.task.timeout

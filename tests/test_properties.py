@@ -13,7 +13,7 @@ from flowforge import Task, Workflow
 
 
 @st.composite
-def random_dags(draw, max_tasks=120):
+def random_dags(draw, max_tasks=250):
     n = draw(st.integers(min_value=1, max_value=max_tasks))
     deps = []
     for i in range(n):

@@ -283,7 +283,9 @@ class Engine:
             t0 = time.perf_counter()
             try:
                 value = b.call(**kwargs)
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # SystemExit too: as on the pool paths
                 self._inline_task = None
                 self._failed(name, exc, time.perf_counter() - t0)
             else:

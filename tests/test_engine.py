@@ -298,3 +298,18 @@ def test_workflow_events_have_totals(opts):
     fin = rec.of_type(WorkflowFinished)[0]
     assert (fin.status, fin.succeeded) == ("succeeded", 1)
     assert rec.of_type(TaskSucceeded)[0].duration >= 0
+
+
+@pytest.mark.parametrize("executor", ["sequential", "thread"])
+def test_system_exit_in_a_task_is_a_task_failure(executor, opts):
+    """sys.exit() inside a task fails that task; it never escapes run()."""
+    import sys
+
+    with workflow("w", executor=executor, **opts) as wf:
+
+        @task
+        def a():
+            sys.exit(3)
+
+    result = wf.run()
+    assert result.status == "failed" and isinstance(result.tasks["a"].error, SystemExit)

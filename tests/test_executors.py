@@ -286,3 +286,28 @@ def test_tasks_defined_in_main(tmp_path):
                          timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "succeeded 42"
+
+
+def test_thread_pool_replaces_an_abandoned_thread():
+    """After its only thread is abandoned, a one-thread pool still runs new work."""
+    ex = ThreadExecutor(max_workers=1)
+    release = threading.Event()
+    stuck = ex.submit(release.wait, 10)
+    while not ex._running:  # wait until the thread has really taken the job
+        threading.Event().wait(0.001)
+    assert ex.cancel_running(stuck) is False
+    assert ex.submit(lambda: 42).result(timeout=5) == 42
+    release.set()
+    ex.shutdown()
+
+
+def test_process_cancel_of_queued_work_never_runs_it(tmp_path):
+    """Work cancelled while queued in the process executor is never started."""
+    ex = ProcessExecutor(max_workers=1)
+    first = ex.submit(fixture_tasks.pid)
+    queued = ex.submit(fixture_tasks.crash, 5)
+    assert ex.cancel_running(queued) is True
+    first.result(timeout=60)
+    assert queued.cancelled()
+    assert isinstance(ex.submit(fixture_tasks.pid).result(timeout=60), int)
+    ex.shutdown()

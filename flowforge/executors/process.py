@@ -75,6 +75,7 @@ class ProcessExecutor(Executor):
             slot = next((s for s in self._slots if s.outer is future), None)
         if slot is None:
             return future.cancel()
+        future.cancel()  # never marked running, so this sticks; _launch then skips it
         slot.kill()
         return True
 
@@ -94,6 +95,9 @@ class ProcessExecutor(Executor):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
+        if outer.cancelled():  # cancelled between leaving the queue and reaching here
+            self._finish(slot, outer, None, None)
+            return
         try:
             inner = slot.submit(fn, args, kwargs)
         except BaseException as exc:

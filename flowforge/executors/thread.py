@@ -36,17 +36,14 @@ class ThreadExecutor(Executor):
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
-        self._idle = 0
+        self._waiting = 0  # threads blocked in queue.get(), ready for work
         self._running: dict[Future[Any], threading.Thread] = {}
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         future: Future[Any] = Future()
         self._queue.put((future, fn, args, kwargs))
         with self._lock:
-            if self._idle > 0:
-                self._idle -= 1
-            elif len(self._threads) < self.max_workers:
-                self._spawn()
+            self._spawn_if_needed()
         return future
 
     def cancel_running(self, future: Future[Any]) -> bool:
@@ -58,21 +55,24 @@ class ThreadExecutor(Executor):
             if thread is not None and thread in self._threads:
                 self._threads.discard(thread)
                 thread.abandoned = True  # type: ignore[attr-defined]
-                if not self._queue.empty():
-                    self._spawn()
+                self._spawn_if_needed()
         return False
 
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:
             threads = list(self._threads)
             self._threads.clear()
-            self._idle = 0
         for _ in threads:
             self._queue.put(_STOP)
         if wait:
             for t in threads:
                 t.join()
         self._queue = queue.SimpleQueue()
+
+    def _spawn_if_needed(self) -> None:
+        """Start a thread when queued work outnumbers waiting threads (lock held)."""
+        if self._queue.qsize() > self._waiting and len(self._threads) < self.max_workers:
+            self._spawn()
 
     def _spawn(self) -> None:
         t = threading.Thread(target=self._work, name="flowforge-thread", daemon=True)
@@ -84,7 +84,11 @@ class ThreadExecutor(Executor):
         me = threading.current_thread()
         jobs = self._queue
         while True:
+            with self._lock:
+                self._waiting += 1
             item = jobs.get()
+            with self._lock:
+                self._waiting -= 1
             if item is _STOP:
                 return
             future, fn, args, kwargs = item
@@ -102,4 +106,3 @@ class ThreadExecutor(Executor):
                 self._running.pop(future, None)
                 if me.abandoned:  # type: ignore[attr-defined]
                     return
-                self._idle += 1

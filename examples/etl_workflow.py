@@ -12,42 +12,17 @@ from __future__ import annotations
 
 import csv
 import json
-from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 from flowforge import task, workflow
 
-HERE = Path(__file__).resolve().parent
-DATA_FILE = HERE / "data" / "sales.csv"
-OUTPUT_DIR = HERE / "output"
-
-
-def _parse_row(row: dict[str, str]) -> dict[str, Any] | None:
-    """A cleaned row, or None when the row is unusable."""
-    try:
-        quantity = int(row["quantity"])
-        unit_price = float(row["unit_price"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    if quantity <= 0 or unit_price < 0 or not row.get("region") or not row.get("product"):
-        return None
-    return {
-        "date": row["date"],
-        "region": row["region"].strip(),
-        "product": row["product"].strip(),
-        "quantity": quantity,
-        "unit_price": unit_price,
-        "revenue": round(quantity * unit_price, 2),
-    }
-
+from .sales import OUTPUT_DIR, clean_rows, read_rows, summarize
 
 with workflow("etl", executor="process", max_workers=2) as wf:
 
     @task
     def extract() -> list[dict[str, str]]:
-        with DATA_FILE.open(newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
+        return read_rows()
 
     @task(retries=2, retry_delay=0.1)
     def clean(extract: list[dict[str, str]], ctx: Any) -> dict[str, Any]:
@@ -55,23 +30,12 @@ with workflow("etl", executor="process", max_workers=2) as wf:
         # ctx.attempt is carried to the worker, so this is deterministic across processes.
         if ctx.attempt == 1:
             raise ConnectionError("simulated flaky source (attempt 1)")
-        rows = [parsed for parsed in map(_parse_row, extract) if parsed is not None]
-        return {"rows": rows, "rejected": len(extract) - len(rows)}
+        return clean_rows(extract)
 
     @task
     def aggregate(clean: dict[str, Any]) -> dict[str, Any]:
-        by_region: dict[str, float] = defaultdict(float)
-        by_product: dict[str, float] = defaultdict(float)
-        for row in clean["rows"]:
-            by_region[row["region"]] += row["revenue"]
-            by_product[row["product"]] += row["revenue"]
-        return {
-            "kept": len(clean["rows"]),
-            "rejected": clean["rejected"],
-            "by_region": {k: round(v, 2) for k, v in sorted(by_region.items())},
-            "by_product": {k: round(v, 2) for k, v in sorted(by_product.items())},
-            "total": round(sum(by_region.values()), 2),
-        }
+        return summarize(clean)
+
 
     @task
     def load(aggregate: dict[str, Any], ctx: Any) -> str:

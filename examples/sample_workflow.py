@@ -7,67 +7,33 @@ Run it from the repository root::
 
 from __future__ import annotations
 
-import csv
 import json
-from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 from flowforge import DAG, Task, Workflow
 
-HERE = Path(__file__).resolve().parent
-DATA_FILE = HERE / "data" / "sales.csv"
-OUTPUT_DIR = HERE / "output"
+from .sales import OUTPUT_DIR, clean_rows, read_rows, summarize
 
 
 class ExtractSales(Task):
     """Read the raw CSV rows."""
 
     def run(self, **inputs: Any) -> list[dict[str, str]]:
-        with DATA_FILE.open(newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
+        return read_rows()
 
 
 class CleanSales(Task):
     """Convert types and drop rows with missing, non-numeric or negative values."""
 
     def run(self, **inputs: Any) -> dict[str, Any]:
-        raw = inputs["extract"]
-        rows = []
-        for row in raw:
-            try:
-                quantity = int(row["quantity"])
-                unit_price = float(row["unit_price"])
-            except (KeyError, TypeError, ValueError):
-                continue
-            if quantity <= 0 or unit_price < 0:
-                continue
-            rows.append(
-                {
-                    "region": row["region"],
-                    "product": row["product"],
-                    "revenue": round(quantity * unit_price, 2),
-                }
-            )
-        return {"rows": rows, "rejected": len(raw) - len(rows)}
+        return clean_rows(inputs["extract"])
 
 
 class AggregateSales(Task):
     """Revenue totals per region and per product."""
 
     def run(self, **inputs: Any) -> dict[str, Any]:
-        clean = inputs["clean"]
-        by_region: dict[str, float] = defaultdict(float)
-        by_product: dict[str, float] = defaultdict(float)
-        for row in clean["rows"]:
-            by_region[row["region"]] += row["revenue"]
-            by_product[row["product"]] += row["revenue"]
-        return {
-            "kept": len(clean["rows"]),
-            "rejected": clean["rejected"],
-            "by_region": {k: round(v, 2) for k, v in sorted(by_region.items())},
-            "by_product": {k: round(v, 2) for k, v in sorted(by_product.items())},
-        }
+        return summarize(inputs["clean"])
 
 
 def save_summary(aggregate: dict[str, Any]) -> str:

@@ -32,6 +32,17 @@ Two shortcuts keep the per-task cost near a plain function call:
   the loop runs it in its own thread: handing it to a pool thread and waiting for the
   answer would cost two thread switches (~80 µs) and buy no parallelism.
 
+Persistence
+-----------
+With autosave on, a :class:`~flowforge.persistence.manager.RunSession` rides along. Each
+final outcome is saved *before* its event is published, so a task reported finished is
+on disk. Tasks restored from an earlier run start SUCCEEDED and count as done in the
+ready set; their results are not unpickled until a task that runs needs them (``results``
+loads a missing key from the session). ``consumers_left`` counts, per task, the tasks
+downstream still to start; when it reaches zero and the result is saved, the engine drops
+its reference, so a long pipeline of large objects holds only the ones still needed. A
+save that fails (a full disk) stops the run like a fail-fast failure, with a StateError.
+
 Failures
 --------
 A failed attempt is retried while attempts remain and the error matches ``retry_on``;
@@ -49,12 +60,13 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .bus import EventBus
 from .clock import Clock
 from .dag import CompiledDAG
 from .errors import (
+    StateError,
     TaskSerializationError,
     TaskTimeoutError,
     WorkerCrashedError,
@@ -73,9 +85,12 @@ from .events import (
 from .executors.base import Executor
 from .executors.thread import ThreadExecutor
 from .metrics import RunMetrics
-from .result import RunResult, TaskRun
+from .result import Results, RunResult, TaskRun
 from .states import RunStatus, TaskState, check_transition
 from .task import Task, TaskContext
+
+if TYPE_CHECKING:
+    from .persistence.manager import RunSession
 
 __all__ = ["Binding", "Engine"]
 
@@ -93,6 +108,20 @@ class Binding:
     call: Callable[..., Any]
     args: tuple[tuple[str, int, str], ...]
     extra_inputs: tuple[str, ...]  # upstream results passed through **kwargs
+
+
+class _Held(dict[str, Any]):
+    """Results in memory; a missing one is loaded from the run's saved state."""
+
+    __slots__ = ("_load",)
+
+    def __init__(self, load: Callable[[str], Any]) -> None:
+        super().__init__()
+        self._load = load
+
+    def __missing__(self, name: str) -> Any:
+        value = self[name] = self._load(name)
+        return value
 
 
 @dataclass(slots=True)
@@ -122,6 +151,7 @@ class Engine:
         bus: EventBus,
         log_file: str | None = None,
         log_console: bool = False,
+        session: RunSession | None = None,
     ) -> None:
         self.workflow = workflow
         self.run_id = run_id
@@ -138,8 +168,13 @@ class Engine:
         self._log_console = log_console
 
         self.tasks: dict[str, TaskRun] = {n: TaskRun(n) for n in graph.order}
-        self.results: dict[str, Any] = {}
+        self.results: dict[str, Any] = {} if session is None else _Held(session.load)
         self._ready_set = graph.ready_set()
+        self._session = session
+        self._saved: set[str] = set()
+        self._consumers_left: dict[str, int] | None = None
+        if session is not None:
+            self._restore(session)
         self._ready: deque[str] = deque()
         self._running: dict[Future[Any], _Attempt] = {}
         self._inflight: dict[Executor, int] = {}
@@ -157,16 +192,39 @@ class Engine:
         self._emit_succeeded = bus.wants(TaskSucceeded)
         self._emit_failed = bus.wants(TaskFailed)
 
+    def _restore(self, session: RunSession) -> None:
+        restored = session.restored
+        for name, saved in restored.items():
+            rec = self.tasks[name]
+            rec.state = TaskState.SUCCEEDED  # PENDING -> SUCCEEDED: restored
+            rec.restored = True
+            rec.attempts = saved.attempts
+            rec.started = saved.started
+            rec.finished = saved.finished
+            rec.duration = saved.duration
+        self._ready_set.restore(restored)
+        self._saved.update(restored)
+        downstream = self._graph.downstream
+        self._consumers_left = {
+            n: len(ds) if n not in restored else sum(1 for d in ds if d not in restored)
+            for n, ds in downstream.items()
+        }
+
     # -- the run ---------------------------------------------------------------------
 
     def run(self, *, executor_label: str = "") -> RunResult:
         started = time.time()
         t0 = time.perf_counter()
+        session = self._session
         self._publish(
             WorkflowStarted,
             total_tasks=len(self.tasks),
             executor=executor_label or getattr(self._executor, "name", "custom"),
             params=dict(self._params),
+            resumed=session is not None and session.resumed,
+            restored=0 if session is None else len(session.restored),
+            reasons={} if session is None or not session.resumed else session.plan.reasons(),
+            notes=() if session is None else tuple(session.plan.notes),
         )
         if self._timeout is not None:
             self._run_deadline = self._clock.monotonic() + self._timeout
@@ -192,6 +250,10 @@ class Engine:
             )
         duration = time.perf_counter() - t0
         metrics = RunMetrics.from_tasks(self.tasks.values(), duration)
+        if session is not None:
+            error = self._finish_session(session, status, metrics, error)
+            if isinstance(error, StateError):
+                status = RunStatus.FAILED
         self._publish(
             WorkflowFinished,
             status=status.value,
@@ -201,17 +263,37 @@ class Engine:
             skipped=metrics.skipped,
             error=error,
         )
+        succeeded = [n for n, r in self.tasks.items() if r.state is TaskState.SUCCEEDED]
         return RunResult(
             workflow=self.workflow,
             run_id=self.run_id,
             status=status,
-            results=self.results,
+            results=Results(
+                self.results, succeeded, None if session is None else session.load
+            ),
             tasks=self.tasks,
             metrics=metrics,
             started=started,
             finished=started + duration,
             error=error,
+            resumed=session is not None and session.resumed,
         )
+
+    def _finish_session(
+        self, session: RunSession, status: RunStatus, metrics: RunMetrics,
+        error: BaseException | None,
+    ) -> BaseException | None:
+        counts = {
+            "succeeded": metrics.succeeded,
+            "failed": metrics.failed,
+            "skipped": metrics.skipped,
+            "cancelled": sum(1 for r in self.tasks.values() if r.state is TaskState.CANCELLED),
+        }
+        try:
+            session.finish(status=status.value, counts=counts)
+        except StateError as exc:
+            return error if error is not None else exc
+        return error
 
     def _loop(self) -> None:
         ready = self._ready
@@ -266,7 +348,13 @@ class Engine:
         attempt = rec.attempts
         if rec.started is None:
             rec.started = time.time()
-        kwargs = self._arguments(name, b, attempt) if b.args or b.extra_inputs else {}
+        try:
+            kwargs = self._arguments(name, b, attempt) if b.args or b.extra_inputs else {}
+        except StateError as exc:  # a restored input could not be loaded back
+            self._failed(name, exc, 0.0)
+            return
+        if self._consumers_left is not None and attempt == 1:
+            self._release_inputs(name)
         if self._emit_started:
             self._publish(TaskStarted, task=name, attempt=attempt)
         timeout = b.task.timeout
@@ -337,6 +425,18 @@ class Engine:
             kwargs[up] = results[up]
         return kwargs
 
+    def _release_inputs(self, name: str) -> None:
+        """``name`` has its inputs: drop each saved one no other task still needs."""
+        left = self._consumers_left
+        assert left is not None
+        saved = self._saved
+        results = self.results
+        for up in self._graph.upstream[name]:
+            n = left[up] - 1
+            left[up] = n
+            if n == 0 and up in saved:
+                results.pop(up, None)
+
     def _collect(self, future: Future[Any]) -> None:
         attempt = self._running.pop(future, None)
         if attempt is None:
@@ -373,11 +473,43 @@ class Engine:
         rec.duration = duration
         rec.finished = time.time()
         self.results[name] = value
+        if self._session is not None:
+            self._save_success(rec, value)
         if self._emit_succeeded:
             self._publish(TaskSucceeded, task=name, attempt=rec.attempts, duration=duration)
         rs = self._ready_set
         rs.done(name)
         self._ready.extend(rs.get_ready())
+
+    def _save_success(self, rec: TaskRun, value: Any) -> None:
+        session = self._session
+        assert session is not None
+        try:
+            saved = session.succeeded(rec, value)
+        except StateError as exc:
+            self._state_failed(exc)
+            return
+        if saved:
+            self._saved.add(rec.name)
+            left = self._consumers_left
+            if left is not None and left[rec.name] == 0:
+                self.results.pop(rec.name, None)
+
+    def _save_end(self, rec: TaskRun) -> None:
+        if self._session is None:
+            return
+        try:
+            self._session.ended(rec)
+        except StateError as exc:
+            self._state_failed(exc)
+
+    def _state_failed(self, error: StateError) -> None:
+        """Saving failed: stop starting tasks, keep nothing more from the session."""
+        self._session = None
+        self._consumers_left = None  # keep every result in memory from here on
+        self._stopping = True
+        if self._first_error is None or not isinstance(self._first_error, StateError):
+            self._first_error = error
 
     def _failed(self, name: str, error: BaseException, duration: float) -> None:
         rec = self.tasks[name]
@@ -409,6 +541,7 @@ class Engine:
         rec.state = TaskState.FAILED
         rec.error = error
         rec.finished = time.time()
+        self._save_end(rec)
         if self._first_error is None:
             self._first_error = error
         if self._fail_fast:
@@ -418,6 +551,7 @@ class Engine:
             srec = self.tasks[skipped]
             if srec.state is TaskState.PENDING:
                 srec.state = TaskState.SKIPPED
+                self._save_end(srec)
                 self._publish(
                     TaskSkipped,
                     task=skipped,
@@ -514,6 +648,7 @@ class Engine:
         if rec.state is TaskState.RUNNING:
             rec.state = TaskState.CANCELLED
             rec.finished = time.time()
+            self._save_end(rec)
             self._publish(TaskCancelled, task=name, attempt=rec.attempts, reason=reason)
 
     def _shutdown_executors(self) -> None:
@@ -527,7 +662,7 @@ class Engine:
     def _status(self, cancelled: bool) -> RunStatus:
         if cancelled:
             return RunStatus.CANCELLED
-        if self._timed_out:
+        if self._timed_out or isinstance(self._first_error, StateError):
             return RunStatus.FAILED
         for rec in self.tasks.values():
             if rec.state is not TaskState.SUCCEEDED:

@@ -9,7 +9,7 @@ unknown dependency with the closest existing names.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 
 from .errors import WorkflowDefinitionError
 from .task import Task
@@ -196,6 +196,17 @@ class ReadySet:
         """Tasks that became ready since the last call."""
         ready, self._ready = self._ready, []
         return ready
+
+    def restore(self, names: Collection[str]) -> None:
+        """Count ``names`` as done before anything starts (results restored from an
+        earlier run). Every upstream of a restored task must be restored too."""
+        if not names:
+            return
+        waiting = self._waiting
+        for n in names:
+            for d in self._downstream[n]:
+                waiting[d] -= 1
+        self._ready = [n for n, c in waiting.items() if c == 0 and n not in names]
 
     def done(self, name: str) -> None:
         """``name`` finished: its downstream tasks are one upstream closer to ready."""

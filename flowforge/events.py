@@ -36,13 +36,17 @@ class Event:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class WorkflowStarted(Event):
-    """A run began. ``resumed`` runs reuse ``restored`` results saved by an earlier run."""
+    """A run began. ``resumed`` runs reuse ``restored`` results saved by an earlier run;
+    ``reasons`` groups the tasks that run again by why (code changed, failed last
+    time, ...); ``notes`` says what was dropped or distrusted while loading state."""
 
     total_tasks: int
     executor: str
     resumed: bool = False
     restored: int = 0
     params: dict[str, Any] = field(default_factory=dict)
+    reasons: dict[str, list[str]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .errors import WorkflowFailedError
 from .metrics import RunMetrics
 from .states import RunStatus, TaskState
 
-__all__ = ["RunResult", "TaskRun"]
+__all__ = ["Results", "RunResult", "TaskRun"]
 
 
 class TaskRun:
     """One task's record in one run (mutated by the engine while the run goes on)."""
 
-    __slots__ = ("name", "state", "attempts", "started", "finished", "duration", "error")
+    __slots__ = (
+        "name", "state", "attempts", "started", "finished", "duration", "error", "restored"
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.restored = False  # True: its result came from an earlier run's saved state
         self.state = TaskState.PENDING
         self.attempts = 0
         self.started: float | None = None
@@ -31,6 +34,53 @@ class TaskRun:
         return f"TaskRun({self.name!r}, {self.state.value}, attempts={self.attempts}{err})"
 
 
+class Results(Mapping[str, Any]):
+    """Task results by name, in the order the tasks finished.
+
+    With autosave on, the engine lets go of a result once every task that needs it has
+    it; such a result (and one restored from an earlier run) is loaded back from the state
+    folder the first time it is asked for here, then kept."""
+
+    __slots__ = ("_values", "_names", "_known", "_load")
+
+    def __init__(
+        self,
+        values: dict[str, Any],
+        names: list[str] | None = None,
+        load: Callable[[str], Any] | None = None,
+    ) -> None:
+        self._values = values
+        self._names = list(values) if names is None else names
+        self._known = set(self._names)
+        self._load = load
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            if self._load is None or name not in self._known:
+                raise
+        value = self._values[name] = self._load(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._known
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{n!r}: {self._values[n]!r}" if n in self._values else f"{n!r}: <saved>"
+            for n in self._names[:20]
+        )
+        more = f", ... {len(self._names) - 20} more" if len(self._names) > 20 else ""
+        return f"Results({{{shown}{more}}})"
+
+
 class RunResult:
     """The outcome of a run: ``status``, ``ok``, ``results``, ``tasks``, ``metrics``."""
 
@@ -40,7 +90,7 @@ class RunResult:
         workflow: str,
         run_id: str,
         status: RunStatus,
-        results: dict[str, Any],
+        results: Mapping[str, Any],
         tasks: dict[str, TaskRun],
         metrics: RunMetrics,
         started: float,
@@ -51,7 +101,9 @@ class RunResult:
         self.workflow = workflow
         self.run_id = run_id
         self.status = status
-        self.results = results
+        self.results: Mapping[str, Any] = results if isinstance(results, Results) else Results(
+            dict(results)
+        )
         self.tasks: Mapping[str, TaskRun] = tasks
         self.metrics = metrics
         self.started = started

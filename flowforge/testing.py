@@ -102,11 +102,11 @@ class FakeClock:
 def run_in_process(
     wf: Workflow, params: Mapping[str, Any] | None = None, **overrides: Any
 ) -> RunResult:
-    """Run ``wf`` on the sequential executor with no log file, no console output and no
-    progress line; ``overrides`` may replace ``executor``."""
-    saved = (wf.log_dir, wf.quiet, wf.progress)
-    wf.log_dir, wf.quiet, wf.progress = None, True, False
+    """Run ``wf`` on the sequential executor with no log file, no console output, no
+    progress line and no saved state; ``overrides`` may replace ``executor``."""
+    saved = (wf.log_dir, wf.quiet, wf.progress, wf.autosave)
+    wf.log_dir, wf.quiet, wf.progress, wf.autosave = None, True, False, False
     try:
         return wf.run(params, executor=overrides.pop("executor", "sequential"), **overrides)
     finally:
-        wf.log_dir, wf.quiet, wf.progress = saved
+        wf.log_dir, wf.quiet, wf.progress, wf.autosave = saved

@@ -24,7 +24,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import Token
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._engine import FROM_CONTEXT, FROM_PARAM, FROM_TASK, Binding, Engine
 from ._private.current import current_workflow
@@ -34,8 +34,14 @@ from .dag import DAG, CompiledDAG
 from .errors import WorkflowDefinitionError
 from .executors import resolve
 from .executors.base import Executor
+from .persistence import DURABILITY
 from .result import RunResult
 from .task import Task, TaskContext
+
+if TYPE_CHECKING:
+    from .persistence.manager import PersistenceManager
+    from .persistence.plan import Plan
+    from .persistence.store import StateStore
 
 __all__ = ["Workflow", "workflow"]
 
@@ -50,6 +56,14 @@ class Workflow:
     (default: the CPU count). ``on_error`` is ``"fail_fast"`` (default: nothing new
     starts after a failure) or ``"continue"`` (tasks downstream of a failure are skipped,
     the rest runs). ``timeout`` bounds the whole run in seconds.
+
+    Persistence (on by default): each task's outcome and result is saved in ``state_dir``
+    as it finishes, and running a workflow whose last run did not succeed resumes that run
+    (``resume=False`` or ``run(fresh=True)`` starts afresh). ``autosave=False`` reads and
+    writes no state at all. ``durability`` is ``"process"`` (a saved record survives the
+    process dying) or ``"fsync"`` (it survives power loss too, at a cost per task);
+    ``state_store`` is ``"files"``, ``"sqlite"`` or a
+    :class:`~flowforge.persistence.StateStore`.
 
     Logging: one JSON line per event in ``<log_dir>/workflow.log`` (``log_dir=None``
     writes no file) and short lines on the console (``quiet=True`` silences them). On an
@@ -71,6 +85,11 @@ class Workflow:
         quiet: bool = False,
         progress: bool | None = None,
         clock: Clock | None = None,
+        state_dir: str | os.PathLike[str] = "state",
+        autosave: bool = True,
+        resume: bool = True,
+        durability: str = "process",
+        state_store: str | StateStore = "files",
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             msg = f"a workflow needs a non-empty name, got {name!r}"
@@ -82,6 +101,18 @@ class Workflow:
             isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
         ):
             msg = f"workflow {name!r}: timeout must be positive seconds or None, got {timeout!r}"
+            raise WorkflowDefinitionError(msg, workflow=name)
+        if durability not in DURABILITY:
+            msg = (
+                f"workflow {name!r}: durability must be one of {', '.join(DURABILITY)}, "
+                f"got {durability!r}"
+            )
+            raise WorkflowDefinitionError(msg, workflow=name)
+        if state_store not in ("files", "sqlite") and not _is_store(state_store):
+            msg = (
+                f"workflow {name!r}: state_store must be 'files', 'sqlite' or a StateStore, "
+                f"got {state_store!r}"
+            )
             raise WorkflowDefinitionError(msg, workflow=name)
         self.name = name
         self.dag = dag if dag is not None else DAG(name=name)
@@ -96,6 +127,11 @@ class Workflow:
         self.quiet = quiet
         self.progress = progress
         self.clock: Clock = clock or SystemClock()
+        self.state_dir = state_dir
+        self.autosave = autosave
+        self.resume = resume
+        self.durability = durability
+        self.state_store = state_store
         self.events = EventBus()
         self._token: Token[Workflow | None] | None = None
 
@@ -132,16 +168,38 @@ class Workflow:
         params: Mapping[str, Any] | None = None,
         *,
         executor: str | Executor | None = None,
+        fresh: bool = False,
     ) -> RunResult:
-        """Run every task once and return a :class:`RunResult`; task failures do not raise
-        (see ``RunResult.raise_for_status``), definition errors do, before anything runs."""
+        """Run the workflow and return a :class:`RunResult`; task failures do not raise
+        (see ``RunResult.raise_for_status``), definition errors do, before anything runs.
+
+        If the last run of this workflow in ``state_dir`` did not succeed, this run resumes
+        it (see :meth:`plan`); ``fresh=True`` starts a new run whatever happened before.
+        Raises :class:`WorkflowLockedError` if another process is running it."""
         merged = {**self.params, **(params or {})}
         bindings, graph = self._bind(merged, strict=True)
         owner = f"workflow {self.name!r}"
-        main = resolve(executor if executor is not None else self.executor, self.max_workers,
-                       owner=owner)
-        task_executors = self._task_executors(main, owner)
-        run_id = _new_run_id()
+        session = None
+        if self.autosave:
+            session = self._manager().begin(
+                self.name,
+                graph.order,
+                graph.upstream,
+                self._fingerprints(bindings, merged),
+                resume=self.resume and not fresh,
+                new_run_id=_new_run_id,
+            )
+        try:
+            main = resolve(
+                executor if executor is not None else self.executor, self.max_workers,
+                owner=owner,
+            )
+            task_executors = self._task_executors(main, owner)
+        except BaseException:
+            if session is not None:
+                session.close()
+            raise
+        run_id = _new_run_id() if session is None else session.run_id
         detach = self._attach_listeners(len(graph.order))
         try:
             engine = Engine(
@@ -158,10 +216,55 @@ class Workflow:
                 bus=self.events,
                 log_file=self._log_file(),
                 log_console=not self.quiet,
+                session=session,
             )
             return engine.run(executor_label=_label(main))
         finally:
+            if session is not None:
+                session.close()
             detach()
+
+    def plan(self, params: Mapping[str, Any] | None = None, *, fresh: bool = False) -> Plan:
+        """What :meth:`run` would do now with each task (restore its saved result, or run
+        it, and why), without running or writing anything."""
+        from .persistence.plan import make_plan
+
+        merged = {**self.params, **(params or {})}
+        bindings, graph = self._bind(merged, strict=True)
+        fingerprints = self._fingerprints(bindings, merged)
+        if not self.autosave:
+            return make_plan(
+                workflow=self.name, order=graph.order, upstream=graph.upstream,
+                fingerprints=fingerprints, run_id=None, records={}, known=set(), versions={},
+                notes=["autosave is off: nothing is saved or restored"],
+            )
+        return self._manager().plan(
+            self.name, graph.order, graph.upstream, fingerprints,
+            resume=self.resume and not fresh,
+        )
+
+    def _manager(self) -> PersistenceManager:
+        from .persistence.manager import PersistenceManager
+
+        return PersistenceManager(
+            self.state_dir, store=self.state_store, durability=self.durability
+        )
+
+    def _fingerprints(
+        self, bindings: Mapping[str, Binding], params: Mapping[str, Any]
+    ) -> dict[str, str]:
+        """``code/params`` per task: what decides whether a saved result still holds."""
+        from .persistence.fingerprint import Fingerprinter
+
+        fp = Fingerprinter(params)
+        everything = sorted(params)
+        out = {}
+        for name, b in bindings.items():
+            names = [src for _, kind, src in b.args if kind == FROM_PARAM]
+            if any(kind == FROM_CONTEXT for _, kind, _ in b.args):
+                names = everything  # ctx.params can read any of them
+            out[name] = f"{fp.code(b.task)}/{fp.params(names)}"
+        return out
 
     def _task_executors(self, main: Executor, owner: str) -> dict[str, Executor]:
         chosen: dict[str, Executor] = {}
@@ -323,6 +426,12 @@ def _signature(call: Callable[..., Any], task: str) -> _Signature:
     except TypeError:
         pass
     return found
+
+
+def _is_store(obj: object) -> bool:
+    from .persistence.store import StateStore
+
+    return isinstance(obj, StateStore)
 
 
 def _new_run_id() -> str:

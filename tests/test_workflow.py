@@ -212,8 +212,8 @@ def test_log_file_lines_are_json_with_fields(tmp_path):
 
 
 def test_log_dir_none_and_quiet_write_nothing(tmp_path, capsys):
-    """log_dir=None writes no file; quiet=True prints nothing."""
-    with workflow("w", executor="sequential", log_dir=None, quiet=True) as wf:
+    """log_dir=None writes no file; quiet=True prints nothing; autosave=False saves nothing."""
+    with workflow("w", executor="sequential", log_dir=None, quiet=True, autosave=False) as wf:
 
         @task
         def a():

@@ -32,6 +32,9 @@ from ..events import (
 
 __all__ = ["LoggingListener", "task_logger"]
 
+_SHOWN = 8  # task names per reason on the console when a run resumes
+_LOGGED = 200  # ... and in the log file
+
 _FILES: dict[str, _AppendFile] = {}
 _FILES_LOCK = threading.Lock()
 
@@ -158,8 +161,20 @@ class LoggingListener:
         clock = time.strftime("%H:%M:%S", time.localtime(e.timestamp))
         head = f"{clock} [{e.workflow}]"
         if isinstance(e, WorkflowStarted):
-            extra = f", resumed with {e.restored} restored" if e.resumed else ""
-            return f"{head} run {e.run_id} started: {e.total_tasks} tasks on {e.executor}{extra}"
+            if not e.resumed:
+                line = f"{head} run {e.run_id} started: {e.total_tasks} tasks on {e.executor}"
+                return "\n".join([line, *(f"{head} note: {n}" for n in e.notes)])
+            again = sum(len(v) for v in e.reasons.values())
+            lines = [
+                f"{head} run {e.run_id} resumed on {e.executor}: {e.restored} of "
+                f"{e.total_tasks} tasks restored, {again} to run",
+                *(f"{head} note: {n}" for n in e.notes),
+            ]
+            for reason, names in e.reasons.items():
+                shown = ", ".join(names[:_SHOWN])
+                more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
+                lines.append(f"{head}   runs again ({reason}): {shown}{more}")
+            return "\n".join(lines)
         if isinstance(e, TaskSucceeded):
             return f"{head} {e.task} {c.paint('succeeded', 'green')} in {e.duration:.2f}s"
         if isinstance(e, TaskFailed):
@@ -210,6 +225,13 @@ def describe(event: Event) -> tuple[str, str, dict[str, Any]]:
     elif isinstance(event, WorkflowStarted):
         fields.update(total_tasks=event.total_tasks, executor=event.executor,
                       resumed=event.resumed, restored=event.restored)
+        if event.reasons:
+            fields["runs_again"] = {
+                reason: _capped(names, _LOGGED) for reason, names in event.reasons.items()
+            }
+        if event.notes:
+            fields["notes"] = list(event.notes)
+            level = "warning"
     elif isinstance(event, WorkflowFinished):
         fields.update(status=event.status, duration=round(event.duration, 6),
                       succeeded=event.succeeded, failed=event.failed, skipped=event.skipped)
@@ -218,6 +240,12 @@ def describe(event: Event) -> tuple[str, str, dict[str, Any]]:
         level = "info" if event.status == "succeeded" else "error"
     name = _snake(type(event).__name__)
     return level, name, fields
+
+
+def _capped(names: list[str], limit: int) -> list[str]:
+    if len(names) <= limit:
+        return names
+    return [*names[:limit], f"... {len(names) - limit} more"]
 
 
 def _snake(name: str) -> str:

@@ -1,0 +1,297 @@
+"""The on-disk grammar shared by every store: signed frames, headers, the key, owner checks.
+
+A state file is ``MAGIC`` followed by frames. A frame is::
+
+    length (4 bytes, big-endian) | crc32(payload) (4)
+    | HMAC-SHA256(key, length|crc|payload) (32) | payload
+
+The length and CRC catch a frame cut short by a crash or damaged on disk; the HMAC,
+keyed by a secret in the state folder that only its owner can read, catches a frame
+written by anyone else. Nothing is unpickled before both pass. The first frame of a
+journal segment is a JSON header (``format``, ``python``, ``cloudpickle``); pickled
+payloads are told from it by their first byte.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import platform
+import secrets
+import struct
+import zlib
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import Any
+
+from ..errors import StateError
+
+MAGIC = b"FLOWFORGE-STATE\n"
+FORMAT_VERSION = 1
+KEY_FILE = ".flowforge-key"
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+_HEAD = struct.Struct(">II")
+_MAC_SIZE = 32
+OVERHEAD = _HEAD.size + _MAC_SIZE
+
+#: Why a scan stopped before the end of the data.
+TORN = "torn"  # the last frame is incomplete: a crash while it was written
+CORRUPT = "corrupt"  # a frame's checksum fails with more data after it
+FOREIGN = "foreign"  # a frame's checksum holds but its signature does not
+
+
+class Sealer:
+    """Seals payloads into frames with the state folder's key, and checks them back."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def seal(self, payload: bytes) -> bytes:
+        head = _HEAD.pack(len(payload), zlib.crc32(payload))
+        return head + hmac.digest(self._key, head + payload, "sha256") + payload
+
+    def scan(self, data: bytes, start: int = 0) -> tuple[list[tuple[int, int]], int, str | None]:
+        """Walk the frames of ``data`` from ``start``.
+
+        Returns ``(frames, end, problem)``: ``frames`` are ``(offset, length)`` of each
+        verified payload, ``end`` is where the verified data stops and ``problem`` is
+        None, :data:`TORN`, :data:`CORRUPT` or :data:`FOREIGN` for what lies after ``end``.
+        """
+        frames: list[tuple[int, int]] = []
+        key = self._key
+        size = len(data)
+        view = memoryview(data)
+        pos = start
+        unpack = _HEAD.unpack_from
+        digest = hmac.digest
+        compare = hmac.compare_digest
+        while pos < size:
+            if size - pos < OVERHEAD:
+                return frames, pos, TORN
+            length, crc = unpack(data, pos)
+            body = pos + OVERHEAD
+            end = body + length
+            if end > size:
+                return frames, pos, TORN
+            payload = view[body:end]
+            if zlib.crc32(payload) != crc or (length == 0 and crc == 0):
+                tail = data[pos:]
+                torn = end == size or not tail.strip(b"\0")
+                return frames, pos, TORN if torn else CORRUPT
+            mac = digest(key, bytes(view[pos : pos + _HEAD.size]) + payload, "sha256")
+            if not compare(mac, view[pos + _HEAD.size : body]):
+                return frames, pos, FOREIGN
+            frames.append((body, length))
+            pos = end
+        return frames, pos, None
+
+    def open_one(self, frame: bytes, where: str) -> bytes:
+        """The payload of a single stored frame, or :class:`StateError` naming ``where``."""
+        frames, _, problem = self.scan(frame)
+        if problem is not None or len(frames) != 1:
+            raise StateError(problem_message(where, problem or CORRUPT), path=where)
+        offset, length = frames[0]
+        return frame[offset : offset + length]
+
+
+def problem_message(where: str, problem: str) -> str:
+    if problem == FOREIGN:
+        return (
+            f"state file {where} holds a record not signed with this state folder's key "
+            "(written by another user, another state folder or tampered with); it was not "
+            "loaded. Delete the run (PersistenceManager(state_dir).delete(run_id)) or run "
+            "with fresh=True"
+        )
+    if problem == TORN:
+        return f"state file {where} ends in a half-written record"
+    return (
+        f"state file {where} is corrupt (a record's checksum does not match); it was not "
+        "loaded. Delete the run (PersistenceManager(state_dir).delete(run_id)) or run with "
+        "fresh=True"
+    )
+
+
+def header(*, versions: dict[str, str] | None = None, **extra: Any) -> bytes:
+    """A JSON header payload naming the versions that wrote what follows it
+    (these, by default)."""
+    found = current_versions() if versions is None else versions
+    return json.dumps({"format": FORMAT_VERSION, **found, **extra}, separators=(",", ":")).encode()
+
+
+def is_header(payload: bytes | memoryview) -> bool:
+    return payload[:1] == b"{"
+
+
+def read_header(payload: bytes | memoryview, where: str) -> dict[str, Any]:
+    try:
+        head = json.loads(bytes(payload))
+        fmt = head["format"]
+    except (ValueError, KeyError, TypeError) as exc:
+        msg = f"state file {where} has an unreadable header ({exc}); delete it or run fresh"
+        raise StateError(msg, path=where) from exc
+    if not isinstance(fmt, int) or fmt > FORMAT_VERSION:
+        msg = (
+            f"state file {where} was written in state format {fmt}, newer than this "
+            f"FlowForge reads ({FORMAT_VERSION}); upgrade FlowForge, or run with fresh=True "
+            "to leave it alone"
+        )
+        raise StateError(msg, path=where, format=fmt)
+    return dict(head)
+
+
+@lru_cache(maxsize=1)
+def current_versions() -> dict[str, str]:
+    """The versions a pickled result depends on: Python and cloudpickle."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        cp = version("cloudpickle")
+    except PackageNotFoundError:  # pragma: no cover - a dependency
+        cp = "absent"
+    return {"python": platform.python_version(), "cloudpickle": cp}
+
+
+def check_owner(fd: int, where: str) -> os.stat_result:
+    """Refuse a file that another user owns or that others may write to."""
+    st = os.fstat(fd)
+    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        msg = (
+            f"state file {where} belongs to user id {st.st_uid}, not to you (user id "
+            f"{os.geteuid()}); FlowForge loads only state it wrote itself. Remove it, or "
+            "use a state_dir of your own"
+        )
+        raise StateError(msg, path=where, owner=st.st_uid)
+    if st.st_mode & 0o022:
+        msg = (
+            f"state file {where} can be written by other users (mode "
+            f"{oct(st.st_mode & 0o777)}); FlowForge will not trust it. Run `chmod 600` on it "
+            "or delete it"
+        )
+        raise StateError(msg, path=where, mode=st.st_mode & 0o777)
+    return st
+
+
+def read_file(path: str) -> bytes:
+    """The bytes of a state file we own, after its magic; StateError otherwise."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        check_owner(fd, path)
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 22)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if not data.startswith(MAGIC):
+        if MAGIC.startswith(data):
+            return b""  # created but the magic never fully landed: an empty file
+        msg = (
+            f"{path} is not a FlowForge state file (it does not start with the FlowForge "
+            "marker); move it out of the state folder"
+        )
+        raise StateError(msg, path=path)
+    return data
+
+
+def load_key(state_dir: str, *, create: bool) -> bytes | None:
+    """The state folder's HMAC key, made (owner-only) on first use when ``create``."""
+    path = os.path.join(state_dir, KEY_FILE)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        if not create:
+            return None
+        make_dirs(state_dir)
+        tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        wfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        try:
+            os.write(wfd, secrets.token_bytes(32))
+            os.fsync(wfd)
+        finally:
+            os.close(wfd)
+        try:
+            os.link(tmp, path)  # fails if another process made the key first: use theirs
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+        return load_key(state_dir, create=False)
+    try:
+        st = check_owner(fd, path)
+        if st.st_mode & 0o077:
+            msg = (
+                f"the state key {path} can be read by other users (mode "
+                f"{oct(st.st_mode & 0o777)}), so they could forge state; run "
+                f"`chmod 600 {path}`"
+            )
+            raise StateError(msg, path=path)
+        key = os.read(fd, 64)
+    finally:
+        os.close(fd)
+    if len(key) != 32:
+        msg = (
+            f"the state key {path} is damaged (not 32 bytes); delete it together with the "
+            "saved runs it signed"
+        )
+        raise StateError(msg, path=path)
+    return key
+
+
+def make_dirs(path: str) -> None:
+    """Create ``path`` and any missing parents, each readable by its owner only."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if parent != path:
+        make_dirs(parent)
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        pass
+
+
+def write_atomic(path: str, data: bytes, *, fsync: bool) -> None:
+    """Replace ``path`` by ``data`` all at once: a reader sees the old file or the new."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if fsync:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    if fsync:
+        sync_dir(os.path.dirname(path))
+
+
+def sync_dir(path: str) -> None:
+    try:
+        fd = os.open(path or ".", os.O_RDONLY)
+    except OSError:  # pragma: no cover - not every platform opens directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def iter_payloads(data: bytes, frames: list[tuple[int, int]]) -> Iterator[memoryview]:
+    view = memoryview(data)
+    for offset, length in frames:
+        yield view[offset : offset + length]

@@ -1,0 +1,266 @@
+"""The default store: plain files in the state folder, one journal per run.
+
+Layout (every file owner-only, every folder 0700)::
+
+    state/
+      .flowforge-key             the HMAC key that signs every record
+      <workflow>/
+        .lock, .lock.owner       who runs this workflow now
+        <run_id>.run             the run's summary (one signed JSON frame), replaced atomically
+        <run_id>.journal         append-only: a header, then one frame per finished task
+        <run_id>.blobs/<n>.pkl   results over ``BLOB_THRESHOLD`` bytes, one file each
+
+A task's record is one ``write()`` on a file opened with ``O_APPEND``: once it returns,
+the record survives the process dying. ``durability="fsync"`` adds an ``fdatasync``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+import shutil
+from typing import Any
+
+from ..errors import StateError
+from . import _frames
+from .records import RunInfo
+from .store import Journal, JournalScan, StateStore, check_scan
+
+__all__ = ["FileStore"]
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+_RUN_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def workflow_dir_name(workflow: str) -> str:
+    """A folder name for ``workflow``: readable, and unique even after escaping."""
+    safe = _SAFE.sub("_", workflow)[:80]
+    if safe != workflow or safe.startswith("."):
+        safe = f"{safe.lstrip('.')}-{hashlib.sha1(workflow.encode()).hexdigest()[:8]}"
+    return safe
+
+
+def check_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+        msg = f"{run_id!r} is not a run id (letters, digits, '.', '_' and '-' only)"
+        raise ValueError(msg)
+    return run_id
+
+
+class FileStore(StateStore):
+    """Runs as files under ``state_dir`` (see the module docstring for the layout)."""
+
+    kind = "files"
+
+    def _dir(self, workflow: str) -> str:
+        return os.path.join(self.state_dir, workflow_dir_name(workflow))
+
+    def _path(self, workflow: str, run_id: str, suffix: str) -> str:
+        return os.path.join(self._dir(workflow), check_run_id(run_id) + suffix)
+
+    def where(self, workflow: str, run_id: str) -> str:
+        return self._path(workflow, run_id, ".journal")
+
+    def lock_path(self, workflow: str) -> str:
+        return os.path.join(self._dir(workflow), ".lock")
+
+    # -- runs ------------------------------------------------------------------------
+
+    def write_run(self, info: RunInfo) -> None:
+        sealer = self.sealer()
+        assert sealer is not None
+        folder = self._dir(info.workflow)
+        _frames.make_dirs(folder)
+        _frames.write_atomic(
+            self._path(info.workflow, info.run_id, ".run"),
+            _frames.MAGIC + sealer.seal(info.to_json()),
+            fsync=self.durability == "fsync",
+        )
+
+    def list_runs(self, workflow: str | None = None) -> list[RunInfo]:
+        sealer = self.sealer(create=False)
+        if workflow is not None:
+            folders = [self._dir(workflow)]
+        else:
+            try:
+                names = sorted(os.listdir(self.state_dir))
+            except FileNotFoundError:
+                return []
+            folders = [
+                os.path.join(self.state_dir, n)
+                for n in names
+                if not n.startswith(".") and os.path.isdir(os.path.join(self.state_dir, n))
+            ]
+        runs: list[RunInfo] = []
+        for folder in folders:
+            try:
+                names = os.listdir(folder)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for name in names:
+                if not name.endswith(".run"):
+                    continue
+                path = os.path.join(folder, name)
+                if sealer is None:
+                    raise StateError(_frames.problem_message(path, _frames.FOREIGN), path=path)
+                data = _frames.read_file(path)
+                payload = sealer.open_one(data[len(_frames.MAGIC) :], path)
+                info = RunInfo.from_json(payload)
+                if workflow is None or info.workflow == workflow:
+                    runs.append(info)
+        return runs
+
+    def delete_run(self, workflow: str, run_id: str) -> None:
+        for suffix in (".journal", ".run"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path(workflow, run_id, suffix))
+        shutil.rmtree(self._path(workflow, run_id, ".blobs"), ignore_errors=True)
+
+    # -- journals --------------------------------------------------------------------
+
+    def open_journal(self, workflow: str, run_id: str, scan: JournalScan | None) -> Journal:
+        sealer = self.sealer()
+        assert sealer is not None
+        _frames.make_dirs(self._dir(workflow))
+        return _FileJournal(
+            self._path(workflow, run_id, ".journal"),
+            sealer,
+            None if scan is None else scan.end,
+            fsync=self.durability == "fsync",
+        )
+
+    def read_journal(self, workflow: str, run_id: str) -> JournalScan:
+        path = self._path(workflow, run_id, ".journal")
+        try:
+            data = _frames.read_file(path)
+        except FileNotFoundError:
+            return JournalScan()
+        if not data:
+            return JournalScan(torn=True, end=0)
+        sealer = self.sealer(create=False)
+        if sealer is None:
+            raise StateError(_frames.problem_message(path, _frames.FOREIGN), path=path)
+        frames, end, problem = sealer.scan(data, len(_frames.MAGIC))
+        torn = check_scan(path, problem)
+        view = memoryview(data)
+        return JournalScan(
+            entries=[((off, n), view[off : off + n]) for off, n in frames], torn=torn, end=end
+        )
+
+    def read_payload(self, workflow: str, run_id: str, location: Any) -> memoryview:
+        offset, length = location
+        path = self._path(workflow, run_id, ".journal")
+        start = offset - _frames.OVERHEAD
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            msg = f"the journal {path} is gone (was the run deleted or pruned?)"
+            raise StateError(msg, path=path) from None
+        try:
+            _frames.check_owner(fd, path)
+            frame = os.pread(fd, _frames.OVERHEAD + length, start)
+        finally:
+            os.close(fd)
+        sealer = self.sealer(create=False)
+        if sealer is None:
+            raise StateError(_frames.problem_message(path, _frames.FOREIGN), path=path)
+        return memoryview(sealer.open_one(frame, path))
+
+    def put_blob(self, workflow: str, run_id: str, data: bytes) -> str:
+        sealer = self.sealer()
+        assert sealer is not None
+        folder = self._path(workflow, run_id, ".blobs")
+        _frames.make_dirs(folder)
+        ref = secrets.token_hex(8) + ".pkl"
+        _frames.write_atomic(
+            os.path.join(folder, ref),
+            _frames.MAGIC + sealer.seal(data),
+            fsync=self.durability == "fsync",
+        )
+        return ref
+
+    def read_blob(self, workflow: str, run_id: str, ref: str) -> bytes:
+        path = os.path.join(self._path(workflow, run_id, ".blobs"), os.path.basename(ref))
+        try:
+            data = _frames.read_file(path)
+        except FileNotFoundError:
+            msg = f"the saved result {path} is gone (was the run deleted or pruned?)"
+            raise StateError(msg, path=path) from None
+        sealer = self.sealer(create=False)
+        if sealer is None:
+            raise StateError(_frames.problem_message(path, _frames.FOREIGN), path=path)
+        return sealer.open_one(data[len(_frames.MAGIC) :], path)
+
+    def rewrite_journal(self, workflow: str, run_id: str, payloads: list[bytes]) -> list[Any]:
+        sealer = self.sealer()
+        assert sealer is not None
+        parts = [_frames.MAGIC]
+        locations: list[Any] = []
+        pos = len(_frames.MAGIC)
+        for payload in payloads:
+            frame = sealer.seal(payload)
+            parts.append(frame)
+            locations.append((pos + _frames.OVERHEAD, len(payload)))
+            pos += len(frame)
+        _frames.write_atomic(
+            self._path(workflow, run_id, ".journal"),
+            b"".join(parts),
+            fsync=self.durability == "fsync",
+        )
+        return locations
+
+
+class _FileJournal(Journal):
+    __slots__ = ("_path", "_fd", "_sealer", "_size", "_fsync")
+
+    def __init__(
+        self, path: str, sealer: _frames.Sealer, valid_end: int | None, *, fsync: bool
+    ) -> None:
+        self._path = path
+        self._sealer = sealer
+        self._fsync = fsync
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(path, flags, _frames.FILE_MODE)
+        try:
+            st = _frames.check_owner(fd, path)
+            size = st.st_size
+            if valid_end is not None and size > valid_end >= len(_frames.MAGIC):
+                os.ftruncate(fd, valid_end)  # drop a half-written tail before appending
+                size = valid_end
+            elif size < len(_frames.MAGIC):
+                os.ftruncate(fd, 0)
+                os.write(fd, _frames.MAGIC)
+                size = len(_frames.MAGIC)
+                if fsync:
+                    os.fsync(fd)
+                    _frames.sync_dir(os.path.dirname(path))
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._size = size
+
+    def append(self, payload: bytes) -> Any:
+        frame = self._sealer.seal(payload)
+        fd = self._fd
+        start = self._size
+        try:
+            written = os.write(fd, frame)
+            while written < len(frame):  # a short write: the disk is filling up
+                written += os.write(fd, frame[written:])
+            if self._fsync:
+                os.fdatasync(fd) if hasattr(os, "fdatasync") else os.fsync(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)  # never leave a partial record behind a good one
+            raise
+        self._size = start + len(frame)
+        return (start + _frames.OVERHEAD, len(payload))
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

@@ -1,0 +1,203 @@
+"""The :class:`StateStore` interface: where runs, journals and large results live.
+
+A store moves bytes; it does not pickle. Every payload it writes is sealed into a signed
+frame (:mod:`._frames`) and every payload it hands back has passed its checksum and
+signature. The two stores, files (:mod:`.files`) and SQLite (:mod:`.sqlite`), pass the
+same tests. Locking is shared: one ``filelock`` file per workflow in the state folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import StateError, WorkflowLockedError
+from . import DURABILITY, _frames
+from .records import RunInfo
+
+__all__ = ["Journal", "JournalScan", "StateStore"]
+
+
+@dataclass(slots=True)
+class JournalScan:
+    """The verified contents of a run's journal.
+
+    ``entries`` are ``(location, payload)`` in write order, headers included. ``torn`` is
+    True when a half-written record at the end was dropped; ``end`` is where the valid
+    data stops (a writer resumes there)."""
+
+    entries: list[tuple[Any, memoryview]] = field(default_factory=list)
+    torn: bool = False
+    end: int = 0
+
+
+class Journal(ABC):
+    """An open, append-only journal of one run."""
+
+    @abstractmethod
+    def append(self, payload: bytes) -> Any:
+        """Seal and write ``payload``; returns its location once the store's durability
+        level holds for it. Raises ``OSError`` and leaves the journal as it was."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class StateStore(ABC):
+    """Saved runs of every workflow under one state folder."""
+
+    #: Short name used in :class:`RunInfo` and messages.
+    kind = "custom"
+
+    def __init__(self, state_dir: str | os.PathLike[str], *, durability: str = "process") -> None:
+        if durability not in DURABILITY:
+            msg = f"durability must be one of {DURABILITY}, got {durability!r}"
+            raise ValueError(msg)
+        self.state_dir = os.fspath(state_dir)
+        self.durability = durability
+        self._sealer: _frames.Sealer | None = None
+
+    # -- keys ------------------------------------------------------------------------
+
+    def sealer(self, *, create: bool = True) -> _frames.Sealer | None:
+        """The sealer for this folder's key (made on first write when ``create``)."""
+        if self._sealer is None:
+            key = _frames.load_key(self.state_dir, create=create)
+            if key is None:
+                return None
+            self._sealer = _frames.Sealer(key)
+        return self._sealer
+
+    # -- runs ------------------------------------------------------------------------
+
+    @abstractmethod
+    def write_run(self, info: RunInfo) -> None:
+        """Create or replace the summary of ``info.run_id``, atomically."""
+
+    @abstractmethod
+    def list_runs(self, workflow: str | None = None) -> list[RunInfo]:
+        """Every saved run (of ``workflow``), in no particular order."""
+
+    @abstractmethod
+    def delete_run(self, workflow: str, run_id: str) -> None:
+        """Remove the run's summary, journal and results; a missing run is not an error."""
+
+    # -- journals --------------------------------------------------------------------
+
+    @abstractmethod
+    def open_journal(self, workflow: str, run_id: str, scan: JournalScan | None) -> Journal:
+        """Open the run's journal for appending after ``scan`` (None: a new journal)."""
+
+    @abstractmethod
+    def read_journal(self, workflow: str, run_id: str) -> JournalScan:
+        """The run's verified journal; StateError if any of it is corrupt or foreign."""
+
+    @abstractmethod
+    def read_payload(self, workflow: str, run_id: str, location: Any) -> memoryview:
+        """The verified payload at ``location`` (as returned by append or a scan)."""
+
+    @abstractmethod
+    def put_blob(self, workflow: str, run_id: str, data: bytes) -> str:
+        """Save a large result on its own; returns a reference for :meth:`read_blob`."""
+
+    @abstractmethod
+    def read_blob(self, workflow: str, run_id: str, ref: str) -> bytes: ...
+
+    @abstractmethod
+    def rewrite_journal(self, workflow: str, run_id: str, payloads: list[bytes]) -> list[Any]:
+        """Replace the journal by ``payloads`` at once (compaction); their new locations."""
+
+    def close(self) -> None:  # noqa: B027 - most stores hold nothing open
+        """Release what the store holds open."""
+
+    def where(self, workflow: str, run_id: str) -> str:
+        """Where a run's journal lives, for messages."""
+        return f"{self.state_dir} ({workflow!r} run {run_id})"
+
+    # -- locking ---------------------------------------------------------------------
+
+    @abstractmethod
+    def lock_path(self, workflow: str) -> str:
+        """The file whose lock says a process is running ``workflow`` here."""
+
+    @contextlib.contextmanager
+    def lock(self, workflow: str) -> Iterator[None]:
+        """Hold ``workflow``'s lock, or raise :class:`WorkflowLockedError` at once.
+
+        The lock is an OS file lock (``filelock``): it dies with its process, so a run
+        killed with ``kill -9`` leaves nothing that blocks the next one."""
+        from filelock import FileLock, Timeout
+
+        path = self.lock_path(workflow)
+        _frames.make_dirs(os.path.dirname(path))
+        lock = FileLock(path, timeout=0, mode=_frames.FILE_MODE, thread_local=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise self._locked_error(workflow, path) from None
+        owner = path + ".owner"
+        import socket
+
+        try:
+            _frames.write_atomic(
+                owner,
+                json.dumps(
+                    {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+                ).encode(),
+                fsync=False,
+            )
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(owner)
+            lock.release()
+
+    def is_locked(self, workflow: str) -> bool:
+        """True while some process (this one included) holds ``workflow``'s lock."""
+        from filelock import FileLock, Timeout
+
+        path = self.lock_path(workflow)
+        if not os.path.exists(path):
+            return False
+        lock = FileLock(path, timeout=0, mode=_frames.FILE_MODE, thread_local=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            return True
+        except OSError:
+            return False
+        lock.release()
+        return False
+
+    def _locked_error(self, workflow: str, path: str) -> WorkflowLockedError:
+        pid: int | None = None
+        since = ""
+        try:
+            with open(path + ".owner", "rb") as f:
+                owner = json.loads(f.read())
+            pid = int(owner["pid"])
+            since = time.strftime(" since %H:%M:%S", time.localtime(owner["since"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        who = f"process {pid}{since}" if pid else "another process"
+        msg = (
+            f"workflow {workflow!r} is already running in {who} on state folder "
+            f"{self.state_dir!r} (lock {path}); wait for it to finish, stop it, or give this "
+            "run another state_dir"
+        )
+        return WorkflowLockedError(msg, workflow=workflow, pid=pid, path=path)
+
+
+def check_scan(where: str, problem: str | None) -> bool:
+    """True for a torn tail (dropped quietly); raise for corruption or a foreign record."""
+    if problem is None:
+        return False
+    if problem == _frames.TORN:
+        return True
+    raise StateError(_frames.problem_message(where, problem), path=where)

@@ -18,6 +18,8 @@ Everything public is importable from here; the rest lives in ``_private`` module
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .bus import EventBus
 from .clock import Clock, SystemClock
 from .dag import DAG
@@ -47,6 +49,23 @@ from .workflow import Workflow, workflow
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+    from .persistence import PersistenceManager, Plan, StateStore
+
+_LAZY = {"PersistenceManager": "persistence", "Plan": "persistence", "StateStore": "persistence"}
+
+
+def __getattr__(name: str) -> Any:
+    """Load the heavier public names on first use, keeping ``import flowforge`` light."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 __all__ = [
     "Clock",
     "DAG",
@@ -54,6 +73,8 @@ __all__ = [
     "Executor",
     "FlowForgeError",
     "InvalidTransitionError",
+    "PersistenceManager",
+    "Plan",
     "ProcessExecutor",
     "RemoteTaskError",
     "RunMetrics",
@@ -61,6 +82,7 @@ __all__ = [
     "RunStatus",
     "SequentialExecutor",
     "StateError",
+    "StateStore",
     "SystemClock",
     "Task",
     "TaskContext",

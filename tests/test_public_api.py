@@ -9,8 +9,8 @@ import flowforge
 
 PROMISED = {
     "DAG", "Clock", "EventBus", "Executor", "FlowForgeError", "InvalidTransitionError",
-    "ProcessExecutor", "RemoteTaskError", "RunMetrics", "RunResult", "RunStatus",
-    "SequentialExecutor", "StateError", "SystemClock", "Task", "TaskContext", "TaskError",
+    "PersistenceManager", "Plan", "ProcessExecutor", "RemoteTaskError", "RunMetrics", "RunResult", "RunStatus",
+    "SequentialExecutor", "StateError", "StateStore", "SystemClock", "Task", "TaskContext", "TaskError",
     "TaskMetrics", "TaskRun", "TaskSerializationError", "TaskState", "TaskTimeoutError",
     "ThreadExecutor", "WorkerCrashedError", "Workflow", "WorkflowDefinitionError",
     "WorkflowFailedError", "WorkflowLockedError", "WorkflowTimeoutError", "__version__",
@@ -27,8 +27,9 @@ def test_all_is_exactly_the_promise():
 
 
 def test_import_is_light():
-    """import flowforge loads neither structlog, loky nor cloudpickle."""
-    code = "import sys, flowforge; print(sorted(m for m in ('structlog','loky','cloudpickle') if m in sys.modules))"
+    """import flowforge loads neither structlog, loky, cloudpickle, filelock nor sqlite3."""
+    mods = "('structlog', 'loky', 'cloudpickle', 'filelock', 'sqlite3', 'flowforge.persistence.manager')"
+    code = f"import sys, flowforge; print(sorted(m for m in {mods} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

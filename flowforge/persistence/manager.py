@@ -466,8 +466,10 @@ class RunSession:
             self.close()
 
     def close(self) -> None:
-        """Release the lock (idempotent); used on every way out."""
+        """Release the lock and the store (idempotent); used on every way out. Results can
+        still be loaded afterwards: the store reopens on demand."""
         self._stack.close()
+        self.store.close()
 
     # -- inside ----------------------------------------------------------------------
 

@@ -59,7 +59,7 @@ class StateStore(ABC):
         if durability not in DURABILITY:
             msg = f"durability must be one of {DURABILITY}, got {durability!r}"
             raise ValueError(msg)
-        self.state_dir = os.fspath(state_dir)
+        self.state_dir = os.path.abspath(os.fspath(state_dir))  # messages name whole paths
         self.durability = durability
         self._sealer: _frames.Sealer | None = None
 

@@ -65,7 +65,8 @@ def flowforge_chain(n: int, executor: str) -> None:
     from flowforge import Task, Workflow
 
     kwargs = {"max_workers": 2} if executor == "thread" else {}
-    wf = Workflow("bench", executor=executor, log_dir=None, quiet=True, progress=False, **kwargs)
+    wf = Workflow("bench", executor=executor, log_dir=None, quiet=True, progress=False,
+                  autosave=False, **kwargs)
     wf.add_task(Task("t0", step))
     for i in range(1, n):
         wf.add_task(Task(f"t{i}", step, depends_on=[f"t{i - 1}"]))
@@ -99,7 +100,8 @@ def flowforge_fanout(n: int, executor: str) -> None:
     from flowforge import Task, Workflow
 
     kwargs = {"max_workers": 2} if executor == "thread" else {}
-    wf = Workflow("bench", executor=executor, log_dir=None, quiet=True, progress=False, **kwargs)
+    wf = Workflow("bench", executor=executor, log_dir=None, quiet=True, progress=False,
+                  autosave=False, **kwargs)
     wf.add_task(Task("root", step))
     for i in range(n):
         wf.add_task(Task(f"t{i}", step, depends_on=["root"]))
@@ -137,6 +139,7 @@ def process_flowforge(busy_fn: Callable[[int], int], n_iter: int, count: int) ->
         log_dir=None,
         quiet=True,
         progress=False,
+        autosave=False,
         params={"n": n_iter},
     )
     for i in range(count):
@@ -269,7 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"µs/task: wall time per task, median of {repeat} repeats (after one warm-up run).")
     print(
         "FlowForge rows are end to end: define tasks, build, validate, run "
-        "(log_dir=None, quiet=True, progress=False)."
+        "(log_dir=None, quiet=True, progress=False, autosave=False: the cost of saving "
+        "state is in benchmarks.persistence)."
     )
     print("ratio: vs the plain-python row of the same case.")
     print(

@@ -720,3 +720,30 @@ def test_a_killed_run_is_listed_as_interrupted_and_resumed(tmp_path, store):
     open("go", "w").close()
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert done.stdout.split() == ["succeeded", "True", "2"], done.stderr
+
+
+def test_a_run_in_progress_is_listed_as_running(opts, store):
+    """runs() says running for a live run, and listing never disturbs its lock."""
+    seen = []
+    with workflow("w", executor="sequential", state_store=store, **opts) as wf:
+
+        @task
+        def a():
+            seen.extend(r.status for r in PersistenceManager("state", store=store).runs("w"))
+            return 1
+
+    assert wf.run().ok and seen == ["running"]
+    assert [r.status for r in PersistenceManager("state", store=store).runs("w")] == ["succeeded"]
+
+
+def test_unreadable_sqlite_database_is_named(opts, tmp_path):
+    """A damaged SQLite state database is a StateError naming the file and the fix."""
+    calls = []
+    diamond("w", calls, {"d"}, opts=opts, store="sqlite").run()
+    db = tmp_path / "state" / "flowforge.sqlite3"
+    for extra in tmp_path.glob("state/flowforge.sqlite3-*"):
+        extra.unlink()
+    db.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StateError, match="flowforge.sqlite3 cannot be read") as info:
+        diamond("w", calls, set(), opts=opts, store="sqlite").run()
+    assert "move it aside" in str(info.value)

@@ -159,31 +159,34 @@ class StateStore(ABC):
             lock.release()
 
     def is_locked(self, workflow: str) -> bool:
-        """True while some process (this one included) holds ``workflow``'s lock."""
-        from filelock import FileLock, Timeout
+        """True while a live process holds ``workflow``'s lock.
 
-        path = self.lock_path(workflow)
-        if not os.path.exists(path):
+        Read from the holder's note (pid, host, start) rather than by trying the lock,
+        so that listing runs never makes a run starting at that moment fail."""
+        owner = _read_owner(self.lock_path(workflow))
+        if owner is None:
             return False
-        lock = FileLock(path, timeout=0, mode=_frames.FILE_MODE, thread_local=False)
+        import socket
+
+        if owner.get("host") != socket.gethostname():
+            return True  # another machine: we cannot tell, so assume it runs
+        import psutil
+
         try:
-            lock.acquire()
-        except Timeout:
-            return True
-        except OSError:
+            proc = psutil.Process(int(owner["pid"]))
+            return bool(proc.create_time() <= float(owner["since"]) + 1.0)
+        except (psutil.Error, KeyError, TypeError, ValueError):
             return False
-        lock.release()
-        return False
 
     def _locked_error(self, workflow: str, path: str) -> WorkflowLockedError:
         pid: int | None = None
         since = ""
+        owner = _read_owner(path)
         try:
-            with open(path + ".owner", "rb") as f:
-                owner = json.loads(f.read())
-            pid = int(owner["pid"])
-            since = time.strftime(" since %H:%M:%S", time.localtime(owner["since"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            if owner is not None:
+                pid = int(owner["pid"])
+                since = time.strftime(" since %H:%M:%S", time.localtime(owner["since"]))
+        except (ValueError, KeyError, TypeError):
             pass
         who = f"process {pid}{since}" if pid else "another process"
         msg = (
@@ -192,6 +195,15 @@ class StateStore(ABC):
             "run another state_dir"
         )
         return WorkflowLockedError(msg, workflow=workflow, pid=pid, path=path)
+
+
+def _read_owner(lock_path: str) -> dict[str, Any] | None:
+    try:
+        with open(lock_path + ".owner", "rb") as f:
+            owner = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) else None
 
 
 def check_scan(where: str, problem: str | None) -> bool:

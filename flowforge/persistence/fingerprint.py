@@ -35,8 +35,24 @@ class Fingerprinter:
         self._params = params
         self._code: dict[int, tuple[types.CodeType, bytes]] = {}
         self._param_digests: dict[str, bytes] = {}
+        self._tasks: dict[tuple[Any, ...], str] = {}
 
     def code(self, task: Task) -> str:
+        call = task.callable
+        code = getattr(getattr(call, "__func__", call), "__code__", None)
+        if code is None:  # partials, callable objects: rare, not worth a cache
+            return self._code_fingerprint(task)
+        # Tasks made in a loop share a function and options: hash each combination once.
+        key = (type(task), code, *(getattr(task, o) for o in _OPTIONS))
+        try:
+            found = self._tasks.get(key)
+        except TypeError:  # an unhashable option value
+            return self._code_fingerprint(task)
+        if found is None:
+            found = self._tasks[key] = self._code_fingerprint(task)
+        return found
+
+    def _code_fingerprint(self, task: Task) -> str:
         h = hashlib.blake2b(digest_size=10)
         if type(task) is not Task:
             h.update(type(task).__qualname__.encode())

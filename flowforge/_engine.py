@@ -62,6 +62,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._private.gcpause import paused_gc
 from .bus import EventBus
 from .clock import Clock
 from .dag import CompiledDAG
@@ -249,7 +250,9 @@ class Engine:
                 status=status.value,
             )
         duration = time.perf_counter() - t0
-        metrics = RunMetrics.from_tasks(self.tasks.values(), duration)
+        with paused_gc():  # a record per task, none in a cycle: see _private/gcpause.py
+            metrics = RunMetrics.from_tasks(self.tasks.values(), duration)
+            succeeded = [n for n, r in self.tasks.items() if r.state is TaskState.SUCCEEDED]
         if session is not None:
             error = self._finish_session(session, status, metrics, error)
             if isinstance(error, StateError):
@@ -263,7 +266,6 @@ class Engine:
             skipped=metrics.skipped,
             error=error,
         )
-        succeeded = [n for n, r in self.tasks.items() if r.state is TaskState.SUCCEEDED]
         return RunResult(
             workflow=self.workflow,
             run_id=self.run_id,

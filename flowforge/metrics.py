@@ -7,18 +7,22 @@ counting events, so it costs nothing per task and is exact even with no subscrib
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from .states import TaskState
 
 if TYPE_CHECKING:
     from .result import TaskRun
 
+_VALUES = {s: s.value for s in TaskState}
+
 __all__ = ["RunMetrics", "TaskMetrics"]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class TaskMetrics:
-    """One task's figures: seconds of its last attempt, attempts made, final state."""
+class TaskMetrics(NamedTuple):
+    """One task's figures: seconds of its last attempt, attempts made, final state.
+    (A named tuple: a run of 100,000 tasks makes 100,000 of them.)"""
 
     duration: float | None
     attempts: int
@@ -44,13 +48,15 @@ class RunMetrics:
         retries = 0
         per_task: dict[str, TaskMetrics] = {}
         for t in tasks:
-            state = t.state.value
+            state = _VALUES[t.state]
             if state in counts:
                 counts[state] += 1
             if t.attempts > 1:
                 retries += t.attempts - 1
-            per_task[t.name] = TaskMetrics(duration=t.duration, attempts=t.attempts, state=state)
+            per_task[t.name] = TaskMetrics(t.duration, t.attempts, state)
         return cls(total_duration=total_duration, retries=retries, tasks=per_task, **counts)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(replace(self, tasks={}))
+        out["tasks"] = {name: m._asdict() for name, m in self.tasks.items()}
+        return out

@@ -27,6 +27,7 @@ from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
 from ._engine import FROM_CONTEXT, FROM_PARAM, FROM_TASK, Binding, Engine
+from ._private import gcpause
 from ._private.current import current_workflow
 from .bus import EventBus
 from .clock import Clock, SystemClock
@@ -177,52 +178,56 @@ class Workflow:
         it (see :meth:`plan`); ``fresh=True`` starts a new run whatever happened before.
         Raises :class:`WorkflowLockedError` if another process is running it."""
         merged = {**self.params, **(params or {})}
-        bindings, graph = self._bind(merged, strict=True)
         owner = f"workflow {self.name!r}"
-        session = None
-        if self.autosave:
-            session = self._manager().begin(
-                self.name,
-                graph.order,
-                graph.upstream,
-                self._fingerprints(bindings, merged),
-                resume=self.resume and not fresh,
-                new_run_id=_new_run_id,
-            )
+        with gcpause.preparing():  # 100,000 tasks make a million long-lived objects
+            bindings, graph = self._bind(merged, strict=True)
+            session = None
+            if self.autosave:
+                session = self._manager().begin(
+                    self.name,
+                    graph.order,
+                    graph.upstream,
+                    self._fingerprints(bindings, merged),
+                    resume=self.resume and not fresh,
+                    new_run_id=_new_run_id,
+                )
+            detach: Callable[[], None] = _nothing
+            try:
+                main = resolve(
+                    executor if executor is not None else self.executor, self.max_workers,
+                    owner=owner,
+                )
+                detach = self._attach_listeners(len(graph.order))  # before the engine asks
+                engine = Engine(
+                    workflow=self.name,
+                    run_id=_new_run_id() if session is None else session.run_id,
+                    graph=graph,
+                    bindings=bindings,
+                    params=merged,
+                    executor=main,
+                    task_executors=self._task_executors(main, owner),
+                    on_error=self.on_error,
+                    timeout=self.timeout,
+                    clock=self.clock,
+                    bus=self.events,
+                    log_file=self._log_file(),
+                    log_console=not self.quiet,
+                    session=session,
+                )
+            except BaseException:
+                detach()
+                if session is not None:
+                    session.close()
+                raise
         try:
-            main = resolve(
-                executor if executor is not None else self.executor, self.max_workers,
-                owner=owner,
-            )
-            task_executors = self._task_executors(main, owner)
-        except BaseException:
-            if session is not None:
-                session.close()
-            raise
-        run_id = _new_run_id() if session is None else session.run_id
-        detach = self._attach_listeners(len(graph.order))
-        try:
-            engine = Engine(
-                workflow=self.name,
-                run_id=run_id,
-                graph=graph,
-                bindings=bindings,
-                params=merged,
-                executor=main,
-                task_executors=task_executors,
-                on_error=self.on_error,
-                timeout=self.timeout,
-                clock=self.clock,
-                bus=self.events,
-                log_file=self._log_file(),
-                log_console=not self.quiet,
-                session=session,
-            )
-            return engine.run(executor_label=_label(main))
+            try:
+                return engine.run(executor_label=_label(main))
+            finally:
+                if session is not None:
+                    session.close()
+                detach()
         finally:
-            if session is not None:
-                session.close()
-            detach()
+            gcpause.finished()
 
     def plan(self, params: Mapping[str, Any] | None = None, *, fresh: bool = False) -> Plan:
         """What :meth:`run` would do now with each task (restore its saved result, or run
@@ -426,6 +431,10 @@ def _signature(call: Callable[..., Any], task: str) -> _Signature:
     except TypeError:
         pass
     return found
+
+
+def _nothing() -> None:
+    pass
 
 
 def _is_store(obj: object) -> bool:

@@ -527,7 +527,8 @@ def test_truncated_journal_at_every_byte_loads_and_keeps_whole_records(opts, tmp
     store = FileStore("state")
     sealer = store.sealer(create=False)
     frames, _, _ = sealer.scan(data, len(_frames.MAGIC))
-    ends = [off + n for off, n in frames]
+    mac = _frames.OVERHEAD - _frames.PAYLOAD_AT  # the signature follows the payload
+    ends = [off + n + mac for off, n in frames]
     for cut in range(len(data)):
         path.write_bytes(data[:cut])
         plan = wf.plan()

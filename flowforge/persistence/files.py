@@ -153,7 +153,7 @@ class FileStore(StateStore):
     def read_payload(self, workflow: str, run_id: str, location: Any) -> memoryview:
         offset, length = location
         path = self._path(workflow, run_id, ".journal")
-        start = offset - _frames.OVERHEAD
+        start = offset - _frames.PAYLOAD_AT
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError:
@@ -203,7 +203,7 @@ class FileStore(StateStore):
         for payload in payloads:
             frame = sealer.seal(payload)
             parts.append(frame)
-            locations.append((pos + _frames.OVERHEAD, len(payload)))
+            locations.append((pos + _frames.PAYLOAD_AT, len(payload)))
             pos += len(frame)
         _frames.write_atomic(
             self._path(workflow, run_id, ".journal"),
@@ -258,7 +258,7 @@ class _FileJournal(Journal):
                 os.ftruncate(fd, start)  # never leave a partial record behind a good one
             raise
         self._size = start + len(frame)
-        return (start + _frames.OVERHEAD, len(payload))
+        return (start + _frames.PAYLOAD_AT, len(payload))
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import operator
 import pickle
 import types
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from ..task import Task
 __all__ = ["Fingerprinter"]
 
 _OPTIONS = ("retries", "retry_delay", "backoff", "max_delay", "jitter", "retry_on", "timeout")
+_options_of = operator.attrgetter(*_OPTIONS)
 
 
 class Fingerprinter:
@@ -43,7 +45,7 @@ class Fingerprinter:
         if code is None:  # partials, callable objects: rare, not worth a cache
             return self._code_fingerprint(task)
         # Tasks made in a loop share a function and options: hash each combination once.
-        key = (type(task), code, *(getattr(task, o) for o in _OPTIONS))
+        key = (type(task), code, _options_of(task))
         try:
             found = self._tasks.get(key)
         except TypeError:  # an unhashable option value

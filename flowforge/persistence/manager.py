@@ -13,6 +13,7 @@ go in a blob of their own, beside the journal.
 
 from __future__ import annotations
 
+import marshal
 import os
 import pickle
 import time
@@ -21,6 +22,7 @@ from contextlib import ExitStack
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from .._private.gcpause import paused_gc
 from ..errors import StateError
 from ..states import RunStatus, TaskState
 from . import _frames
@@ -30,14 +32,17 @@ from .records import (
     BLOB,
     INLINE,
     NO_RESULT,
+    TASK_ENVELOPE_AT,
+    TASK_LENGTH,
     UNSAVED,
     RunInfo,
     TaskRecord,
-    decode_task,
     encode_task,
     record_from,
 )
 from .store import StateStore
+
+HEADER_BYTE = ord("{")
 
 if TYPE_CHECKING:
     from ..result import TaskRun
@@ -108,29 +113,37 @@ def _read_journal(store: StateStore, workflow: str, run_id: str) -> _Journal:
     out = _Journal()
     out.scan = scan
     out.torn = scan.torn
-    versions: dict[str, str] = {}
+    python = cloudpickle = ""
     records = out.records
     slots = out.slots
+    loads = marshal.loads
+    unpack = TASK_LENGTH.unpack_from
+    frames = 0
+    # The hot loop of a resume: 100,000 records must load in well under a second.
     for loc, payload in scan.entries:
-        if _frames.is_header(payload):
+        if payload[0] == HEADER_BYTE:
             head = _frames.read_header(payload, where)
-            versions = {"python": str(head.get("python", "")),
-                        "cloudpickle": str(head.get("cloudpickle", ""))}
+            python = str(head.get("python", ""))
+            cloudpickle = str(head.get("cloudpickle", ""))
             out.known.update(head.get("tasks", ()))
             out.headers += 1
             continue
         try:
-            env, offset = decode_task(payload)
-            rec = record_from(env, versions)
+            (n,) = unpack(payload, 1)
+            offset = TASK_ENVELOPE_AT + n
+            env = loads(payload[TASK_ENVELOPE_AT:offset])
+            rec = record_from(env, python, cloudpickle)
         except Exception as exc:
             msg = (
                 f"state file {where} holds a record this FlowForge cannot read ({exc}); "
                 "run with fresh=True"
             )
             raise StateError(msg, path=where) from exc
-        records[rec.name] = rec
-        slots[rec.name] = (loc, env[8], env[9], offset)
-        out.frames += 1
+        name = rec.name
+        records[name] = rec
+        slots[name] = (loc, env[8], env[9], offset)
+        frames += 1
+    out.frames = frames
     return out
 
 
@@ -236,10 +249,13 @@ class PersistenceManager:
     # -- what Workflow.run() and Workflow.plan() use -----------------------------------
 
     def _resumable(self, workflow: str) -> RunInfo | None:
-        runs = self.runs(workflow)
-        if runs and runs[0].status != RunStatus.SUCCEEDED.value:
-            return runs[0]
-        return None
+        """The workflow's newest run if it did not succeed (the caller holds the lock, so
+        a run that says running is one whose process died)."""
+        runs = self.store.list_runs(workflow)
+        if not runs:
+            return None
+        last = max(runs, key=lambda i: (i.started, i.run_id))
+        return last if last.status != RunStatus.SUCCEEDED.value else None
 
     def plan(
         self,
@@ -251,7 +267,11 @@ class PersistenceManager:
         resume: bool,
     ) -> Plan:
         """What a run of ``workflow`` would do now, read-only."""
-        last = self._resumable(workflow) if resume else None
+        last = None
+        if resume:
+            runs = self.runs(workflow)
+            if runs and runs[0].status != RunStatus.SUCCEEDED.value:
+                last = runs[0]
         return self._plan(workflow, order, upstream, fingerprints, last)[0]
 
     def _plan(
@@ -307,11 +327,13 @@ class PersistenceManager:
         stack = ExitStack()
         try:
             stack.enter_context(self.store.lock(workflow))
-            last = self._resumable(workflow) if resume else None
-            plan, journal = self._plan(workflow, order, upstream, fingerprints, last)
-            session = RunSession(
-                self.store, workflow, last, plan, journal, fingerprints, order, new_run_id, stack
-            )
+            with paused_gc():
+                last = self._resumable(workflow) if resume else None
+                plan, journal = self._plan(workflow, order, upstream, fingerprints, last)
+                session = RunSession(
+                    self.store, workflow, last, plan, journal, fingerprints, order, new_run_id,
+                    stack,
+                )
         except BaseException:
             stack.close()
             raise
@@ -346,17 +368,15 @@ class RunSession:
         self._fingerprints = fingerprints
         self._stack = stack
         self._slots: dict[str, _Slot] = {}
-        self._dead = 0
-        self._headers = 1
-        restored = set(plan.restored)
+        self._dead = 0  # superseded records in the journal: compaction's trigger
         self.restored: dict[str, TaskRecord] = {}
         if journal is not None:
-            for name in order:
-                if name in restored:
-                    self.restored[name] = journal.records[name]
-            self._slots = {n: journal.slots[n] for n in restored}
-            self._dead = journal.frames - len(self._slots)
-            self._headers += journal.headers
+            records = journal.records
+            self.restored = {n: records[n] for n in plan.restored}
+            # Tasks that run again replace their old slot when they finish; until then
+            # nothing asks for their result (only finished upstreams are loaded).
+            self._slots = journal.slots
+            self._dead = journal.frames - len(journal.slots)
         self._started = time.time() if last is None else last.started
         self._info = RunInfo(
             workflow=workflow,

@@ -9,7 +9,7 @@ Python and cloudpickle) and every task upstream of it is restored too.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..states import TaskState
 from .records import TaskRecord
@@ -20,8 +20,7 @@ RESTORE = "restore"
 RUN = "run"
 
 
-@dataclass(frozen=True, slots=True)
-class PlanEntry:
+class PlanEntry(NamedTuple):
     """One task's fate: ``action`` is ``"restore"`` or ``"run"``; ``reason`` says why."""
 
     task: str
@@ -30,19 +29,26 @@ class PlanEntry:
 
 
 class Plan:
-    """The plan of a run: resume ``run_id`` (or start fresh) and an entry per task."""
+    """The plan of a run: resume ``run_id`` (or start fresh) and an entry per task.
+
+    ``plan["task"]`` is that task's :class:`PlanEntry`; ``entries`` has them all in
+    topological order. Entries are made on demand: a resume of 100,000 tasks decides
+    each task's fate but only spells out the ones that run."""
 
     def __init__(
         self,
         workflow: str,
         run_id: str | None,
-        entries: dict[str, PlanEntry],
+        order: list[str],
+        runs: dict[str, str],
         notes: list[str] | None = None,
     ) -> None:
         self.workflow = workflow
         self.run_id = run_id
-        self.entries = entries
         self.notes = notes or []
+        self._order = order
+        self._runs = runs  # task -> why it runs; every other task is restored
+        self._restored_reason = f"succeeded in run {run_id}"
 
     @property
     def resume(self) -> bool:
@@ -51,40 +57,51 @@ class Plan:
 
     @property
     def restored(self) -> list[str]:
-        return [n for n, e in self.entries.items() if e.action == RESTORE]
+        runs = self._runs
+        return [n for n in self._order if n not in runs]
 
     @property
     def to_run(self) -> list[str]:
-        return [n for n, e in self.entries.items() if e.action == RUN]
+        return list(self._runs)
+
+    @property
+    def entries(self) -> dict[str, PlanEntry]:
+        return {n: self[n] for n in self._order}
 
     def reasons(self) -> dict[str, list[str]]:
         """Tasks that will run, grouped by why."""
         grouped: dict[str, list[str]] = {}
-        for name, e in self.entries.items():
-            if e.action == RUN:
-                grouped.setdefault(e.reason, []).append(name)
+        for name, reason in self._runs.items():
+            grouped.setdefault(reason, []).append(name)
         return grouped
 
     def __getitem__(self, task: str) -> PlanEntry:
-        return self.entries[task]
+        reason = self._runs.get(task)
+        if reason is not None:
+            return PlanEntry(task, RUN, reason)
+        if task not in self._order:
+            raise KeyError(f"workflow {self.workflow!r} has no task named {task!r}")
+        return PlanEntry(task, RESTORE, self._restored_reason)
 
     def __str__(self) -> str:
         if self.run_id is None:
-            head = f"workflow {self.workflow!r}: a fresh run of {len(self.entries)} tasks"
+            head = f"workflow {self.workflow!r}: a fresh run of {len(self._order)} tasks"
         else:
             head = (
                 f"workflow {self.workflow!r}: resume run {self.run_id}: "
-                f"{len(self.restored)} restored, {len(self.to_run)} to run"
+                f"{len(self._order) - len(self._runs)} restored, {len(self._runs)} to run"
             )
-        width = max((len(n) for n in self.entries), default=4)
+        width = max((len(n) for n in self._order), default=4)
         lines = [head, *(f"  note: {n}" for n in self.notes)]
-        lines += [f"  {n:<{width}}  {e.action:<7}  {e.reason}" for n, e in self.entries.items()]
+        for name in self._order:
+            e = self[name]
+            lines.append(f"  {name:<{width}}  {e.action:<7}  {e.reason}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
         return (
-            f"<Plan {self.workflow!r} run_id={self.run_id} restore={len(self.restored)} "
-            f"run={len(self.to_run)}>"
+            f"<Plan {self.workflow!r} run_id={self.run_id} "
+            f"restore={len(self._order) - len(self._runs)} run={len(self._runs)}>"
         )
 
 
@@ -101,23 +118,32 @@ def make_plan(
     notes: list[str] | None = None,
 ) -> Plan:
     """Decide each task's fate, in topological order (so upstream decisions are known)."""
-    entries: dict[str, PlanEntry] = {}
     if run_id is None:
-        for name in order:
-            entries[name] = PlanEntry(name, RUN, "new run")
-        return Plan(workflow, None, entries, notes)
+        return Plan(workflow, None, order, dict.fromkeys(order, "new run"), notes)
     py, cp = versions.get("python", ""), versions.get("cloudpickle", "")
+    runs: dict[str, str] = {}  # task -> why it runs
+    get = records.get
     for name in order:
-        reason = _own_reason(records.get(name), name in known, fingerprints[name], py, cp)
-        if reason is None:
-            again = next((u for u in upstream[name] if entries[u].action == RUN), None)
-            if again is not None:
-                reason = f"upstream {again!r} runs again"
-        if reason is None:
-            entries[name] = PlanEntry(name, RESTORE, f"succeeded in run {run_id}")
+        rec = get(name)
+        if (
+            rec is not None
+            and rec.saved
+            and rec.fingerprint == fingerprints[name]
+            and rec.python == py
+            and rec.cloudpickle == cp
+            and rec.state is TaskState.SUCCEEDED
+        ):
+            reason = None  # the common case of a resume, decided in one test
         else:
-            entries[name] = PlanEntry(name, RUN, reason)
-    return Plan(workflow, run_id, entries, notes)
+            reason = _own_reason(rec, name in known, fingerprints[name], py, cp)
+        if reason is None:
+            for up in upstream[name]:
+                if up in runs:
+                    reason = f"upstream {up!r} runs again"
+                    break
+        if reason is not None:
+            runs[name] = reason
+    return Plan(workflow, run_id, order, runs, notes)
 
 
 def _own_reason(

@@ -1,8 +1,10 @@
 """What a store keeps: a run's summary (:class:`RunInfo`) and each task's outcome
 (:class:`TaskRecord`), with the byte layout of a task record.
 
-A task record's payload is ``b"T"``, the length of a small pickled envelope (4 bytes),
-the envelope, then the task's pickled result, if it was kept inline. The envelope is
+A task record's payload is ``b"T"``, the length of a small envelope (4 bytes), the
+envelope (a tuple of strings and numbers in ``marshal`` format: three times faster to
+read than pickle, and it cannot build arbitrary objects), then the task's pickled
+result, if it was kept inline. The envelope is
 read without touching the result, so scanning a journal never unpickles a result; the
 result is unpickled only when a task downstream or the user asks for it.
 """
@@ -10,17 +12,18 @@ result is unpickled only when a task downstream or the user asks for it.
 from __future__ import annotations
 
 import json
-import pickle
+import marshal
 import struct
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..states import TaskState
 
 __all__ = ["RunInfo", "TaskRecord"]
 
 TASK_TAG = b"T"
-_LEN = struct.Struct(">I")
+TASK_LENGTH = struct.Struct(">I")  # the envelope's length, after the tag
+TASK_ENVELOPE_AT = 1 + TASK_LENGTH.size
 
 #: How a record holds its result.
 NO_RESULT = 0
@@ -62,11 +65,10 @@ class RunInfo:
         return cls(**{k: v for k, v in fields.items() if k in known})
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class TaskRecord:
+class TaskRecord(NamedTuple):
     """One task's saved outcome. ``saved`` says whether its result can be loaded;
     ``note`` says why not when it cannot. ``python``/``cloudpickle`` name the versions
-    that pickled the result."""
+    that pickled the result. (A named tuple: resuming 100,000 tasks reads 100,000.)"""
 
     name: str
     state: TaskState
@@ -95,36 +97,30 @@ def encode_task(
     extra: str | None,
     result: bytes = b"",
 ) -> bytes:
-    env = pickle.dumps(
-        (name, state.value, attempts, started, finished, duration, fingerprint, error, kind, extra),
-        protocol=5,
+    env = marshal.dumps(
+        (str(name), state.value, attempts, started, finished, duration, fingerprint, error,
+         kind, extra),
+        4,
     )
-    return b"".join((TASK_TAG, _LEN.pack(len(env)), env, result))
+    return b"".join((TASK_TAG, TASK_LENGTH.pack(len(env)), env, result))
 
 
-def decode_task(payload: bytes | memoryview) -> tuple[tuple[Any, ...], int]:
-    """The envelope tuple and the offset of the inline result within ``payload``.
-
-    Only call this on a payload whose signature was checked."""
-    (n,) = _LEN.unpack_from(payload, 1)
-    start = 1 + _LEN.size
-    env = pickle.loads(payload[start : start + n])
-    return env, start + n
+_STATES: dict[str, TaskState] = {s.value: s for s in TaskState}
 
 
-def record_from(env: tuple[Any, ...], versions: dict[str, str]) -> TaskRecord:
+def record_from(env: tuple[Any, ...], python: str, cloudpickle: str) -> TaskRecord:
     name, state, attempts, started, finished, duration, fp, error, kind, extra = env
     return TaskRecord(
-        name=name,
-        state=TaskState(state),
-        attempts=attempts,
-        started=started,
-        finished=finished,
-        duration=duration,
-        fingerprint=fp,
-        error=error,
-        saved=kind in (INLINE, BLOB),
-        note=extra if kind == UNSAVED else None,
-        python=versions.get("python", ""),
-        cloudpickle=versions.get("cloudpickle", ""),
+        name,
+        _STATES[state],
+        attempts,
+        started,
+        finished,
+        duration,
+        fp,
+        error,
+        kind in (INLINE, BLOB),
+        extra if kind == UNSAVED else None,
+        python,
+        cloudpickle,
     )

@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS runs (
     workflow TEXT NOT NULL, run_id TEXT NOT NULL, frame BLOB NOT NULL,
     PRIMARY KEY (workflow, run_id));
 CREATE TABLE IF NOT EXISTS journal (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, workflow TEXT NOT NULL, run_id TEXT NOT NULL,
+    id INTEGER PRIMARY KEY, workflow TEXT NOT NULL, run_id TEXT NOT NULL,
     frame BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS journal_run ON journal (workflow, run_id, id);
 CREATE TABLE IF NOT EXISTS blobs (
@@ -79,11 +79,13 @@ class SQLiteStore(StateStore):
                     "INSERT OR IGNORE INTO meta VALUES ('format', ?)",
                     (str(_frames.FORMAT_VERSION),),
                 )
-            elif int(row[0]) > _frames.FORMAT_VERSION:
+            elif int(row[0]) != _frames.FORMAT_VERSION:
+                newer = int(row[0]) > _frames.FORMAT_VERSION
+                fix = "upgrade FlowForge" if newer else "move the database aside"
                 msg = (
-                    f"state database {self.path} was written in state format {row[0]}, newer "
-                    f"than this FlowForge reads ({_frames.FORMAT_VERSION}); upgrade FlowForge "
-                    "or use another state_dir"
+                    f"state database {self.path} was written in state format {row[0]}, "
+                    f"{'newer than' if newer else 'older than'} this FlowForge reads "
+                    f"({_frames.FORMAT_VERSION}); {fix}, or use another state_dir"
                 )
                 raise StateError(msg, path=self.path)
         except sqlite3.DatabaseError as exc:

@@ -20,8 +20,7 @@ import pytest
 
 from flowforge import StateError, WorkflowLockedError, task, workflow
 from flowforge.events import TaskStarted, WorkflowStarted
-from flowforge.persistence import PersistenceManager
-from flowforge.persistence import _frames
+from flowforge.persistence import PersistenceManager, _frames
 from flowforge.persistence.files import FileStore
 from flowforge.persistence.plan import RESTORE, RUN
 from flowforge.testing import RecordingListener
@@ -748,3 +747,32 @@ def test_unreadable_sqlite_database_is_named(opts, tmp_path):
     with pytest.raises(StateError, match="flowforge.sqlite3 cannot be read") as info:
         diamond("w", calls, set(), opts=opts, store="sqlite").run()
     assert "move it aside" in str(info.value)
+
+
+def test_every_state_file_starts_with_a_versioned_header(opts, tmp_path):
+    """Journal, run summary and blob each start with the marker and a header naming the
+    format, Python and cloudpickle versions."""
+    import json
+
+    with workflow("w", executor="sequential", **opts) as wf:
+
+        @task
+        def a():
+            return b"x" * (1 << 21)
+
+    wf.run()
+    store = FileStore("state")
+    sealer = store.sealer(create=False)
+    folder = tmp_path / "state" / "w"
+    files = [*folder.glob("*.journal"), *folder.glob("*.run"), *folder.glob("*.blobs/*.pkl")]
+    assert len(files) == 3
+    for path in files:
+        data = path.read_bytes()
+        assert data.startswith(_frames.MAGIC)
+        frames, _, problem = sealer.scan(data, len(_frames.MAGIC))
+        assert problem is None
+        off, n = frames[0]
+        head = json.loads(data[off : off + n])
+        assert head["format"] == _frames.FORMAT_VERSION
+        assert head["python"] == _frames.current_versions()["python"]
+        assert head["cloudpickle"] == _frames.current_versions()["cloudpickle"]

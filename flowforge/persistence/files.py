@@ -108,7 +108,7 @@ class FileStore(StateStore):
                     raise StateError(_frames.problem_message(path, _frames.FOREIGN), path=path)
                 data = _frames.read_file(path)
                 payload = sealer.open_one(data[len(_frames.MAGIC) :], path)
-                info = RunInfo.from_json(payload)
+                info = RunInfo.from_json(payload, path)
                 if workflow is None or info.workflow == workflow:
                     runs.append(info)
         return runs
@@ -177,7 +177,7 @@ class FileStore(StateStore):
         ref = secrets.token_hex(8) + ".pkl"
         _frames.write_atomic(
             os.path.join(folder, ref),
-            _frames.MAGIC + sealer.seal(data),
+            _frames.MAGIC + sealer.seal(_frames.header()) + sealer.seal(data),
             fsync=self.durability == "fsync",
         )
         return ref
@@ -192,7 +192,12 @@ class FileStore(StateStore):
         sealer = self.sealer(create=False)
         if sealer is None:
             raise StateError(_frames.problem_message(path, _frames.FOREIGN), path=path)
-        return sealer.open_one(data[len(_frames.MAGIC) :], path)
+        frames, _, problem = sealer.scan(data, len(_frames.MAGIC))
+        if problem is not None or len(frames) != 2:
+            raise StateError(_frames.problem_message(path, problem or _frames.CORRUPT), path=path)
+        (h_at, h_len), (at, length) = frames
+        _frames.read_header(data[h_at : h_at + h_len], path)  # refuses a newer format
+        return data[at : at + length]
 
     def rewrite_journal(self, workflow: str, run_id: str, payloads: list[bytes]) -> list[Any]:
         sealer = self.sealer()

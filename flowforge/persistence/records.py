@@ -11,13 +11,13 @@ result is unpickled only when a task downstream or the user asks for it.
 
 from __future__ import annotations
 
-import json
 import marshal
 import struct
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 from ..states import TaskState
+from . import _frames
 
 __all__ = ["RunInfo", "TaskRecord"]
 
@@ -56,11 +56,13 @@ class RunInfo:
     store: str = "files"
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        """The summary as a state header: format and versions first, then the fields."""
+        return _frames.header(**asdict(self))
 
     @classmethod
-    def from_json(cls, data: bytes | memoryview) -> RunInfo:
-        fields = json.loads(bytes(data))
+    def from_json(cls, data: bytes | memoryview, where: str) -> RunInfo:
+        """Read a summary back, refusing one from a newer state format."""
+        fields = _frames.read_header(data, where)
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in fields.items() if k in known})
 

@@ -153,7 +153,11 @@ class SQLiteStore(StateStore):
                 (workflow,),
                 create=False,
             )
-        return [RunInfo.from_json(self._open(f, self.where(w, r))) for w, r, f in rows]
+        out = []
+        for w, r, f in rows:
+            where = self.where(w, r)
+            out.append(RunInfo.from_json(self._open(f, where), where))
+        return out
 
     def delete_run(self, workflow: str, run_id: str) -> None:
         for table in ("journal", "blobs", "runs"):

@@ -44,7 +44,7 @@ from .executors.thread import ThreadExecutor
 from .metrics import RunMetrics, TaskMetrics
 from .result import RunResult, TaskRun
 from .states import RunStatus, TaskState
-from .task import Task, TaskContext, task
+from .task import Task, TaskContext, branch, task
 from .workflow import Workflow, workflow
 
 __version__ = "0.1.0"
@@ -100,6 +100,7 @@ __all__ = [
     "WorkflowLockedError",
     "WorkflowTimeoutError",
     "__version__",
+    "branch",
     "task",
     "workflow",
 ]

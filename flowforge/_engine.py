@@ -62,12 +62,15 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._control import Gate
 from ._private.gcpause import paused_gc
+from ._recording import Recording, HeldResults
 from .bus import EventBus
 from .clock import Clock
 from .dag import CompiledDAG
 from .errors import (
     StateError,
+    TaskError,
     TaskSerializationError,
     TaskTimeoutError,
     WorkerCrashedError,
@@ -93,7 +96,7 @@ from .task import Task, TaskContext
 if TYPE_CHECKING:
     from .persistence.manager import RunSession
 
-__all__ = ["Binding", "Engine"]
+__all__ = ["Binding", "Engine", "call_hook"]
 
 # Kinds of argument a task parameter can be bound to.
 FROM_TASK = 0
@@ -109,20 +112,8 @@ class Binding:
     call: Callable[..., Any]
     args: tuple[tuple[str, int, str], ...]
     extra_inputs: tuple[str, ...]  # upstream results passed through **kwargs
-
-
-class _Held(dict[str, Any]):
-    """Results in memory; a missing one is loaded from the run's saved state."""
-
-    __slots__ = ("_load",)
-
-    def __init__(self, load: Callable[[str], Any]) -> None:
-        super().__init__()
-        self._load = load
-
-    def __missing__(self, name: str) -> Any:
-        value = self[name] = self._load(name)
-        return value
+    when: Callable[..., Any] | None = None  # the task's condition, bound like the task
+    when_args: tuple[tuple[str, int, str], ...] = ()
 
 
 @dataclass(slots=True)
@@ -133,7 +124,7 @@ class _Attempt:
     executor: Executor
 
 
-class Engine:
+class Engine(Recording):
     """Runs one workflow run to completion; use once."""
 
     def __init__(
@@ -169,9 +160,10 @@ class Engine:
         self._log_console = log_console
 
         self.tasks: dict[str, TaskRun] = {n: TaskRun(n) for n in graph.order}
-        self.results: dict[str, Any] = {} if session is None else _Held(session.load)
+        self.results: dict[str, Any] = {} if session is None else HeldResults(session.load)
         self._ready_set = graph.ready_set()
         self._session = session
+        self._gate = Gate(graph, bindings, self.tasks)
         self._saved: set[str] = set()
         self._consumers_left: dict[str, int] | None = None
         if session is not None:
@@ -192,24 +184,6 @@ class Engine:
         self._emit_started = bus.wants(TaskStarted)
         self._emit_succeeded = bus.wants(TaskSucceeded)
         self._emit_failed = bus.wants(TaskFailed)
-
-    def _restore(self, session: RunSession) -> None:
-        restored = session.restored
-        for name, saved in restored.items():
-            rec = self.tasks[name]
-            rec.state = TaskState.SUCCEEDED  # PENDING -> SUCCEEDED: restored
-            rec.restored = True
-            rec.attempts = saved.attempts
-            rec.started = saved.started
-            rec.finished = saved.finished
-            rec.duration = saved.duration
-        self._ready_set.restore(restored)
-        self._saved.update(restored)
-        downstream = self._graph.downstream
-        self._consumers_left = {
-            n: len(ds) if n not in restored else sum(1 for d in ds if d not in restored)
-            for n, ds in downstream.items()
-        }
 
     # -- the run ---------------------------------------------------------------------
 
@@ -281,22 +255,6 @@ class Engine:
             resumed=session is not None and session.resumed,
         )
 
-    def _finish_session(
-        self, session: RunSession, status: RunStatus, metrics: RunMetrics,
-        error: BaseException | None,
-    ) -> BaseException | None:
-        counts = {
-            "succeeded": metrics.succeeded,
-            "failed": metrics.failed,
-            "skipped": metrics.skipped,
-            "cancelled": sum(1 for r in self.tasks.values() if r.state is TaskState.CANCELLED),
-        }
-        try:
-            session.finish(status=status.value, counts=counts)
-        except StateError as exc:
-            return error if error is not None else exc
-        return error
-
     def _loop(self) -> None:
         ready = self._ready
         while True:
@@ -336,6 +294,8 @@ class Engine:
                 ex = task_executors.get(name, default)
             else:
                 ready.popleft()
+            if name in self._gate.check and not self._admit(name):
+                continue
             self._start(name, ex)
 
     # -- starting and finishing attempts ---------------------------------------------
@@ -404,12 +364,19 @@ class Engine:
             )
         future.add_done_callback(self._inbox.put)
 
-    def _arguments(self, name: str, b: Binding, attempt: int) -> dict[str, Any]:
+    def _arguments(
+        self,
+        name: str,
+        b: Binding,
+        attempt: int,
+        args: tuple[tuple[str, int, str], ...] | None = None,
+    ) -> dict[str, Any]:
         results = self.results
+        absent = self._gate.absent  # upstreams that failed or were skipped give None
         kwargs: dict[str, Any] = {}
-        for param, kind, source in b.args:
+        for param, kind, source in b.args if args is None else args:
             if kind == FROM_TASK:
-                kwargs[param] = results[source]
+                kwargs[param] = None if absent and source in absent else results[source]
             elif kind == FROM_PARAM:
                 kwargs[param] = self._params[source]
             else:
@@ -419,25 +386,54 @@ class Engine:
                     task=name,
                     attempt=attempt,
                     params=self._params,
-                    inputs={u: results[u] for u in self._graph.upstream[name]},
+                    inputs={
+                        u: None if u in absent else results[u] for u in self._graph.upstream[name]
+                    },
                     log_file=self._log_file,
                     log_console=self._log_console,
                 )
-        for up in b.extra_inputs:
-            kwargs[up] = results[up]
+        if args is None:
+            for up in b.extra_inputs:
+                kwargs[up] = None if absent and up in absent else results[up]
         return kwargs
 
-    def _release_inputs(self, name: str) -> None:
-        """``name`` has its inputs: drop each saved one no other task still needs."""
-        left = self._consumers_left
-        assert left is not None
-        saved = self._saved
-        results = self.results
-        for up in self._graph.upstream[name]:
-            n = left[up] - 1
-            left[up] = n
-            if n == 0 and up in saved:
-                results.pop(up, None)
+    # -- control flow ----------------------------------------------------------------
+
+    def _admit(self, name: str) -> bool:
+        """Ask the gate whether a ready task runs: its trigger, a branch, its condition."""
+        reason = self._gate.skip_reason(name)
+        if reason is None:
+            b = self._bindings[name]
+            if b.when is None:
+                return True
+            try:
+                ok = b.when(**self._arguments(name, b, 1, b.when_args))
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # the condition's error fails the task, unretried
+                rec = self.tasks[name]
+                rec.state = TaskState.RUNNING
+                rec.attempts += 1
+                rec.started = time.time()
+                self._failed(name, exc, 0.0, retry=False)
+                return False
+            if ok:
+                return True
+            reason = "condition false"
+        self._skip(name, reason)
+        return False
+
+    def _skip(self, name: str, reason: str) -> None:
+        rec = self.tasks[name]
+        check_transition(name, rec.state, TaskState.SKIPPED)
+        rec.state = TaskState.SKIPPED
+        rec.finished = time.time()
+        self._save_end(rec)
+        self._publish(TaskSkipped, task=name, attempt=rec.attempts, reason=reason)
+        self._gate.ended_without_result(name)
+        rs = self._ready_set
+        rs.done(name)
+        self._ready.extend(rs.get_ready())
 
     def _collect(self, future: Future[Any]) -> None:
         attempt = self._running.pop(future, None)
@@ -470,6 +466,12 @@ class Engine:
             self._succeeded(name, value, duration)
 
     def _succeeded(self, name: str, value: Any, duration: float) -> None:
+        if self._bindings[name].task.branch:
+            try:
+                self._gate.chose(name, value)
+            except TaskError as exc:
+                self._failed(name, exc, duration, retry=False)
+                return
         rec = self.tasks[name]
         rec.state = TaskState.SUCCEEDED
         rec.duration = duration
@@ -483,48 +485,22 @@ class Engine:
         rs.done(name)
         self._ready.extend(rs.get_ready())
 
-    def _save_success(self, rec: TaskRun, value: Any) -> None:
-        session = self._session
-        assert session is not None
-        try:
-            saved = session.succeeded(rec, value)
-        except StateError as exc:
-            self._state_failed(exc)
-            return
-        if saved:
-            self._saved.add(rec.name)
-            left = self._consumers_left
-            if left is not None and left[rec.name] == 0:
-                self.results.pop(rec.name, None)
-
-    def _save_end(self, rec: TaskRun) -> None:
-        if self._session is None:
-            return
-        try:
-            self._session.ended(rec)
-        except StateError as exc:
-            self._state_failed(exc)
-
-    def _state_failed(self, error: StateError) -> None:
-        """Saving failed: stop starting tasks, keep nothing more from the session."""
-        self._session = None
-        self._consumers_left = None  # keep every result in memory from here on
-        self._stopping = True
-        if self._first_error is None or not isinstance(self._first_error, StateError):
-            self._first_error = error
-
-    def _failed(self, name: str, error: BaseException, duration: float) -> None:
+    def _failed(
+        self, name: str, error: BaseException, duration: float, *, retry: bool = True
+    ) -> None:
         rec = self.tasks[name]
         task = self._bindings[name].task
         will_retry = (
-            rec.attempts <= task.retries
+            retry
+            and rec.attempts <= task.retries
             and isinstance(error, task.retry_on)
             and not isinstance(error, TaskSerializationError)
             and not self._stopping
         )
         rec.duration = duration
-        if self._emit_failed:
-            self._publish(
+        event = None
+        if self._emit_failed or (task.on_failure is not None and not will_retry):
+            event = self._publish(
                 TaskFailed,
                 task=name,
                 attempt=rec.attempts,
@@ -543,23 +519,19 @@ class Engine:
         rec.state = TaskState.FAILED
         rec.error = error
         rec.finished = time.time()
+        rec.tolerated = task.on_error == "continue"
         self._save_end(rec)
-        if self._first_error is None:
+        if task.on_failure is not None:
+            call_hook(task.on_failure, event, f"on_failure of task {name!r}")
+        if not rec.tolerated and self._first_error is None:
             self._first_error = error
-        if self._fail_fast:
+        if (task.on_error or ("fail_fast" if self._fail_fast else "continue")) == "fail_fast":
             self._stopping = True
             return
-        for skipped in self._ready_set.drop(name):
-            srec = self.tasks[skipped]
-            if srec.state is TaskState.PENDING:
-                srec.state = TaskState.SKIPPED
-                self._save_end(srec)
-                self._publish(
-                    TaskSkipped,
-                    task=skipped,
-                    attempt=srec.attempts,
-                    reason=f"upstream task {name!r} failed",
-                )
+        self._gate.ended_without_result(name)
+        rs = self._ready_set
+        rs.done(name)
+        self._ready.extend(rs.get_ready())
 
     # -- waiting ---------------------------------------------------------------------
 
@@ -667,11 +639,27 @@ class Engine:
         if self._timed_out or isinstance(self._first_error, StateError):
             return RunStatus.FAILED
         for rec in self.tasks.values():
-            if rec.state is not TaskState.SUCCEEDED:
-                return RunStatus.FAILED
+            state = rec.state
+            if state is TaskState.SUCCEEDED or state is TaskState.SKIPPED:
+                continue
+            if state is TaskState.FAILED and rec.tolerated:
+                continue
+            return RunStatus.FAILED
         return RunStatus.SUCCEEDED
 
-    def _publish(self, event_type: type[Any], **fields: Any) -> None:
-        self._bus.publish(
-            event_type(workflow=self.workflow, run_id=self.run_id, timestamp=time.time(), **fields)
+    def _publish(self, event_type: type[Any], **fields: Any) -> Any:
+        event = event_type(
+            workflow=self.workflow, run_id=self.run_id, timestamp=time.time(), **fields
         )
+        self._bus.publish(event)
+        return event
+
+
+def call_hook(hook: Callable[..., Any], arg: Any, what: str) -> None:
+    """Call a user's failure hook in the driver; its own error is logged, never raised."""
+    try:
+        hook(arg)
+    except Exception:
+        import logging
+
+        logging.getLogger("flowforge").exception("%s raised; the run goes on", what)

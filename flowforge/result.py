@@ -16,12 +16,14 @@ class TaskRun:
     """One task's record in one run (mutated by the engine while the run goes on)."""
 
     __slots__ = (
-        "name", "state", "attempts", "started", "finished", "duration", "error", "restored"
+        "name", "state", "attempts", "started", "finished", "duration", "error", "restored",
+        "tolerated",
     )
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.restored = False  # True: its result came from an earlier run's saved state
+        self.tolerated = False  # True: it failed under on_error="continue"; the run did not
         self.state = TaskState.PENDING
         self.attempts = 0
         self.started: float | None = None
@@ -137,7 +139,10 @@ class RunResult:
             return self
         if isinstance(self.error, WorkflowFailedError):
             raise self.error
-        failed = next((t for t in self.tasks.values() if t.state is TaskState.FAILED), None)
+        failed = next(
+            (t for t in self.tasks.values() if t.state is TaskState.FAILED and not t.tolerated),
+            None,
+        )
         if failed is not None:
             msg = (
                 f"workflow {self.workflow!r} run {self.run_id} {self.status.value}: "

@@ -25,7 +25,7 @@ from .errors import WorkflowDefinitionError
 if TYPE_CHECKING:
     from .executors.base import Executor
 
-__all__ = ["Task", "TaskContext", "task"]
+__all__ = ["TRIGGERS", "Task", "TaskContext", "branch", "task"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -94,6 +94,17 @@ class Task:
     killed; a thread cannot be killed, so the sequential and thread executors *abandon*
     the attempt (it is reported as timed out, and its thread runs on in the background
     until its function returns).
+
+    Control flow: ``when`` is a condition bound like a task (upstream results by name,
+    params, ``ctx``); false skips the task (reason ``"condition false"``). ``trigger``
+    says which upstream outcomes let it run: ``"all_success"`` (default), ``"all_done"``,
+    ``"one_success"``, ``"one_failed"``, ``"all_failed"`` or ``"none_failed"``; an
+    upstream that did not succeed hands it ``None``. ``on_error="continue"`` lets this
+    task fail without failing the run, ``"fail_fast"`` makes its failure stop the run
+    whatever the workflow says (None: the workflow's ``on_error``). ``on_failure`` is
+    called in the driver with the :class:`~flowforge.events.TaskFailed` event of its
+    final failure. ``branch=True`` (or ``@branch``) makes the result name which direct
+    downstream tasks run.
     """
 
     def __init__(
@@ -110,6 +121,11 @@ class Task:
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
         timeout: float | None = None,
         executor: str | Executor | None = None,
+        when: Callable[..., Any] | None = None,
+        trigger: str = "all_success",
+        on_error: str | None = None,
+        on_failure: Callable[[Any], Any] | None = None,
+        branch: bool = False,
     ) -> None:
         if fn is not None and not callable(fn):
             msg = (
@@ -163,6 +179,13 @@ class Task:
             msg = f"task {name!r}: timeout must be positive seconds or None, got 0"
             raise WorkflowDefinitionError(msg, task=name)
         self.executor = executor
+        self.when = when
+        self.trigger = trigger
+        self.on_error = on_error
+        self.on_failure = on_failure
+        self.branch = bool(branch)
+        if when is not None or trigger != "all_success" or on_error is not None or on_failure:
+            _check_control(name, when, trigger, on_error, on_failure)
         if fn is not None:
             functools.update_wrapper(self, fn, updated=())
 
@@ -244,6 +267,33 @@ def _rebuild_task(cls: type[Task], state: dict[str, Any]) -> Task:
     return obj
 
 
+TRIGGERS = ("all_success", "all_done", "one_success", "one_failed", "all_failed", "none_failed")
+
+
+def _check_control(
+    name: str,
+    when: Any,
+    trigger: Any,
+    on_error: Any,
+    on_failure: Any,
+) -> None:
+    if when is not None and not callable(when):
+        msg = f"task {name!r}: when= must be a callable returning true or false, got {when!r}"
+        raise WorkflowDefinitionError(msg, task=name, option="when")
+    if trigger not in TRIGGERS:
+        msg = f"task {name!r}: trigger must be one of {', '.join(TRIGGERS)}; got {trigger!r}"
+        raise WorkflowDefinitionError(msg, task=name, option="trigger")
+    if on_error not in (None, "fail_fast", "continue"):
+        msg = (
+            f"task {name!r}: on_error must be 'continue' (its failure does not fail the "
+            f"run), 'fail_fast' or None (the workflow's setting); got {on_error!r}"
+        )
+        raise WorkflowDefinitionError(msg, task=name, option="on_error")
+    if on_failure is not None and not callable(on_failure):
+        msg = f"task {name!r}: on_failure must be a callable, got {on_failure!r}"
+        raise WorkflowDefinitionError(msg, task=name, option="on_failure")
+
+
 def _check_number(
     task: str, option: str, value: Any, *, minimum: float, integer: bool = False
 ) -> Any:
@@ -274,6 +324,11 @@ def task(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
     timeout: float | None = None,
     executor: str | Executor | None = None,
+    when: Callable[..., Any] | None = None,
+    trigger: str = "all_success",
+    on_error: str | None = None,
+    on_failure: Callable[[Any], Any] | None = None,
+    branch: bool = False,
 ) -> Callable[[F], Task]: ...
 
 
@@ -312,3 +367,14 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
 _TASK_OPTIONS = frozenset(
     inspect.signature(Task.__init__).parameters.keys() - {"self", "fn"}
 )
+
+
+def branch(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """A task whose result names the direct downstream task (or a list of them) to run;
+    the others are skipped with reason ``"not chosen by <branch>"``. ``@branch`` and
+    ``@branch(...)`` take the options of :func:`task`. Also spelled ``@task.branch``."""
+    make: Any = task  # the overloads do not cover passing options through
+    return make(fn, **options, branch=True)
+
+
+task.branch = branch  # type: ignore[attr-defined]

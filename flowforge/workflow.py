@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
-from ._engine import FROM_CONTEXT, FROM_PARAM, FROM_TASK, Binding, Engine
+from ._engine import FROM_CONTEXT, FROM_PARAM, FROM_TASK, Binding, Engine, call_hook
 from ._private import gcpause
 from ._private.current import current_workflow
 from .bus import EventBus
@@ -37,6 +37,7 @@ from .executors import resolve
 from .executors.base import Executor
 from .persistence import DURABILITY
 from .result import RunResult
+from .states import RunStatus
 from .task import Task, TaskContext
 
 if TYPE_CHECKING:
@@ -134,6 +135,7 @@ class Workflow:
         self.durability = durability
         self.state_store = state_store
         self.events = EventBus()
+        self._failure_hooks: list[Callable[[RunResult], Any]] = []
         self._token: Token[Workflow | None] | None = None
 
     # -- definition ------------------------------------------------------------------
@@ -221,13 +223,26 @@ class Workflow:
                 raise
         try:
             try:
-                return engine.run(executor_label=_label(main))
+                result = engine.run(executor_label=_label(main))
             finally:
                 if session is not None:
                     session.close()
                 detach()
         finally:
             gcpause.finished()
+        if result.status is RunStatus.FAILED:
+            for hook in self._failure_hooks:
+                call_hook(hook, result, f"on_failure handler {hook!r} of workflow {self.name!r}")
+        return result
+
+    def on_failure(self, fn: Callable[[RunResult], Any]) -> Callable[[RunResult], Any]:
+        """Register ``fn(result)`` to be called once, in the driver, when a run fails.
+        Its own errors are logged and never hide the run's. Usable as a decorator."""
+        if not callable(fn):
+            msg = f"workflow {self.name!r}: on_failure needs a callable, got {fn!r}"
+            raise WorkflowDefinitionError(msg, workflow=self.name)
+        self._failure_hooks.append(fn)
+        return fn
 
     def plan(self, params: Mapping[str, Any] | None = None, *, fresh: bool = False) -> Plan:
         """What :meth:`run` would do now with each task (restore its saved result, or run
@@ -346,13 +361,43 @@ class Workflow:
                     args.append((pname, FROM_PARAM, pname))
                 elif not has_default and strict:
                     raise self._unbound(name, pname)
+            when_args: tuple[tuple[str, int, str], ...] = ()
+            if t.when is not None:
+                when_args = self._bind_condition(t, params, inferred, strict=strict)
             self.dag.set_inferred(name, tuple(inferred))
             extra: tuple[str, ...] = ()
             if spec.var_keyword:
                 bound = {a[0] for a in args}
                 extra = tuple(d for d in t.depends_on if d not in bound)
-            bindings[name] = Binding(t, call, tuple(args), extra)
+            bindings[name] = Binding(t, call, tuple(args), extra, t.when, when_args)
         return bindings, self.dag.compile()
+
+    def _bind_condition(
+        self, t: Task, params: Mapping[str, Any], inferred: list[str], *, strict: bool
+    ) -> tuple[tuple[str, int, str], ...]:
+        """Bind a ``when=`` condition like a task; the tasks it reads become upstreams."""
+        assert t.when is not None
+        tasks = self.dag.tasks
+        args: list[tuple[str, int, str]] = []
+        for pname, has_default, is_context in _signature(t.when, t.name).params:
+            if is_context:
+                args.append((pname, FROM_CONTEXT, ""))
+            elif pname in tasks and pname != t.name:
+                args.append((pname, FROM_TASK, pname))
+                if pname not in inferred:
+                    inferred.append(pname)
+            elif pname in params:
+                args.append((pname, FROM_PARAM, pname))
+            elif not has_default and strict:
+                err = self._unbound(t.name, pname)
+                msg = err.message.replace(
+                    f"task {t.name!r} has parameter",
+                    f"the condition (when=) of task {t.name!r} has parameter",
+                )
+                raise WorkflowDefinitionError(
+                    msg, workflow=self.name, task=t.name, parameter=pname
+                )
+        return tuple(args)
 
     def _unbound(self, task: str, param: str) -> WorkflowDefinitionError:
         close = difflib.get_close_matches(param, list(self.dag.tasks), n=1)

@@ -14,7 +14,7 @@ PROMISED = {
     "TaskMetrics", "TaskRun", "TaskSerializationError", "TaskState", "TaskTimeoutError",
     "ThreadExecutor", "WorkerCrashedError", "Workflow", "WorkflowDefinitionError",
     "WorkflowFailedError", "WorkflowLockedError", "WorkflowTimeoutError", "__version__",
-    "task", "workflow",
+    "branch", "task", "workflow",
 }
 
 

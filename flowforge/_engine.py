@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._control import Gate
 from ._private.gcpause import paused_gc
-from ._recording import Recording, HeldResults
+from ._recording import HeldResults, Recording
 from .bus import EventBus
 from .clock import Clock
 from .dag import CompiledDAG

@@ -44,7 +44,7 @@ from .executors.thread import ThreadExecutor
 from .metrics import RunMetrics, TaskMetrics
 from .result import RunResult, TaskRun
 from .states import RunStatus, TaskState
-from .task import Task, TaskContext, branch, task
+from .task import Loop, Task, TaskContext, branch, task
 from .workflow import Workflow, workflow
 
 __version__ = "0.1.0"
@@ -73,6 +73,7 @@ __all__ = [
     "Executor",
     "FlowForgeError",
     "InvalidTransitionError",
+    "Loop",
     "PersistenceManager",
     "Plan",
     "ProcessExecutor",

@@ -63,6 +63,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._control import Gate
+from ._fanout import Fan, Fanning
 from ._private.gcpause import paused_gc
 from ._recording import HeldResults, Recording
 from .bus import EventBus
@@ -122,9 +123,10 @@ class _Attempt:
     number: int
     started: float
     executor: Executor
+    index: int = -1  # a map item or loop iteration; -1 for the task itself
 
 
-class Engine(Recording):
+class Engine(Recording, Fanning):
     """Runs one workflow run to completion; use once."""
 
     def __init__(
@@ -164,15 +166,17 @@ class Engine(Recording):
         self._ready_set = graph.ready_set()
         self._session = session
         self._gate = Gate(graph, bindings, self.tasks)
+        self._fanned = {n for n, b in bindings.items() if b.task.map or b.task.loop}
+        self._fans: dict[str, Fan] = {}
         self._saved: set[str] = set()
         self._consumers_left: dict[str, int] | None = None
         if session is not None:
             self._restore(session)
-        self._ready: deque[str] = deque()
+        self._ready: deque[str | tuple[str, int]] = deque()
         self._running: dict[Future[Any], _Attempt] = {}
         self._inflight: dict[Executor, int] = {}
         self._deadlines: list[tuple[float, int, Future[Any]]] = []
-        self._delayed: list[tuple[float, int, str]] = []
+        self._delayed: list[tuple[float, int, str | tuple[str, int]]] = []
         self._seq = 0
         self._inbox: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
         self._stopping = False
@@ -273,7 +277,8 @@ class Engine(Recording):
         task_executors = self._task_executors
         default = self._executor
         while ready and not self._stopping:
-            name = ready[0]
+            entry = ready[0]
+            name = entry if entry.__class__ is str else entry[0]
             ex = task_executors.get(name, default)
             if inflight.get(ex, 0) >= ex.max_workers:
                 if not task_executors:
@@ -281,22 +286,28 @@ class Engine(Recording):
                 pick = next(
                     (
                         i
-                        for i, n in enumerate(ready)
-                        if inflight.get(task_executors.get(n, default), 0)
-                        < task_executors.get(n, default).max_workers
+                        for i, e in enumerate(ready)
+                        if inflight.get(task_executors.get(_name_of(e), default), 0)
+                        < task_executors.get(_name_of(e), default).max_workers
                     ),
                     None,
                 )
                 if pick is None:
                     return
-                name = ready[pick]
+                entry = ready[pick]
+                name = _name_of(entry)
                 del ready[pick]
                 ex = task_executors.get(name, default)
             else:
                 ready.popleft()
-            if name in self._gate.check and not self._admit(name):
+            if isinstance(entry, tuple):
+                self._start_unit(name, entry[1], ex)
+            elif name in self._gate.check and not self._admit(name):
                 continue
-            self._start(name, ex)
+            elif name in self._fanned:
+                self._expand(name)
+            else:
+                self._start(name, ex)
 
     # -- starting and finishing attempts ---------------------------------------------
 
@@ -319,6 +330,14 @@ class Engine(Recording):
             self._release_inputs(name)
         if self._emit_started:
             self._publish(TaskStarted, task=name, attempt=attempt)
+        self._launch(name, -1, b, kwargs, attempt, ex)
+
+    def _launch(
+        self, name: str, index: int, b: Binding, kwargs: dict[str, Any], attempt: int,
+        ex: Executor,
+    ) -> None:
+        """Run one attempt (of a task, or of one of its items with ``index`` >= 0): in
+        this thread when that is cheaper and safe, else through its executor."""
         timeout = b.task.timeout
         if timeout is None and self._run_deadline is None and (
             ex.inline
@@ -337,10 +356,16 @@ class Engine(Recording):
                 raise
             except BaseException as exc:  # SystemExit too: as on the pool paths
                 self._inline_task = None
-                self._failed(name, exc, time.perf_counter() - t0)
+                if index < 0:
+                    self._failed(name, exc, time.perf_counter() - t0)
+                else:
+                    self._unit_failed(name, index, exc, time.perf_counter() - t0)
             else:
                 self._inline_task = None
-                self._succeeded(name, value, time.perf_counter() - t0)
+                if index < 0:
+                    self._succeeded(name, value, time.perf_counter() - t0)
+                else:
+                    self._unit_succeeded(name, index, value, time.perf_counter() - t0)
             return
         t0 = time.perf_counter()
         try:
@@ -353,9 +378,12 @@ class Engine(Recording):
             else:
                 future = ex.submit(b.call, **kwargs)
         except TaskSerializationError as exc:
-            self._failed(name, exc, time.perf_counter() - t0)
+            if index < 0:
+                self._failed(name, exc, time.perf_counter() - t0)
+            else:
+                self._unit_failed(name, index, exc, time.perf_counter() - t0)
             return
-        self._running[future] = _Attempt(name, attempt, t0, ex)
+        self._running[future] = _Attempt(name, attempt, t0, ex, index)
         self._inflight[ex] = self._inflight.get(ex, 0) + 1
         if timeout is not None:
             self._seq += 1
@@ -449,8 +477,8 @@ class Engine(Recording):
 
                 value = unpack_outcome(value, name)
         except WorkerCrashedError as exc:
-            self._failed(
-                name,
+            self._attempt_failed(
+                attempt,
                 WorkerCrashedError(
                     f"task {name!r} attempt {attempt.number} failed: {exc.message}; the run "
                     "goes on with a fresh worker",
@@ -461,9 +489,18 @@ class Engine(Recording):
                 duration,
             )
         except BaseException as exc:  # the task's own error, whatever its class
-            self._failed(name, exc, duration)
+            self._attempt_failed(attempt, exc, duration)
         else:
-            self._succeeded(name, value, duration)
+            if attempt.index < 0:
+                self._succeeded(name, value, duration)
+            else:
+                self._unit_succeeded(name, attempt.index, value, duration)
+
+    def _attempt_failed(self, attempt: _Attempt, error: BaseException, duration: float) -> None:
+        if attempt.index < 0:
+            self._failed(attempt.name, error, duration)
+        else:
+            self._unit_failed(attempt.name, attempt.index, error, duration)
 
     def _succeeded(self, name: str, value: Any, duration: float) -> None:
         if self._bindings[name].task.branch:
@@ -596,7 +633,7 @@ class Engine(Recording):
                 task=attempt.name,
                 timeout=timeout,
             )
-            self._failed(attempt.name, error, time.perf_counter() - attempt.started)
+            self._attempt_failed(attempt, error, time.perf_counter() - attempt.started)
         while self._delayed and self._delayed[0][0] <= now and not self._stopping:
             _, _, name = heapq.heappop(self._delayed)
             self._ready.append(name)
@@ -653,6 +690,10 @@ class Engine(Recording):
         )
         self._bus.publish(event)
         return event
+
+
+def _name_of(entry: str | tuple[str, int]) -> str:
+    return entry if isinstance(entry, str) else entry[0]
 
 
 def call_hook(hook: Callable[..., Any], arg: Any, what: str) -> None:

@@ -52,6 +52,7 @@ class Recording:
     _saved: set[str]
     _consumers_left: dict[str, int] | None
     _stopping: bool
+    _fans: dict[str, Any]
     _first_error: BaseException | None
 
     def _restore(self, session: RunSession) -> None:
@@ -107,7 +108,11 @@ class Recording:
         session = self._session
         assert session is not None
         try:
-            saved = session.succeeded(rec, value)
+            if rec.name in self._fans and self._bindings[rec.name].task.map:
+                session.mapped_succeeded(rec, len(value))
+                saved = True
+            else:
+                saved = session.succeeded(rec, value)
         except StateError as exc:
             self._state_failed(exc)
             return

@@ -51,10 +51,12 @@ class WorkflowStarted(Event):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TaskEvent(Event):
-    """Base of the per-task events: the task's name and the attempt (1-based)."""
+    """Base of the per-task events: the task's name and the attempt (1-based). ``index``
+    is set for one item of a mapped task or one iteration of a looping task."""
 
     task: str
     attempt: int
+    index: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

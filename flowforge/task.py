@@ -25,7 +25,7 @@ from .errors import WorkflowDefinitionError
 if TYPE_CHECKING:
     from .executors.base import Executor
 
-__all__ = ["TRIGGERS", "Task", "TaskContext", "branch", "task"]
+__all__ = ["TRIGGERS", "Loop", "Task", "TaskContext", "branch", "task"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -33,6 +33,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 @dataclass
 class TaskContext:
     """What a task sees of its run when it takes a ``ctx`` parameter.
+
+    A mapped task's ``map_index`` says which item it has; a looping task's ``iteration``
+    counts from 0 and ``previous`` holds the last iteration's result (None at first).
 
     ``log`` is a structlog logger bound to the workflow, run, task and attempt; its lines
     go to the run's ``workflow.log`` (also from process workers) and to the console.
@@ -46,6 +49,9 @@ class TaskContext:
     inputs: Mapping[str, Any] = field(default_factory=dict)
     log_file: str | None = None
     log_console: bool = False
+    map_index: int | None = None  # a mapped task: which item (0-based)
+    iteration: int | None = None  # a looping task: which iteration (0-based)
+    previous: Any = None  # a looping task: the last iteration's result
 
     def get_input(self, name: str) -> Any:
         """The result of upstream task ``name``."""
@@ -126,6 +132,8 @@ class Task:
         on_error: str | None = None,
         on_failure: Callable[[Any], Any] | None = None,
         branch: bool = False,
+        map: str | Iterable[str] | None = None,
+        loop: Loop | None = None,
     ) -> None:
         if fn is not None and not callable(fn):
             msg = (
@@ -184,6 +192,18 @@ class Task:
         self.on_error = on_error
         self.on_failure = on_failure
         self.branch = bool(branch)
+        self.map: tuple[str, ...] = () if map is None else _check_map(name, map)
+        self.loop = loop
+        if loop is not None and not isinstance(loop, Loop):
+            msg = f"task {name!r}: loop= takes a Loop(max_iterations=..., until=...), got {loop!r}"
+            raise WorkflowDefinitionError(msg, task=name, option="loop")
+        if self.map and (loop is not None or self.branch):
+            what = "loop=" if loop is not None else "a branch"
+            msg = f"task {name!r}: map= cannot be combined with {what}; split it into two tasks"
+            raise WorkflowDefinitionError(msg, task=name, option="map")
+        for upstream in self.map:
+            if upstream not in self.depends_on:
+                self.depends_on.append(upstream)
         if when is not None or trigger != "all_success" or on_error is not None or on_failure:
             _check_control(name, when, trigger, on_error, on_failure)
         if fn is not None:
@@ -267,6 +287,46 @@ def _rebuild_task(cls: type[Task], state: dict[str, Any]) -> Task:
     return obj
 
 
+@dataclass(frozen=True)
+class Loop:
+    """Repeat a task: run it again while ``until(result)`` is false, at most
+    ``max_iterations`` times. When the iterations run out, ``on_exhausted="fail"``
+    (default) fails the task and ``"succeed"`` keeps the last result. Without ``until``
+    the task runs exactly ``max_iterations`` times. Each iteration is saved, so a resumed
+    run goes on from the last finished one."""
+
+    max_iterations: int
+    until: Callable[[Any], Any] | None = None
+    on_exhausted: str = "fail"
+
+    def __post_init__(self) -> None:
+        n = self.max_iterations
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            msg = f"Loop(max_iterations=...) must be a whole number >= 1, got {n!r}"
+            raise WorkflowDefinitionError(msg, option="max_iterations")
+        if self.until is not None and not callable(self.until):
+            msg = f"Loop(until=...) must be a callable taking the result, got {self.until!r}"
+            raise WorkflowDefinitionError(msg, option="until")
+        if self.on_exhausted not in ("fail", "succeed"):
+            msg = f"Loop(on_exhausted=...) must be 'fail' or 'succeed', got {self.on_exhausted!r}"
+            raise WorkflowDefinitionError(msg, option="on_exhausted")
+
+
+def _check_map(name: str, spec: Any) -> tuple[str, ...]:
+    names: tuple[Any, ...] | None = None
+    if isinstance(spec, str):
+        names = (spec,)
+    elif isinstance(spec, (list, tuple)):
+        names = tuple(spec)
+    if not names or not all(isinstance(n, str) and n for n in names):
+        msg = (
+            f"task {name!r}: map= takes the name of an upstream task (or a list of names for "
+            f"lockstep), got {spec!r}"
+        )
+        raise WorkflowDefinitionError(msg, task=name, option="map")
+    return names
+
+
 TRIGGERS = ("all_success", "all_done", "one_success", "one_failed", "all_failed", "none_failed")
 
 
@@ -329,6 +389,8 @@ def task(
     on_error: str | None = None,
     on_failure: Callable[[Any], Any] | None = None,
     branch: bool = False,
+    map: str | Iterable[str] | None = None,
+    loop: Loop | None = None,
 ) -> Callable[[F], Task]: ...
 
 

@@ -361,6 +361,15 @@ class Workflow:
                     args.append((pname, FROM_PARAM, pname))
                 elif not has_default and strict:
                     raise self._unbound(name, pname)
+            for mapped in t.map:
+                if mapped in tasks and not spec.var_keyword and all(a[0] != mapped for a in args):
+                    msg = (
+                        f"task {name!r} maps over {mapped!r} but has no parameter named "
+                        f"{mapped!r}; add one: it receives one item of {mapped!r}'s result"
+                    )
+                    raise WorkflowDefinitionError(
+                        msg, workflow=self.name, task=name, parameter=mapped
+                    )
             when_args: tuple[tuple[str, int, str], ...] = ()
             if t.when is not None:
                 when_args = self._bind_condition(t, params, inferred, strict=strict)

@@ -176,17 +176,17 @@ class LoggingListener:
                 lines.append(f"{head}   runs again ({reason}): {shown}{more}")
             return "\n".join(lines)
         if isinstance(e, TaskSucceeded):
-            return f"{head} {e.task} {c.paint('succeeded', 'green')} in {e.duration:.2f}s"
+            return f"{head} {_unit(e)} {c.paint('succeeded', 'green')} in {e.duration:.2f}s"
         if isinstance(e, TaskFailed):
             tail = " - will retry" if e.will_retry else ""
             word = c.paint("failed", "yellow" if e.will_retry else "red")
-            return f"{head} {e.task} {word} (attempt {e.attempt}): {_error_text(e.error)}{tail}"
+            return f"{head} {_unit(e)} {word} (attempt {e.attempt}): {_error_text(e.error)}{tail}"
         if isinstance(e, TaskRetrying):
-            return f"{head} {e.task} retrying in {e.delay:.2f}s (attempt {e.attempt})"
+            return f"{head} {_unit(e)} retrying in {e.delay:.2f}s (attempt {e.attempt})"
         if isinstance(e, TaskSkipped):
-            return f"{head} {e.task} {c.paint('skipped', 'dim')}: {e.reason}"
+            return f"{head} {_unit(e)} {c.paint('skipped', 'dim')}: {e.reason}"
         if isinstance(e, TaskCancelled):
-            return f"{head} {e.task} {c.paint('cancelled', 'yellow')}: {e.reason}"
+            return f"{head} {_unit(e)} {c.paint('cancelled', 'yellow')}: {e.reason}"
         if isinstance(e, WorkflowFinished):
             colour = {"succeeded": "green", "failed": "red"}.get(e.status, "yellow")
             return (
@@ -208,6 +208,8 @@ def describe(event: Event) -> tuple[str, str, dict[str, Any]]:
                           TaskCancelled)):
         fields["task"] = event.task
         fields["attempt"] = event.attempt
+        if event.index is not None:
+            fields["index"] = event.index
     if isinstance(event, TaskSucceeded):
         fields["duration"] = round(event.duration, 6)
     elif isinstance(event, TaskFailed):
@@ -240,6 +242,11 @@ def describe(event: Event) -> tuple[str, str, dict[str, Any]]:
         level = "info" if event.status == "succeeded" else "error"
     name = _snake(type(event).__name__)
     return level, name, fields
+
+
+def _unit(e: Any) -> str:
+    """``task``, or ``task[3]`` for one item of a map or one iteration of a loop."""
+    return e.task if e.index is None else f"{e.task}[{e.index}]"
 
 
 def _capped(names: list[str], limit: int) -> list[str]:

@@ -31,6 +31,7 @@ from .plan import Plan, make_plan
 from .records import (
     BLOB,
     INLINE,
+    MAPPED,
     NO_RESULT,
     TASK_ENVELOPE_AT,
     TASK_LENGTH,
@@ -100,6 +101,8 @@ class _Journal:
     def __init__(self) -> None:
         self.records: dict[str, TaskRecord] = {}
         self.slots: dict[str, _Slot] = {}
+        #: Per task, its saved map items or loop iterations: index -> (slot, record).
+        self.units: dict[str, dict[int, tuple[_Slot, TaskRecord]]] = {}
         self.known: set[str] = set()
         self.frames = 0
         self.headers = 0
@@ -140,11 +143,19 @@ def _read_journal(store: StateStore, workflow: str, run_id: str) -> _Journal:
             )
             raise StateError(msg, path=where) from exc
         name = rec.name
+        frames += 1
+        index = env[10]
+        if index >= 0:
+            out.units.setdefault(name, {})[index] = ((loc, env[8], env[9], offset), rec)
+            continue
         records[name] = rec
         slots[name] = (loc, env[8], env[9], offset)
-        frames += 1
     out.frames = frames
     return out
+
+
+def _live(journal: _Journal) -> int:
+    return len(journal.slots) + sum(len(u) for u in journal.units.values())
 
 
 def _dumps(value: Any) -> bytes:
@@ -196,10 +207,18 @@ class PersistenceManager:
         info = self._find(run_id, workflow)
         journal = _read_journal(self.store, info.workflow, run_id)
         slots = journal.slots
+        units = journal.units
         store = self.store
 
         def load(name: str) -> Any:
-            return _load_result(store, info.workflow, run_id, name, slots[name])
+            slot = slots[name]
+            if slot[1] == MAPPED:
+                items = units.get(name, {})
+                return [
+                    _load_result(store, info.workflow, run_id, f"{name}[{i}]", items[i][0])
+                    for i in range(int(slot[2] or 0))
+                ]
+            return _load_result(store, info.workflow, run_id, name, slot)
 
         from ..result import Results
 
@@ -368,6 +387,7 @@ class RunSession:
         self._fingerprints = fingerprints
         self._stack = stack
         self._slots: dict[str, _Slot] = {}
+        self._units: dict[str, dict[int, tuple[_Slot, TaskRecord]]] = {}
         self._dead = 0  # superseded records in the journal: compaction's trigger
         self.restored: dict[str, TaskRecord] = {}
         if journal is not None:
@@ -376,7 +396,8 @@ class RunSession:
             # Tasks that run again replace their old slot when they finish; until then
             # nothing asks for their result (only finished upstreams are loaded).
             self._slots = journal.slots
-            self._dead = journal.frames - len(journal.slots)
+            self._units = journal.units
+            self._dead = journal.frames - _live(journal)
         self._started = time.time() if last is None else last.started
         self._info = RunInfo(
             workflow=workflow,
@@ -424,6 +445,64 @@ class RunSession:
         self._note_slot(name, (loc, kind, extra, len(payload) - len(data)))
         return kind != UNSAVED
 
+    def mapped_succeeded(self, rec: TaskRun, count: int) -> None:
+        """Save a mapped task's success: its result is its ``count`` items' records."""
+        payload = encode_task(
+            rec.name, TaskState.SUCCEEDED, rec.attempts, rec.started, rec.finished,
+            rec.duration, self._fingerprints[rec.name], None, MAPPED, str(count),
+        )
+        try:
+            loc = self._journal.append(payload)
+        except OSError as exc:
+            raise self._save_error(f"save the result of task {rec.name!r}", exc) from exc
+        self._note_slot(rec.name, (loc, MAPPED, str(count), len(payload)))
+
+    def unit_succeeded(
+        self, name: str, index: int, attempts: int, started: float, duration: float, value: Any
+    ) -> None:
+        """Save one map item's (or loop iteration's) result as soon as it is there."""
+        kind = INLINE
+        extra: str | None = None
+        try:
+            data = _dumps(value)
+        except Exception as exc:
+            kind, extra, data = UNSAVED, f"could not pickle it: {type(exc).__name__}: {exc}", b""
+        now = time.time()
+        try:
+            if len(data) > BLOB_THRESHOLD:
+                extra = self.store.put_blob(self.workflow, self.run_id, data)
+                kind, data = BLOB, b""
+            payload = encode_task(
+                name, TaskState.SUCCEEDED, attempts, started, now, duration,
+                self._fingerprints[name], None, kind, extra, data, index=index,
+            )
+            loc = self._journal.append(payload)
+        except OSError as exc:
+            raise self._save_error(f"save item {index} of task {name!r}", exc) from exc
+        units = self._units.setdefault(name, {})
+        if index in units:
+            self._dead += 1
+        slot = (loc, kind, extra, len(payload) - len(data))
+        units[index] = (slot, _unit_record(name, attempts, started, now, duration, kind, extra))
+
+    def saved_units(self, name: str) -> dict[int, Any]:
+        """Items (iterations) of ``name`` saved by an earlier attempt of this run whose
+        code and options are unchanged: index -> anything ``load_unit`` takes."""
+        fingerprint = self._fingerprints[name]
+        now = _frames.current_versions()
+        versions = (now["python"], now["cloudpickle"])
+        return {
+            i: slot
+            for i, (slot, rec) in self._units.get(name, {}).items()
+            if rec.saved
+            and rec.fingerprint in ("", fingerprint)
+            and (rec.python, rec.cloudpickle) == versions
+        }
+
+    def load_unit(self, name: str, index: int) -> Any:
+        slot = self._units[name][index][0]
+        return _load_result(self.store, self.workflow, self.run_id, f"{name}[{index}]", slot)
+
     def ended(self, rec: TaskRun) -> None:
         """Save a task that failed, was skipped or was cancelled."""
         error = None if rec.error is None else f"{type(rec.error).__name__}: {rec.error}"
@@ -440,9 +519,11 @@ class RunSession:
     def load(self, name: str) -> Any:
         """A saved result, unpickled; KeyError if none was saved."""
         slot = self._slots.get(name)
-        if slot is None or slot[1] not in (INLINE, BLOB):
+        if slot is None or slot[1] not in (INLINE, BLOB, MAPPED):
             raise KeyError(name)
         try:
+            if slot[1] == MAPPED:
+                return [self.load_unit(name, i) for i in range(int(slot[2] or 0))]
             return _load_result(self.store, self.workflow, self.run_id, name, slot)
         except StateError as exc:
             self._invalidate(name, str(exc))
@@ -499,29 +580,47 @@ class RunSession:
         self._slots[name] = slot
 
     def _compact(self) -> None:
-        """Rewrite the journal with one record per task: resumes leave superseded ones."""
+        """Rewrite the journal with the live records only: one per task, plus the items
+        of mapped tasks (their result) and of tasks not finished yet (for a resume)."""
         journal = _read_journal(self.store, self.workflow, self.run_id)
-        scan_payloads = {loc: bytes(p) for loc, p in journal.scan.entries}
-        payloads: list[bytes] = []
-        names = []
-        by_versions: dict[tuple[str, str], list[str]] = {}
+        payload_at = {loc: bytes(p) for loc, p in journal.scan.entries}
+        # (python, cloudpickle) -> [(task, index, slot)]; index -1 is the task's own record
+        groups: dict[tuple[str, str], list[tuple[str, int, _Slot]]] = {}
         for name, rec in journal.records.items():
-            by_versions.setdefault((rec.python, rec.cloudpickle), []).append(name)
-        for (py, cp), group in by_versions.items():
+            groups.setdefault((rec.python, rec.cloudpickle), []).append(
+                (name, -1, journal.slots[name])
+            )
+        for name, items in journal.units.items():
+            own = journal.records.get(name)
+            done = own is not None and own.state is TaskState.SUCCEEDED
+            if done and journal.slots[name][1] != MAPPED:
+                continue  # a finished loop: its iterations are history
+            for index, (slot, unit) in items.items():
+                groups.setdefault((unit.python, unit.cloudpickle), []).append(
+                    (name, index, slot)
+                )
+        payloads: list[bytes] = []
+        kept: list[tuple[str, int, _Slot]] = []
+        for (py, cp), group in groups.items():
             versions = {"python": py, "cloudpickle": cp}
             payloads.append(
                 _frames.header(versions=versions, workflow=self.workflow, run_id=self.run_id)
             )
-            for name in group:
-                payloads.append(scan_payloads[journal.slots[name][0]])
-                names.append(name)
+            for entry in group:
+                payloads.append(payload_at[entry[2][0]])
+                kept.append(entry)
         locations = self.store.rewrite_journal(self.workflow, self.run_id, payloads)
         record_locs = [
             loc for loc, p in zip(locations, payloads, strict=True) if not _frames.is_header(p)
         ]
-        for name, loc in zip(names, record_locs, strict=True):
-            _, kind, extra, offset = journal.slots[name]
-            self._slots[name] = (loc, kind, extra, offset)
+        units: dict[str, dict[int, tuple[_Slot, TaskRecord]]] = {}
+        for (name, index, (_, kind, extra, offset)), loc in zip(kept, record_locs, strict=True):
+            if index < 0:
+                self._slots[name] = (loc, kind, extra, offset)
+            else:
+                unit = journal.units[name][index][1]
+                units.setdefault(name, {})[index] = ((loc, kind, extra, offset), unit)
+        self._units = units
         self._dead = 0
 
     def _save_error(self, what: str, exc: OSError) -> StateError:
@@ -534,6 +633,18 @@ class RunSession:
         err = StateError(msg, path=self._where, errno=exc.errno)
         self._failed = err
         return err
+
+
+def _unit_record(
+    name: str, attempts: int, started: float, finished: float, duration: float, kind: int,
+    extra: str | None,
+) -> TaskRecord:
+    now = _frames.current_versions()
+    return TaskRecord(
+        name, TaskState.SUCCEEDED, attempts, started, finished, duration, "", None,
+        kind in (INLINE, BLOB), extra if kind == UNSAVED else None, now["python"],
+        now["cloudpickle"],
+    )
 
 
 def _load_result(store: StateStore, workflow: str, run_id: str, name: str, slot: _Slot) -> Any:

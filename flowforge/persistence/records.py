@@ -30,6 +30,7 @@ NO_RESULT = 0
 INLINE = 1
 BLOB = 2
 UNSAVED = 3
+MAPPED = 4  # a mapped task: its result is the list of its items' records (``extra``: count)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,10 +99,13 @@ def encode_task(
     kind: int,
     extra: str | None,
     result: bytes = b"",
+    index: int = -1,
 ) -> bytes:
+    """A task's record; ``index`` >= 0 makes it the record of one map item or loop
+    iteration of that task."""
     env = marshal.dumps(
         (str(name), state.value, attempts, started, finished, duration, fingerprint, error,
-         kind, extra),
+         kind, extra, index),
         4,
     )
     return b"".join((TASK_TAG, TASK_LENGTH.pack(len(env)), env, result))
@@ -111,7 +115,7 @@ _STATES: dict[str, TaskState] = {s.value: s for s in TaskState}
 
 
 def record_from(env: tuple[Any, ...], python: str, cloudpickle: str) -> TaskRecord:
-    name, state, attempts, started, finished, duration, fp, error, kind, extra = env
+    name, state, attempts, started, finished, duration, fp, error, kind, extra, _ = env
     return TaskRecord(
         name,
         _STATES[state],
@@ -121,7 +125,7 @@ def record_from(env: tuple[Any, ...], python: str, cloudpickle: str) -> TaskReco
         duration,
         fp,
         error,
-        kind in (INLINE, BLOB),
+        kind in (INLINE, BLOB, MAPPED),
         extra if kind == UNSAVED else None,
         python,
         cloudpickle,

@@ -53,6 +53,7 @@ PENDING); under ``continue`` it skips everything downstream and the rest goes on
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import queue
 import time
@@ -66,6 +67,7 @@ from ._control import Gate
 from ._fanout import Fan, Fanning
 from ._private.gcpause import paused_gc
 from ._recording import HeldResults, Recording
+from ._shared import ResourcePool, ResourceRef, resolve_refs
 from .bus import EventBus
 from .clock import Clock
 from .dag import CompiledDAG
@@ -103,6 +105,7 @@ __all__ = ["Binding", "Engine", "call_hook"]
 FROM_TASK = 0
 FROM_PARAM = 1
 FROM_CONTEXT = 2
+FROM_RESOURCE = 3
 
 
 @dataclass(slots=True)
@@ -115,6 +118,7 @@ class Binding:
     extra_inputs: tuple[str, ...]  # upstream results passed through **kwargs
     when: Callable[..., Any] | None = None  # the task's condition, bound like the task
     when_args: tuple[tuple[str, int, str], ...] = ()
+    uses_resources: bool = False
 
 
 @dataclass(slots=True)
@@ -146,6 +150,7 @@ class Engine(Recording, Fanning):
         log_file: str | None = None,
         log_console: bool = False,
         session: RunSession | None = None,
+        resources: Mapping[str, ResourceRef] | None = None,
     ) -> None:
         self.workflow = workflow
         self.run_id = run_id
@@ -166,6 +171,10 @@ class Engine(Recording, Fanning):
         self._ready_set = graph.ready_set()
         self._session = session
         self._gate = Gate(graph, bindings, self.tasks)
+        self._resources = {
+            n: dataclasses.replace(r, key=run_id) for n, r in (resources or {}).items()
+        }
+        self._pool = ResourcePool()
         self._fanned = {n for n, b in bindings.items() if b.task.map or b.task.loop}
         self._fans: dict[str, Fan] = {}
         self._saved: set[str] = set()
@@ -216,6 +225,7 @@ class Engine(Recording, Fanning):
             self._cancel_all("interrupted (Ctrl-C)")
         finally:
             self._shutdown_executors()
+            self._pool.close()
         status = self._status(cancelled)
         error = self._first_error
         if self._timed_out:
@@ -338,6 +348,15 @@ class Engine(Recording, Fanning):
     ) -> None:
         """Run one attempt (of a task, or of one of its items with ``index`` >= 0): in
         this thread when that is cheaper and safe, else through its executor."""
+        if b.uses_resources and not ex.isolated:  # process workers make their own
+            try:
+                resolve_refs(kwargs, self._pool)
+            except TaskError as exc:
+                if index < 0:
+                    self._failed(name, exc, 0.0)
+                else:
+                    self._unit_failed(name, index, exc, 0.0)
+                return
         timeout = b.task.timeout
         if timeout is None and self._run_deadline is None and (
             ex.inline
@@ -407,6 +426,8 @@ class Engine(Recording, Fanning):
                 kwargs[param] = None if absent and source in absent else results[source]
             elif kind == FROM_PARAM:
                 kwargs[param] = self._params[source]
+            elif kind == FROM_RESOURCE:
+                kwargs[param] = self._resources[source]
             else:
                 kwargs[param] = TaskContext(
                     run_id=self.run_id,

@@ -4,8 +4,9 @@ Binding decides where each task parameter's value comes from, in this order:
 
 1. ``ctx``, or a parameter annotated ``TaskContext``: the task's :class:`TaskContext`;
 2. a parameter named after another task: that task's result (and a dependency on it);
-3. a parameter named in the run's params: that value;
-4. otherwise its default. A parameter with none of these is a definition error.
+3. a parameter named after a resource (``@wf.resource``): the shared resource;
+4. a parameter named in the run's params: that value;
+5. otherwise its default. A parameter with none of these is a definition error.
 
 A ``**kwargs`` parameter also receives the results of declared dependencies not bound by
 name, which is how a classic ``Task`` subclass's ``run(self, **inputs)`` gets its inputs.
@@ -26,9 +27,18 @@ from collections.abc import Callable, Iterator, Mapping
 from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
-from ._engine import FROM_CONTEXT, FROM_PARAM, FROM_TASK, Binding, Engine, call_hook
+from ._engine import (
+    FROM_CONTEXT,
+    FROM_PARAM,
+    FROM_RESOURCE,
+    FROM_TASK,
+    Binding,
+    Engine,
+    call_hook,
+)
 from ._private import gcpause
 from ._private.current import current_workflow
+from ._shared import Resource, ResourceRef
 from .bus import EventBus
 from .clock import Clock, SystemClock
 from .dag import DAG, CompiledDAG
@@ -136,6 +146,7 @@ class Workflow:
         self.state_store = state_store
         self.events = EventBus()
         self._failure_hooks: list[Callable[[RunResult], Any]] = []
+        self.resources: dict[str, Resource] = {}
         self._token: Token[Workflow | None] | None = None
 
     # -- definition ------------------------------------------------------------------
@@ -162,7 +173,9 @@ class Workflow:
 
     def validate(self, params: Mapping[str, Any] | None = None) -> None:
         """Check the definition as ``run(params=...)`` would, without running anything."""
-        self._bind({**self.params, **(params or {})}, strict=True)
+        merged = {**self.params, **(params or {})}
+        self._bind(merged, strict=True)
+        self._resource_refs(merged)
 
     # -- running ---------------------------------------------------------------------
 
@@ -183,6 +196,7 @@ class Workflow:
         owner = f"workflow {self.name!r}"
         with gcpause.preparing():  # 100,000 tasks make a million long-lived objects
             bindings, graph = self._bind(merged, strict=True)
+            refs = self._resource_refs(merged) if self.resources else None
             session = None
             if self.autosave:
                 session = self._manager().begin(
@@ -215,6 +229,7 @@ class Workflow:
                     log_file=self._log_file(),
                     log_console=not self.quiet,
                     session=session,
+                    resources=refs,
                 )
             except BaseException:
                 detach()
@@ -234,6 +249,32 @@ class Workflow:
             for hook in self._failure_hooks:
                 call_hook(hook, result, f"on_failure handler {hook!r} of workflow {self.name!r}")
         return result
+
+    def resource(
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
+    ) -> Any:
+        """Declare a shared resource, like a pytest fixture: tasks taking a parameter of
+        its name receive it. A generator function's code after ``yield`` tears it down.
+        Made on first use and torn down when the run ends (on the process executor:
+        once per worker, torn down when the worker stops). It may take run params and
+        other resources by name. Usable as ``@wf.resource`` or ``@wf.resource(name=...)``.
+        """
+
+        def declare(func: Callable[..., Any]) -> Callable[..., Any]:
+            if not callable(func):
+                msg = f"workflow {self.name!r}: a resource needs a function, got {func!r}"
+                raise WorkflowDefinitionError(msg, workflow=self.name)
+            rname = name or getattr(func, "__name__", None)
+            if not rname or rname in self.resources:
+                msg = (
+                    f"workflow {self.name!r}: resource name {rname!r} is "
+                    f"{'taken' if rname else 'missing'}; pass name=..."
+                )
+                raise WorkflowDefinitionError(msg, workflow=self.name, resource=rname)
+            self.resources[rname] = Resource(rname, func)
+            return func
+
+        return declare if fn is None else declare(fn)
 
     def on_failure(self, fn: Callable[[RunResult], Any]) -> Callable[[RunResult], Any]:
         """Register ``fn(result)`` to be called once, in the driver, when a run fails.
@@ -346,6 +387,13 @@ class Workflow:
             )
             raise WorkflowDefinitionError(msg, workflow=self.name)
         bindings: dict[str, Binding] = {}
+        resources = self.resources
+        for clash in resources.keys() & tasks.keys():
+            msg = (
+                f"workflow {self.name!r} has a task and a resource both named {clash!r}; "
+                "rename one (a parameter of that name would be ambiguous)"
+            )
+            raise WorkflowDefinitionError(msg, workflow=self.name, task=clash)
         for name, t in tasks.items():
             call = t.callable
             spec = _signature(call, name)
@@ -357,6 +405,8 @@ class Workflow:
                 elif pname in tasks and pname != name:
                     args.append((pname, FROM_TASK, pname))
                     inferred.append(pname)
+                elif pname in resources:
+                    args.append((pname, FROM_RESOURCE, pname))
                 elif pname in params:
                     args.append((pname, FROM_PARAM, pname))
                 elif not has_default and strict:
@@ -378,7 +428,8 @@ class Workflow:
             if spec.var_keyword:
                 bound = {a[0] for a in args}
                 extra = tuple(d for d in t.depends_on if d not in bound)
-            bindings[name] = Binding(t, call, tuple(args), extra, t.when, when_args)
+            uses = any(kind == FROM_RESOURCE for _, kind, _ in args)
+            bindings[name] = Binding(t, call, tuple(args), extra, t.when, when_args, uses)
         return bindings, self.dag.compile()
 
     def _bind_condition(
@@ -407,6 +458,40 @@ class Workflow:
                     msg, workflow=self.name, task=t.name, parameter=pname
                 )
         return tuple(args)
+
+    def _resource_refs(self, params: Mapping[str, Any]) -> dict[str, ResourceRef]:
+        """What each resource needs to be made anywhere: its params and other resources."""
+        refs: dict[str, ResourceRef] = {}
+
+        def ref(rname: str, chain: tuple[str, ...]) -> ResourceRef:
+            if rname in refs:
+                return refs[rname]
+            if rname in chain:
+                cycle = " -> ".join((*chain, rname))
+                msg = f"workflow {self.name!r}: resources need each other in a cycle: {cycle}"
+                raise WorkflowDefinitionError(msg, workflow=self.name, resource=rname)
+            res = self.resources[rname]
+            given: dict[str, Any] = {}
+            needs: dict[str, ResourceRef] = {}
+            for pname, has_default, _ in _signature(res.fn, rname).params:
+                if pname in self.resources:
+                    needs[pname] = ref(pname, (*chain, rname))
+                elif pname in params:
+                    given[pname] = params[pname]
+                elif not has_default:
+                    msg = (
+                        f"resource {rname!r} has parameter {pname!r} that matches no param or "
+                        f"resource; pass params={{{pname!r}: ...}} or give it a default"
+                    )
+                    raise WorkflowDefinitionError(
+                        msg, workflow=self.name, resource=rname, parameter=pname
+                    )
+            refs[rname] = ResourceRef(rname, res.fn, given, needs)
+            return refs[rname]
+
+        for rname in self.resources:
+            ref(rname, ())
+        return refs
 
     def _unbound(self, task: str, param: str) -> WorkflowDefinitionError:
         close = difflib.get_close_matches(param, list(self.dag.tasks), n=1)

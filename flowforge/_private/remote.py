@@ -21,6 +21,7 @@ from typing import Any
 
 import cloudpickle
 
+from .._shared import ResourceRef, resolve_refs, worker_pool
 from ..errors import RemoteTaskError, TaskSerializationError
 
 __all__ = ["RemoteTraceback", "init_worker", "pack_call", "run_packed", "unpack_outcome"]
@@ -133,6 +134,8 @@ def run_packed(payload: bytes, task_name: str) -> bytes:
         err = TaskSerializationError(msg, task=task_name, what="the task or its inputs")
         return _pack_error(task_name, err, traceback.format_exc())
     try:
+        if any(isinstance(v, ResourceRef) for v in kwargs.values()):
+            resolve_refs(kwargs, worker_pool())  # made once per worker, kept for its life
         value = task.callable(**kwargs)
     except BaseException as exc:
         return _pack_error(task_name, exc, traceback.format_exc())

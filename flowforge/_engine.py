@@ -440,6 +440,7 @@ class Engine(Recording, Fanning):
                     },
                     log_file=self._log_file,
                     log_console=self._log_console,
+                    resumed=self._session is not None and self._session.resumed,
                 )
         if args is None:
             for up in b.extra_inputs:

@@ -52,6 +52,7 @@ class TaskContext:
     map_index: int | None = None  # a mapped task: which item (0-based)
     iteration: int | None = None  # a looping task: which iteration (0-based)
     previous: Any = None  # a looping task: the last iteration's result
+    resumed: bool = False  # this run resumes an earlier one
 
     def get_input(self, name: str) -> Any:
         """The result of upstream task ``name``."""

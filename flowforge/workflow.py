@@ -23,7 +23,7 @@ import secrets
 import sys
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
@@ -164,7 +164,39 @@ class Workflow:
 
     def add_task(self, task: Task) -> Task:
         """Add ``task`` to this workflow (``@task`` inside the block does this)."""
+        if getattr(task, "subflow", None) is not None:
+            task.parent = self  # type: ignore[attr-defined]
         return self.dag.add_task(task)
+
+    def as_task(
+        self,
+        name: str | None = None,
+        *,
+        map: str | Iterable[str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Task:
+        """This workflow as one task of another (see :mod:`flowforge.subflow`); inside a
+        ``with workflow(...)`` block it joins that workflow. Takes :func:`task`'s options."""
+        from .subflow import SubflowTask
+
+        made = SubflowTask(self, name or self.name, params=params, map=map, **options)
+        current = current_workflow.get()
+        if current is not None and current is not self:
+            current.add_task(made)
+        return made
+
+    def add_subflow(
+        self, flow: Workflow, *, name: str | None = None,
+        params: Mapping[str, Any] | None = None, **options: Any,
+    ) -> Task:
+        """Add ``flow`` as one task of this workflow; its result is the dict of its task
+        results. See :mod:`flowforge.subflow`."""
+        from .subflow import SubflowTask
+
+        return self.add_task(
+            SubflowTask(flow, name or flow.name, params=params, **options)
+        )
 
     @property
     def tasks(self) -> dict[str, Task]:

@@ -58,6 +58,11 @@ class Fingerprinter:
         h = hashlib.blake2b(digest_size=10)
         if type(task) is not Task:
             h.update(type(task).__qualname__.encode())
+        flow = getattr(task, "subflow", None)
+        if flow is not None:  # a subflow changes when any of its tasks does
+            for inner in flow.dag.tasks.values():
+                h.update(inner.name.encode() + self.code(inner).encode())
+            h.update(_value_digest(sorted(getattr(task, "subflow_params", {}).items())))
         h.update(self._callable_digest(task.callable))
         h.update(repr(tuple(_option(task, o) for o in _OPTIONS)).encode())
         return h.hexdigest()

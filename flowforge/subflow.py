@@ -1,0 +1,112 @@
+"""Subflows: a whole workflow used as one task of another.
+
+``parent.add_subflow(other, name="ingest", params={...})``, or ``other.as_task(name=...)``
+inside the parent's block, adds a :class:`SubflowTask`. When it runs, it runs ``other``
+as a nested run in the driver (on ``other``'s own executor), with ``params`` plus the
+results of the subflow task's upstreams (each under its task's name) as the nested run's
+params. Its result is the dict of the nested run's task results; a nested failure fails
+the subflow task with the nested error as its cause.
+
+Its tasks' events reach the parent's bus (and so its logs) named ``ingest.<task>``, or
+``ingest[3].<task>`` for item 3 of a mapped subflow (``as_task(map="files")``: each item,
+passed as the param named after the mapped upstream, goes through the whole subflow, and
+items run in parallel).
+
+Resume: a nested run is saved in the parent's state folder under the workflow name
+``<parent>.<name>`` (``<parent>.<name>[i]`` per item). When the parent resumes, or
+retries the subflow task, the nested run resumes too and only its unfinished tasks run;
+a fresh parent run starts the nested runs fresh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .events import Event, TaskEvent, WorkflowFinished, WorkflowStarted
+from .task import Task, TaskContext
+
+if TYPE_CHECKING:
+    from .workflow import Workflow
+
+__all__ = ["SubflowTask"]
+
+
+class SubflowTask(Task):
+    """A task that runs a whole workflow (see the module docstring)."""
+
+    def __init__(
+        self,
+        flow: Workflow,
+        name: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        map: str | Iterable[str] | None = None,
+        depends_on: Iterable[str | Task] = (),
+        **options: Any,
+    ) -> None:
+        options.setdefault("executor", "thread")  # it waits on its own run: never a process
+        super().__init__(name, None, map=map, depends_on=depends_on, **options)
+        self.subflow = flow
+        self.subflow_params = dict(params or {})
+        self.parent: Workflow | None = None
+
+    def run(self, ctx: TaskContext, **inputs: Any) -> Any:  # type: ignore[override]
+        """Run the nested workflow; its task results, as a dict."""
+        parent = self.parent
+        flow = self.subflow
+        label = self.name if ctx.map_index is None else f"{self.name}[{ctx.map_index}]"
+        from .workflow import Workflow
+
+        nested = Workflow(
+            f"{ctx.workflow}.{label}",
+            dag=_copy_dag(flow),
+            executor=flow.executor,
+            max_workers=flow.max_workers,
+            params={**flow.params, **self.subflow_params},
+            on_error=flow.on_error,
+            timeout=flow.timeout,
+            log_dir=None,
+            quiet=True,
+            progress=False,
+            state_dir=parent.state_dir if parent is not None else flow.state_dir,
+            autosave=parent.autosave if parent is not None else flow.autosave,
+            durability=parent.durability if parent is not None else flow.durability,
+            state_store=parent.state_store if parent is not None else flow.state_store,
+        )
+        nested.resources.update(flow.resources)
+        if parent is not None:
+            nested.events.subscribe(Event, _Forward(parent, ctx, label))
+        fresh = ctx.attempt == 1 and not ctx.resumed
+        result = nested.run(params=inputs, fresh=fresh)
+        result.raise_for_status()
+        return dict(result.results)
+
+
+class _Forward:
+    """Republish a nested run's task events on the parent's bus, renamed ``label.task``."""
+
+    def __init__(self, parent: Workflow, ctx: TaskContext, label: str) -> None:
+        self._bus = parent.events
+        self._workflow = ctx.workflow
+        self._run_id = ctx.run_id
+        self._label = label
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, (WorkflowStarted, WorkflowFinished)):
+            return
+        fields: dict[str, Any] = {"workflow": self._workflow, "run_id": self._run_id}
+        if isinstance(event, TaskEvent):
+            fields["task"] = f"{self._label}.{event.task}"
+        self._bus.publish(dataclasses.replace(event, **fields))
+
+
+def _copy_dag(flow: Workflow) -> Any:
+    """A DAG holding the subflow's tasks, so nested runs never share mutable state."""
+    from .dag import DAG
+
+    dag = DAG(name=flow.name)
+    for t in flow.dag.tasks.values():
+        dag.add_task(t)
+    return dag

@@ -352,8 +352,13 @@ def control_dags(draw):
         nodes.append({
             "ups": [f"t{u}" for u in ups],
             "trigger": draw(st.sampled_from(TRIGGERS)),
-            "outcome": draw(st.sampled_from(["ok", "ok", "fail", "false"])),
+            "outcome": draw(st.sampled_from(["ok", "ok", "fail", "false", "branch"])),
         })
+    for i, node in enumerate(nodes):  # a branch chooses some of its direct downstream
+        downstream = [f"t{j}" for j, other in enumerate(nodes) if f"t{i}" in other["ups"]]
+        node["chooses"] = (
+            sorted(draw(st.sets(st.sampled_from(downstream)))) if downstream else []
+        )
     return nodes
 
 
@@ -362,16 +367,19 @@ def _build(nodes, executor, opts):
         for i, node in enumerate(nodes):
             outcome = node["outcome"]
 
-            def body(_i=i, _outcome=outcome, **inputs):
+            def body(_i=i, _outcome=outcome, _chooses=tuple(node.get("chooses", ())),
+                     **inputs):
                 if _outcome == "fail":
                     raise RuntimeError(f"t{_i} fails")
+                if _outcome == "branch":
+                    return list(_chooses)
                 return [_i, sorted((k, v) for k, v in inputs.items())]
 
             from flowforge import Task
 
             wf.add_task(Task(
                 f"t{i}", body, depends_on=node["ups"], trigger=node["trigger"],
-                on_error="continue",
+                on_error="continue", branch=outcome == "branch",
                 when=(lambda: False) if outcome == "false" else None,
             ))
     return wf
@@ -379,14 +387,20 @@ def _build(nodes, executor, opts):
 
 @settings(max_examples=40, deadline=None)
 @given(control_dags())
-def test_random_conditions_and_triggers_match_the_rules(nodes):
-    """No task runs unless its trigger holds over its upstreams' end states; a task whose
-    condition is false is skipped; sequential and thread runs agree exactly."""
+def test_random_conditions_branches_and_triggers_match_the_rules(nodes):
+    """No task runs unless its trigger holds over its upstreams' end states and every
+    branch above it that ran chose it; a task whose condition is false is skipped;
+    sequential and thread runs agree exactly."""
     opts = {"log_dir": None, "quiet": True, "progress": False}
     expected = {}
     for i, node in enumerate(nodes):
         ups = [expected[u] for u in node["ups"]]
-        if not _expected_runs(node["trigger"], ups) or node["outcome"] == "false":
+        passed_over = any(
+            nodes[int(u[1:])]["outcome"] == "branch" and expected[u] == "succeeded"
+            and f"t{i}" not in nodes[int(u[1:])]["chooses"]
+            for u in node["ups"]
+        )
+        if passed_over or not _expected_runs(node["trigger"], ups) or node["outcome"] == "false":
             expected[f"t{i}"] = "skipped"
         else:
             expected[f"t{i}"] = "failed" if node["outcome"] == "fail" else "succeeded"
@@ -407,10 +421,14 @@ def test_random_control_flow_on_the_process_executor_matches(opts):
         {"ups": ["t0"], "trigger": "all_success", "outcome": "false"},
         {"ups": ["t4", "t2"], "trigger": "none_failed", "outcome": "ok"},
         {"ups": ["t4"], "trigger": "all_success", "outcome": "ok"},
+        {"ups": ["t2"], "trigger": "all_success", "outcome": "branch", "chooses": ["t8"]},
+        {"ups": ["t7"], "trigger": "all_success", "outcome": "ok"},
+        {"ups": ["t7"], "trigger": "all_done", "outcome": "ok"},
     ]
     results = [_build(nodes, ex, {**opts}).run() for ex in ("sequential", "process")]
     assert states(results[0]) == states(results[1]) == {
         "t0": "succeeded", "t1": "failed", "t2": "succeeded", "t3": "succeeded",
-        "t4": "skipped", "t5": "succeeded", "t6": "skipped",
+        "t4": "skipped", "t5": "succeeded", "t6": "skipped", "t7": "succeeded",
+        "t8": "succeeded", "t9": "skipped",
     }
     assert dict(results[0].results) == dict(results[1].results)

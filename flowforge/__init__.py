@@ -18,8 +18,9 @@ Everything public is importable from here; the rest lives in ``_private`` module
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._private.lazy import lazy_names
 from .bus import EventBus
 from .clock import Clock, SystemClock
 from .dag import DAG
@@ -52,19 +53,12 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from .persistence import PersistenceManager, Plan, StateStore
 
-_LAZY = {"PersistenceManager": "persistence", "Plan": "persistence", "StateStore": "persistence"}
-
-
-def __getattr__(name: str) -> Any:
-    """Load the heavier public names on first use, keeping ``import flowforge`` light."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+# The heavier public names load on first use, keeping ``import flowforge`` light.
+__getattr__ = lazy_names(
+    __name__,
+    {"PersistenceManager": "persistence", "Plan": "persistence", "StateStore": "persistence"},
+    globals(),
+)
 
 __all__ = [
     "Clock",

@@ -268,9 +268,8 @@ class PersistenceManager:
     # -- what Workflow.run() and Workflow.plan() use -----------------------------------
 
     def _resumable(self, workflow: str) -> RunInfo | None:
-        """The workflow's newest run if it did not succeed (the caller holds the lock, so
-        a run that says running is one whose process died)."""
-        runs = self.store.list_runs(workflow)
+        """The workflow's newest run if it did not succeed."""
+        runs = self.store.list_runs(workflow)  # no liveness check: not-succeeded is enough
         if not runs:
             return None
         last = max(runs, key=lambda i: (i.started, i.run_id))
@@ -286,11 +285,7 @@ class PersistenceManager:
         resume: bool,
     ) -> Plan:
         """What a run of ``workflow`` would do now, read-only."""
-        last = None
-        if resume:
-            runs = self.runs(workflow)
-            if runs and runs[0].status != RunStatus.SUCCEEDED.value:
-                last = runs[0]
+        last = self._resumable(workflow) if resume else None
         return self._plan(workflow, order, upstream, fingerprints, last)[0]
 
     def _plan(
@@ -424,7 +419,19 @@ class RunSession:
 
     def succeeded(self, rec: TaskRun, value: Any) -> bool:
         """Save a success; True when its result can be loaded back (so may be dropped)."""
-        name = rec.name
+        slot = self._save_value(
+            rec.name, -1, rec.attempts, rec.started, rec.finished, rec.duration, value,
+            f"save the result of task {rec.name!r}",
+        )
+        self._note_slot(rec.name, slot)
+        return slot[1] != UNSAVED
+
+    def _save_value(
+        self, name: str, index: int, attempts: int, started: float | None,
+        finished: float | None, duration: float | None, value: Any, what: str,
+    ) -> _Slot:
+        """Pickle ``value`` (inline, or as a blob when large) into a record of ``name``
+        (``index`` >= 0: one of its items); the record's slot."""
         kind = INLINE
         extra: str | None = None
         try:
@@ -436,14 +443,13 @@ class RunSession:
                 extra = self.store.put_blob(self.workflow, self.run_id, data)
                 kind, data = BLOB, b""
             payload = encode_task(
-                name, TaskState.SUCCEEDED, rec.attempts, rec.started, rec.finished, rec.duration,
-                self._fingerprints[name], None, kind, extra, data,
+                name, TaskState.SUCCEEDED, attempts, started, finished, duration,
+                self._fingerprints[name], None, kind, extra, data, index=index,
             )
             loc = self._journal.append(payload)
         except OSError as exc:
-            raise self._save_error(f"save the result of task {name!r}", exc) from exc
-        self._note_slot(name, (loc, kind, extra, len(payload) - len(data)))
-        return kind != UNSAVED
+            raise self._save_error(what, exc) from exc
+        return (loc, kind, extra, len(payload) - len(data))
 
     def mapped_succeeded(self, rec: TaskRun, count: int) -> None:
         """Save a mapped task's success: its result is its ``count`` items' records."""
@@ -461,29 +467,16 @@ class RunSession:
         self, name: str, index: int, attempts: int, started: float, duration: float, value: Any
     ) -> None:
         """Save one map item's (or loop iteration's) result as soon as it is there."""
-        kind = INLINE
-        extra: str | None = None
-        try:
-            data = _dumps(value)
-        except Exception as exc:
-            kind, extra, data = UNSAVED, f"could not pickle it: {type(exc).__name__}: {exc}", b""
         now = time.time()
-        try:
-            if len(data) > BLOB_THRESHOLD:
-                extra = self.store.put_blob(self.workflow, self.run_id, data)
-                kind, data = BLOB, b""
-            payload = encode_task(
-                name, TaskState.SUCCEEDED, attempts, started, now, duration,
-                self._fingerprints[name], None, kind, extra, data, index=index,
-            )
-            loc = self._journal.append(payload)
-        except OSError as exc:
-            raise self._save_error(f"save item {index} of task {name!r}", exc) from exc
+        slot = self._save_value(
+            name, index, attempts, started, now, duration, value,
+            f"save item {index} of task {name!r}",
+        )
         units = self._units.setdefault(name, {})
         if index in units:
             self._dead += 1
-        slot = (loc, kind, extra, len(payload) - len(data))
-        units[index] = (slot, _unit_record(name, attempts, started, now, duration, kind, extra))
+        units[index] = (slot, _unit_record(name, attempts, started, now, duration, slot[1],
+                                           slot[2]))
 
     def saved_units(self, name: str) -> dict[int, Any]:
         """Items (iterations) of ``name`` saved by an earlier attempt of this run whose

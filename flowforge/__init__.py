@@ -28,6 +28,7 @@ from .errors import (
     FlowForgeError,
     InvalidTransitionError,
     RemoteTaskError,
+    ScheduleError,
     StateError,
     TaskError,
     TaskSerializationError,
@@ -52,11 +53,13 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .persistence import PersistenceManager, Plan, StateStore
+    from .scheduler import Scheduler
 
 # The heavier public names load on first use, keeping ``import flowforge`` light.
 __getattr__ = lazy_names(
     __name__,
-    {"PersistenceManager": "persistence", "Plan": "persistence", "StateStore": "persistence"},
+    {"PersistenceManager": "persistence", "Plan": "persistence", "StateStore": "persistence",
+     "Scheduler": "scheduler"},
     globals(),
 )
 
@@ -75,6 +78,8 @@ __all__ = [
     "RunMetrics",
     "RunResult",
     "RunStatus",
+    "ScheduleError",
+    "Scheduler",
     "SequentialExecutor",
     "StateError",
     "StateStore",

@@ -7,6 +7,7 @@
     │   └── WorkflowTimeoutError     the run went past workflow(timeout=)
     ├── WorkflowLockedError          another live process runs this workflow on this state folder
     ├── StateError                   a state file that cannot be trusted or read
+    ├── ScheduleError                a cron expression, time zone or time that cannot work
     └── TaskError                    one task attempt failed for a reason of FlowForge's own
         ├── TaskTimeoutError         the attempt ran past timeout=
         ├── WorkerCrashedError       the worker process died under the attempt
@@ -25,6 +26,7 @@ __all__ = [
     "FlowForgeError",
     "InvalidTransitionError",
     "RemoteTaskError",
+    "ScheduleError",
     "StateError",
     "TaskError",
     "TaskSerializationError",
@@ -87,6 +89,11 @@ class WorkflowLockedError(FlowForgeError):
 
 class StateError(FlowForgeError):
     """A state file is corrupt, truncated, foreign or from a newer format (``path``)."""
+
+
+class ScheduleError(FlowForgeError, ValueError):
+    """A schedule that cannot work: a bad cron ``field`` (or one that never fires), an
+    unknown time zone, a time without an offset. ``value`` is the bad value."""
 
 
 class TaskError(FlowForgeError):

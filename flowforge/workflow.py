@@ -217,12 +217,14 @@ class Workflow:
         *,
         executor: str | Executor | None = None,
         fresh: bool = False,
+        job: str | None = None,
     ) -> RunResult:
         """Run the workflow and return a :class:`RunResult`; task failures do not raise
         (see ``RunResult.raise_for_status``), definition errors do, before anything runs.
 
         If the last run of this workflow in ``state_dir`` did not succeed, this run resumes
         it (see :meth:`plan`); ``fresh=True`` starts a new run whatever happened before.
+        ``job`` names the scheduler job that started the run (kept with the saved run).
         Raises :class:`WorkflowLockedError` if another process is running it."""
         merged = {**self.params, **(params or {})}
         owner = f"workflow {self.name!r}"
@@ -238,6 +240,7 @@ class Workflow:
                     self._fingerprints(bindings, merged),
                     resume=self.resume and not fresh,
                     new_run_id=_new_run_id,
+                    job=job,
                 )
             detach: Callable[[], None] = _nothing
             try:

@@ -9,7 +9,7 @@ import flowforge
 
 PROMISED = {
     "DAG", "Clock", "EventBus", "Executor", "FlowForgeError", "InvalidTransitionError",
-    "Loop", "PersistenceManager", "Plan", "ProcessExecutor", "RemoteTaskError", "RunMetrics", "RunResult", "RunStatus",
+    "Loop", "PersistenceManager", "Plan", "ProcessExecutor", "RemoteTaskError", "RunMetrics", "RunResult", "RunStatus", "ScheduleError", "Scheduler",
     "SequentialExecutor", "StateError", "StateStore", "SystemClock", "Task", "TaskContext", "TaskError",
     "TaskMetrics", "TaskRun", "TaskSerializationError", "TaskState", "TaskTimeoutError",
     "ThreadExecutor", "WorkerCrashedError", "Workflow", "WorkflowDefinitionError",

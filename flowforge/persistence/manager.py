@@ -336,6 +336,7 @@ class PersistenceManager:
         *,
         resume: bool,
         new_run_id: Callable[[], str],
+        job: str | None = None,
     ) -> RunSession:
         """Lock ``workflow``, plan the run, and open its journal."""
         stack = ExitStack()
@@ -346,7 +347,7 @@ class PersistenceManager:
                 plan, journal = self._plan(workflow, order, upstream, fingerprints, last)
                 session = RunSession(
                     self.store, workflow, last, plan, journal, fingerprints, order, new_run_id,
-                    stack,
+                    stack, job,
                 )
         except BaseException:
             stack.close()
@@ -373,6 +374,7 @@ class RunSession:
         order: list[str],
         new_run_id: Callable[[], str],
         stack: ExitStack,
+        job: str | None = None,
     ) -> None:
         self.store = store
         self.workflow = workflow
@@ -403,6 +405,7 @@ class RunSession:
             restored=len(self.restored),
             resumes=0 if last is None else last.resumes + 1,
             store=store.kind,
+            job=job,
         )
         self._where = store.where(workflow, self.run_id)
         self._failed: StateError | None = None

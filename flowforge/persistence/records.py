@@ -55,6 +55,7 @@ class RunInfo:
     restored: int = 0
     resumes: int = 0
     store: str = "files"
+    job: str | None = None  # the scheduler job that started it
 
     def to_json(self) -> bytes:
         """The summary as a state header: format and versions first, then the fields."""

@@ -226,6 +226,8 @@ class Engine(Recording, Fanning):
         finally:
             self._shutdown_executors()
             self._pool.close()
+        for name in self._fans:  # a map or loop whose remaining units never started
+            self._mark_cancelled(name, "the run stopped before all its items or iterations ran")
         status = self._status(cancelled)
         error = self._first_error
         if self._timed_out:

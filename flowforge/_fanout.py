@@ -17,6 +17,7 @@ input gives ``[]``. A looping task's result is its last iteration's.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import heapq
 import time
 from collections.abc import Mapping
@@ -46,7 +47,7 @@ class Fan:
     """One mapped or looping task in progress."""
 
     __slots__ = ("base", "items", "values", "attempts", "left", "failed", "t0", "previous",
-                 "saved")
+                 "saved", "inputs")
 
     def __init__(self, base: dict[str, Any]) -> None:
         self.base = base
@@ -58,6 +59,7 @@ class Fan:
         self.t0 = time.perf_counter()
         self.previous: Any = None
         self.saved: dict[int, Any] = {}
+        self.inputs = ""
 
 
 class Fanning:
@@ -106,9 +108,15 @@ class Fanning:
             self._release_inputs(name)
         self._publish(TaskStarted, task=name, attempt=1)
         fan = self._fans[name] = Fan(base)
+        # Which upstream results these units come from: a unit saved from other ones (an
+        # upstream ran again since) is never reused.
+        fan.inputs = hashlib.blake2b(
+            repr([(u, self.tasks[u].finished) for u in self._graph.upstream[name]]).encode(),
+            digest_size=8,
+        ).hexdigest()
         session = self._session
-        if session is not None and all(self.tasks[u].restored for u in self._graph.upstream[name]):
-            fan.saved = session.saved_units(name)
+        if session is not None:
+            fan.saved = session.saved_units(name, fan.inputs)
         if task.map:
             try:
                 fan.items = _items(name, task.map, base)
@@ -167,7 +175,7 @@ class Fanning:
         if session is not None:
             try:
                 session.unit_succeeded(
-                    name, index, attempt, time.time() - duration, duration, value
+                    name, index, attempt, time.time() - duration, duration, value, fan.inputs
                 )
             except StateError as exc:
                 self._state_failed(exc)

@@ -109,8 +109,7 @@ class Recording:
         assert session is not None
         try:
             if rec.name in self._fans and self._bindings[rec.name].task.map:
-                session.mapped_succeeded(rec, len(value))
-                saved = True
+                saved = session.mapped_succeeded(rec, len(value))
             else:
                 saved = session.succeeded(rec, value)
         except StateError as exc:

@@ -20,11 +20,13 @@ a fresh parent run starts the nested runs fresh.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .events import Event, TaskEvent, WorkflowFinished, WorkflowStarted
+from .states import RunStatus
 from .task import Task, TaskContext
 
 if TYPE_CHECKING:
@@ -61,12 +63,11 @@ class SubflowTask(Task):
 
         nested = Workflow(
             f"{ctx.workflow}.{label}",
-            dag=_copy_dag(flow),
             executor=flow.executor,
             max_workers=flow.max_workers,
             params={**flow.params, **self.subflow_params},
             on_error=flow.on_error,
-            timeout=flow.timeout,
+            timeout=_nested_timeout(flow.timeout, self.timeout),
             log_dir=None,
             quiet=True,
             progress=False,
@@ -75,11 +76,17 @@ class SubflowTask(Task):
             durability=parent.durability if parent is not None else flow.durability,
             state_store=parent.state_store if parent is not None else flow.state_store,
         )
+        for inner in flow.dag.tasks.values():
+            # An inner subflow is copied so that its parent is this nested run, not the
+            # workflow it was defined in: its state and events follow the outermost run.
+            nested.add_task(copy.copy(inner) if isinstance(inner, SubflowTask) else inner)
         nested.resources.update(flow.resources)
         if parent is not None:
             nested.events.subscribe(Event, _Forward(parent, ctx, label))
         fresh = ctx.attempt == 1 and not ctx.resumed
         result = nested.run(params=inputs, fresh=fresh)
+        if result.status is RunStatus.CANCELLED:
+            raise KeyboardInterrupt  # Ctrl-C stopped the nested run: stop the parent too
         result.raise_for_status()
         return dict(result.results)
 
@@ -102,11 +109,11 @@ class _Forward:
         self._bus.publish(dataclasses.replace(event, **fields))
 
 
-def _copy_dag(flow: Workflow) -> Any:
-    """A DAG holding the subflow's tasks, so nested runs never share mutable state."""
-    from .dag import DAG
-
-    dag = DAG(name=flow.name)
-    for t in flow.dag.tasks.values():
-        dag.add_task(t)
-    return dag
+def _nested_timeout(flow_timeout: float | None, task_timeout: float | None) -> float | None:
+    """The nested run's own timeout: its workflow's, and shorter than the subflow task's
+    so that it stops (and frees its lock) before the parent gives up on the attempt and
+    retries it."""
+    if task_timeout is None:
+        return flow_timeout
+    inner = max(task_timeout - min(1.0, task_timeout * 0.1), task_timeout * 0.5)
+    return inner if flow_timeout is None else min(flow_timeout, inner)

@@ -248,7 +248,7 @@ class Workflow:
                     executor if executor is not None else self.executor, self.max_workers,
                     owner=owner,
                 )
-                detach = self._attach_listeners(len(graph.order))  # before the engine asks
+                detach = self._attach_listeners(graph.order)  # before the engine asks
                 engine = Engine(
                     workflow=self.name,
                     run_id=_new_run_id() if session is None else session.run_id,
@@ -380,7 +380,7 @@ class Workflow:
             return None
         return os.path.join(os.fspath(self.log_dir), "workflow.log")
 
-    def _attach_listeners(self, total: int) -> Callable[[], None]:
+    def _attach_listeners(self, tasks: list[str]) -> Callable[[], None]:
         log_file = self._log_file()
         show_progress = self.progress
         if show_progress is None:
@@ -401,7 +401,9 @@ class Workflow:
         if show_progress:
             from .listeners.progress import ProgressListener
 
-            detachers.append(ProgressListener(total, console).attach(self.events))
+            detachers.append(
+                ProgressListener(len(tasks), console, tasks=tasks).attach(self.events)
+            )
 
         def detach() -> None:
             for d in reversed(detachers):

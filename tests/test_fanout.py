@@ -338,3 +338,77 @@ def test_kill_9_in_the_middle_of_a_map_and_of_a_loop_resumes_where_it_stopped(ex
     ]
     assert third.stdout.split(maxsplit=2)[:2] == ["succeeded", "True"]
     assert third.stdout.strip().endswith("336")
+
+
+def test_items_saved_from_older_upstream_results_are_never_reused(opts):
+    """Items saved before an upstream ran again (with other results) are not restored,
+    even when that upstream is itself restored in a later resume."""
+    fail = {12}
+    with workflow("w", executor="thread", max_workers=1, **opts) as wf:
+
+        @task
+        def src(v):
+            return [v * 10 + i for i in range(3)]
+
+        @task(map="src")
+        def m(src):
+            if src in fail:
+                raise RuntimeError(f"item {src} fails")
+            return src
+
+    assert wf.run(params={"v": 1}).status == "failed"  # saves items 10 and 11
+    fail.clear()
+    fail.add(20)
+    assert wf.run(params={"v": 2}).status == "failed"  # src runs again: [20, 21, 22]
+    fail.clear()
+    result = wf.run(params={"v": 2})  # src restored; the old items must not come back
+    assert result.ok and result["m"] == [20, 21, 22]
+
+
+def test_a_map_item_that_cannot_be_pickled_keeps_the_result_and_reruns_on_resume(opts):
+    """An unsaved item leaves the mapped task unsaved: its list stays in memory for this
+    run, and a resume computes the task again instead of failing to load it."""
+    import threading
+
+    with workflow("w", executor="sequential", **opts) as wf:
+
+        @task
+        def src():
+            return [1, 2]
+
+        @task(map="src")
+        def m(src):
+            return threading.Lock() if src == 1 else src
+
+        @task
+        def d(m):
+            if not os.path.exists("go"):
+                raise RuntimeError("not yet")
+            return len(m)
+
+    first = wf.run()
+    assert first.status == "failed" and len(first["m"]) == 2
+    plan = wf.plan()
+    assert plan["m"].action == "run" and "item 0 could not be saved" in plan["m"].reason
+    open("go", "w").close()
+    assert wf.run()["d"] == 2
+
+
+def test_a_stopped_run_leaves_no_mapped_task_running(opts):
+    """When the run stops with items still queued, the mapped task ends cancelled."""
+    with workflow("w", executor="thread", max_workers=1, **opts) as wf:
+
+        @task
+        def src():
+            return list(range(5))
+
+        @task(map="src")
+        def m(src):
+            if src == 1:
+                raise RuntimeError("stop the run")
+            return src
+
+    result = wf.run()
+    assert result.status == "failed"
+    assert result.tasks["m"].state in ("failed", "cancelled")
+    assert all(t.state != "running" for t in result.tasks.values())

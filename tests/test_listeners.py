@@ -98,3 +98,24 @@ def test_workers_stop_when_driver_is_killed(tmp_path):
     proc.wait(timeout=10)
     gone, alive = psutil.wait_procs([worker], timeout=10)
     assert not alive
+
+
+def test_progress_counts_tasks_not_map_items_or_subflow_tasks():
+    """Item events (index set) and a subflow's inner tasks do not move the progress bar."""
+    from flowforge.events import TaskStarted, TaskSucceeded
+    from flowforge.listeners.progress import ProgressListener
+
+    class Screen:
+        def status(self, text):
+            self.text = text
+
+    bar = ProgressListener(2, Screen(), min_interval=0, tasks=["src", "m"])
+    base = {"workflow": "w", "run_id": "r", "timestamp": 0.0}
+    for event in [
+        TaskStarted(task="m", attempt=1, **base),
+        *(TaskSucceeded(task="m", attempt=1, duration=0.0, index=i, **base) for i in range(10)),
+        TaskSucceeded(task="sub.inner", attempt=1, duration=0.0, **base),
+        TaskSucceeded(task="m", attempt=1, duration=0.0, **base),
+    ]:
+        bar.handle(event)
+    assert (bar.done, bar.running) == (1, 0)

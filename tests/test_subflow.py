@@ -155,3 +155,46 @@ def test_changing_a_subflow_task_invalidates_the_saved_subflow_result(opts):
             return inner["value"]
 
     assert outer2.plan()["inner"].reason == "code or options changed"
+
+
+def test_a_subflow_two_levels_down_follows_the_outermost_run(opts, tmp_path):
+    """An inner subflow saves into the outermost run's state folder and its events reach
+    the outermost bus."""
+    with workflow("grand", **opts) as grand:
+
+        @task
+        def g():
+            return 1
+
+    with workflow("child", **opts) as child:
+        grand.as_task(name="gsub")
+    with workflow("top", state_dir=str(tmp_path / "top_state"), **opts) as top:
+        child.as_task(name="csub")
+    rec = RecordingListener.attach_to(top)
+    result = top.run()
+    assert result.ok and result["csub"] == {"gsub": {"g": 1}}
+    assert "csub.gsub.g" in [e.task for e in rec.of_type(TaskSucceeded)]
+    assert (tmp_path / "top_state" / "top.csub.gsub").is_dir()
+    assert not (tmp_path / "state").exists()
+
+
+def test_a_timed_out_subflow_attempt_can_be_retried(opts):
+    """The nested run stops before the subflow task's timeout, so a retry is not locked
+    out by it."""
+    import time as _time
+
+    with workflow("slow", **opts) as slow:
+
+        @task
+        def nap(ctx):
+            if not os.path.exists("once"):
+                open("once", "w").close()
+                _time.sleep(3)
+            return "rested"
+
+    with workflow("main", **opts) as wf:
+        slow.as_task(name="slow", timeout=1.0, retries=1)
+
+    result = wf.run()
+    assert result.ok, result.error
+    assert result["slow"] == {"nap": "rested"} and result.tasks["slow"].attempts == 2

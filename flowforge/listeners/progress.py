@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from ..bus import EventBus
 from ..events import (
     Event,
     TaskCancelled,
+    TaskEvent,
     TaskFailed,
     TaskSkipped,
     TaskStarted,
@@ -24,10 +25,21 @@ _WIDTH = 24
 
 
 class ProgressListener:
-    """Redraws a status line at most ten times a second; clears it when the run ends."""
+    """Redraws a status line at most ten times a second; clears it when the run ends.
 
-    def __init__(self, total: int, console: Any, *, min_interval: float = 0.1) -> None:
+    Counts the workflow's own tasks: events of one map item or loop iteration (``index``
+    set) and of a subflow's inner tasks (names outside ``tasks``) do not move the bar."""
+
+    def __init__(
+        self,
+        total: int,
+        console: Any,
+        *,
+        min_interval: float = 0.1,
+        tasks: Collection[str] | None = None,
+    ) -> None:
         self.total = total
+        self.tasks = None if tasks is None else frozenset(tasks)
         self.console = console
         self.min_interval = min_interval
         self.done = self.running = self.failed = 0
@@ -38,6 +50,10 @@ class ProgressListener:
         return bus.subscribe(Event, self.handle)
 
     def handle(self, event: Event) -> None:
+        if isinstance(event, TaskEvent) and (
+            event.index is not None or (self.tasks is not None and event.task not in self.tasks)
+        ):
+            return
         if isinstance(event, WorkflowStarted):
             self._workflow = event.workflow
             self.total = event.total_tasks

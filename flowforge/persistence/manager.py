@@ -432,6 +432,7 @@ class RunSession:
     def _save_value(
         self, name: str, index: int, attempts: int, started: float | None,
         finished: float | None, duration: float | None, value: Any, what: str,
+        *, fingerprint: str | None = None,
     ) -> _Slot:
         """Pickle ``value`` (inline, or as a blob when large) into a record of ``name``
         (``index`` >= 0: one of its items); the record's slot."""
@@ -447,57 +448,73 @@ class RunSession:
                 kind, data = BLOB, b""
             payload = encode_task(
                 name, TaskState.SUCCEEDED, attempts, started, finished, duration,
-                self._fingerprints[name], None, kind, extra, data, index=index,
+                self._fingerprints[name] if fingerprint is None else fingerprint, None, kind,
+                extra, data, index=index,
             )
             loc = self._journal.append(payload)
         except OSError as exc:
             raise self._save_error(what, exc) from exc
         return (loc, kind, extra, len(payload) - len(data))
 
-    def mapped_succeeded(self, rec: TaskRun, count: int) -> None:
-        """Save a mapped task's success: its result is its ``count`` items' records."""
+    def mapped_succeeded(self, rec: TaskRun, count: int) -> bool:
+        """Save a mapped task's success: its result is its ``count`` items' records. False
+        (and a record saying why) when an item's result could not be saved."""
+        units = self._units.get(rec.name, {})
+        missing = next(
+            (i for i in range(count) if i not in units or units[i][0][1] not in (INLINE, BLOB)),
+            None,
+        )
+        kind, extra = MAPPED, str(count)
+        if missing is not None:
+            kind, extra = UNSAVED, f"its item {missing} could not be saved"
         payload = encode_task(
             rec.name, TaskState.SUCCEEDED, rec.attempts, rec.started, rec.finished,
-            rec.duration, self._fingerprints[rec.name], None, MAPPED, str(count),
+            rec.duration, self._fingerprints[rec.name], None, kind, extra,
         )
         try:
             loc = self._journal.append(payload)
         except OSError as exc:
             raise self._save_error(f"save the result of task {rec.name!r}", exc) from exc
-        self._note_slot(rec.name, (loc, MAPPED, str(count), len(payload)))
+        self._note_slot(rec.name, (loc, kind, extra, len(payload)))
+        return kind == MAPPED
 
     def unit_succeeded(
-        self, name: str, index: int, attempts: int, started: float, duration: float, value: Any
+        self, name: str, index: int, attempts: int, started: float, duration: float,
+        value: Any, inputs: str,
     ) -> None:
-        """Save one map item's (or loop iteration's) result as soon as it is there."""
+        """Save one map item's (or loop iteration's) result as soon as it is there;
+        ``inputs`` identifies the upstream results it came from."""
         now = time.time()
+        fingerprint = f"{self._fingerprints[name]}#{inputs}"
         slot = self._save_value(
             name, index, attempts, started, now, duration, value,
-            f"save item {index} of task {name!r}",
+            f"save item {index} of task {name!r}", fingerprint=fingerprint,
         )
         units = self._units.setdefault(name, {})
         if index in units:
             self._dead += 1
         units[index] = (slot, _unit_record(name, attempts, started, now, duration, slot[1],
-                                           slot[2]))
+                                           slot[2], fingerprint))
 
-    def saved_units(self, name: str) -> dict[int, Any]:
-        """Items (iterations) of ``name`` saved by an earlier attempt of this run whose
-        code and options are unchanged: index -> anything ``load_unit`` takes."""
-        fingerprint = self._fingerprints[name]
+    def saved_units(self, name: str, inputs: str) -> dict[int, Any]:
+        """Items (iterations) of ``name`` saved earlier in this run from the same upstream
+        results (``inputs``) and unchanged code: index -> anything ``load_unit`` takes."""
+        fingerprint = f"{self._fingerprints[name]}#{inputs}"
         now = _frames.current_versions()
         versions = (now["python"], now["cloudpickle"])
         return {
             i: slot
             for i, (slot, rec) in self._units.get(name, {}).items()
-            if rec.saved
-            and rec.fingerprint in ("", fingerprint)
+            if rec.saved and rec.fingerprint == fingerprint
             and (rec.python, rec.cloudpickle) == versions
         }
 
     def load_unit(self, name: str, index: int) -> Any:
-        slot = self._units[name][index][0]
-        return _load_result(self.store, self.workflow, self.run_id, f"{name}[{index}]", slot)
+        found = self._units.get(name, {}).get(index)
+        if found is None or found[0][1] not in (INLINE, BLOB):
+            msg = f"item {index} of task {name!r} has no saved result in {self._where}"
+            raise StateError(msg, path=self._where, task=name)
+        return _load_result(self.store, self.workflow, self.run_id, f"{name}[{index}]", found[0])
 
     def ended(self, rec: TaskRun) -> None:
         """Save a task that failed, was skipped or was cancelled."""
@@ -633,11 +650,11 @@ class RunSession:
 
 def _unit_record(
     name: str, attempts: int, started: float, finished: float, duration: float, kind: int,
-    extra: str | None,
+    extra: str | None, fingerprint: str,
 ) -> TaskRecord:
     now = _frames.current_versions()
     return TaskRecord(
-        name, TaskState.SUCCEEDED, attempts, started, finished, duration, "", None,
+        name, TaskState.SUCCEEDED, attempts, started, finished, duration, fingerprint, None,
         kind in (INLINE, BLOB), extra if kind == UNSAVED else None, now["python"],
         now["cloudpickle"],
     )
@@ -652,7 +669,8 @@ def _load_result(store: StateStore, workflow: str, run_id: str, name: str, slot:
     elif kind == INLINE:
         data = store.read_payload(workflow, run_id, loc)[offset:]
     else:
-        raise KeyError(name)
+        msg = f"task {name!r} has no saved result in {where}"
+        raise StateError(msg, path=where, task=name)
     try:
         return pickle.loads(data)
     except Exception as exc:

@@ -52,6 +52,7 @@ from .workflow import Workflow, workflow
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from .loading import load
     from .persistence import PersistenceManager, Plan, StateStore
     from .scheduler import Scheduler
 
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
 __getattr__ = lazy_names(
     __name__,
     {"PersistenceManager": "persistence", "Plan": "persistence", "StateStore": "persistence",
-     "Scheduler": "scheduler"},
+     "Scheduler": "scheduler", "load": "loading"},
     globals(),
 )
 
@@ -101,6 +102,7 @@ __all__ = [
     "WorkflowTimeoutError",
     "__version__",
     "branch",
+    "load",
     "task",
     "workflow",
 ]

@@ -540,6 +540,24 @@ class Workflow:
         )
         return WorkflowDefinitionError(msg, workflow=self.name, task=task, parameter=param)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Name, executor, params and tasks as plain data (see :mod:`flowforge.export`)."""
+        from .export import to_dict
+
+        return to_dict(self)
+
+    def to_mermaid(self) -> str:
+        """The DAG as a Mermaid flowchart."""
+        from .export import to_mermaid
+
+        return to_mermaid(self)
+
+    def to_dot(self) -> str:
+        """The DAG in Graphviz DOT."""
+        from .export import to_dot
+
+        return to_dot(self)
+
     def __iter__(self) -> Iterator[Task]:
         return iter(self.dag)
 

@@ -14,7 +14,7 @@ PROMISED = {
     "TaskMetrics", "TaskRun", "TaskSerializationError", "TaskState", "TaskTimeoutError",
     "ThreadExecutor", "WorkerCrashedError", "Workflow", "WorkflowDefinitionError",
     "WorkflowFailedError", "WorkflowLockedError", "WorkflowTimeoutError", "__version__",
-    "branch", "task", "workflow",
+    "branch", "load", "task", "workflow",
 }
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..persistence import _frames
 
-__all__ = ["JobInfo", "JobTable", "as_info"]
+__all__ = ["JobInfo", "JobTable", "as_info", "next_run"]
 
 
 @dataclass(frozen=True)
@@ -104,3 +104,18 @@ def as_info(row: dict[str, Any], **extra: Any) -> JobInfo:
     fields.update(extra)
     return JobInfo(**fields)
 
+
+def next_run(row: dict[str, Any], now: datetime) -> datetime | None:
+    """When a job the table remembers fires next (for listings without a Scheduler)."""
+    from .triggers import CronTrigger, OnceTrigger
+
+    trigger: CronTrigger | OnceTrigger
+    if row.get("cron"):
+        trigger = CronTrigger(row["cron"], row.get("timezone") or "UTC")
+    elif row.get("at"):
+        trigger = OnceTrigger(row["at"])
+    else:
+        return None
+    anchor = row.get("last_fire") or row.get("added")
+    start = max(now, datetime.fromisoformat(anchor)) if isinstance(anchor, str) else now
+    return trigger.next_after(start)

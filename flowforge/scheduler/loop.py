@@ -149,7 +149,9 @@ class Scheduler:
         with self._lock:
             self._jobs[job_name] = job
         self._table.update(
-            job_name, name=job_name, workflow=wf.name, schedule=schedule,
+            job_name, name=job_name, workflow=wf.name, schedule=schedule, cron=cron,
+            timezone=timezone,
+            at=trigger.at.isoformat() if isinstance(trigger, OnceTrigger) else None,
             added=row.get("added") if row.get("schedule") == schedule else now.isoformat(),
             enabled=job.enabled,
         )

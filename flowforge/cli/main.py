@@ -1,0 +1,301 @@
+"""Argument parsing and the commands of ``flowforge``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from ..errors import FlowForgeError
+
+__all__ = ["main"]
+
+OK, FAILED, USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return USAGE
+    try:
+        return int(args.func(args))
+    except (FlowForgeError, KeyError, ValueError) as exc:
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"flowforge {args.command}: {text}", file=sys.stderr)
+        return USAGE
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flowforge", description=__doc__)
+    p.add_argument("--state-dir", default="state", help="the state folder (default: state)")
+    sub = p.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="run a workflow from a Python file or module")
+    _target(run)
+    run.add_argument("--params", help="params as a JSON object")
+    run.add_argument("-p", dest="param", action="append", default=[], metavar="KEY=VALUE",
+                     help="one param (VALUE is JSON if it parses, else a string)")
+    run.add_argument("--executor", choices=["sequential", "thread", "process"])
+    run.add_argument("--fresh", action="store_true", help="do not resume an unfinished run")
+    run.set_defaults(func=_run)
+
+    plan = sub.add_parser("plan", help="what a run would restore and run, and why")
+    _target(plan)
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(func=_plan)
+
+    val = sub.add_parser("validate", help="load and check a workflow without running it")
+    _target(val)
+    val.set_defaults(func=_validate)
+
+    lst = sub.add_parser("list", help="workflows in the state folder, with their last run")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=_list)
+
+    hist = sub.add_parser("history", help="saved runs, newest first")
+    hist.add_argument("--workflow")
+    hist.add_argument("--status")
+    hist.add_argument("--limit", type=int, default=20)
+    hist.add_argument("--json", action="store_true")
+    hist.set_defaults(func=_history)
+
+    st = sub.add_parser("status", help="one saved run")
+    st.add_argument("run_id")
+    st.add_argument("--tasks", action="store_true", help="each task's state and timing")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=_status)
+
+    clean = sub.add_parser("clean", help="delete old runs, keeping the newest per workflow")
+    clean.add_argument("--keep", type=int, default=10)
+    clean.set_defaults(func=_clean)
+
+    graph = sub.add_parser("graph", help="the DAG as text")
+    _target(graph)
+    graph.set_defaults(func=_graph)
+
+    export = sub.add_parser("export", help="the workflow as json, mermaid or dot")
+    _target(export)
+    export.add_argument("--format", choices=["json", "mermaid", "dot"], default="json")
+    export.add_argument("-o", dest="output", help="write to this file")
+    export.set_defaults(func=_export)
+
+    sched = sub.add_parser("schedule", help="run a workflow on a cron schedule (foreground)")
+    _target(sched)
+    sched.add_argument("--cron", required=True, help='e.g. "*/15 * * * *" or @daily')
+    sched.add_argument("--timezone", default="UTC")
+    sched.add_argument("--name", help="the job's name (default: the workflow's)")
+    sched.set_defaults(func=_schedule)
+
+    jobs = sub.add_parser("jobs", help="scheduled jobs known in the state folder")
+    jobs.add_argument("--json", action="store_true")
+    jobs.set_defaults(func=_jobs)
+    return p
+
+
+def _target(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", help="a Python file (path/to/flow.py) or module (pkg.flow)")
+    p.add_argument("--workflow", help="which workflow, when the target defines several")
+
+
+def _workflow(args: argparse.Namespace) -> Any:
+    from ..loading import load, pick
+
+    wf = pick(load(args.target), args.workflow, args.target)
+    wf.state_dir = args.state_dir
+    return wf
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    wf = _workflow(args)
+    params: dict[str, Any] = {}
+    if args.params:
+        loaded = json.loads(args.params)
+        if not isinstance(loaded, dict):
+            raise ValueError("--params takes a JSON object, like '{\"limit\": 10}'")
+        params.update(loaded)
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"-p takes KEY=VALUE, got {item!r}")
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    result = wf.run(params, executor=args.executor, fresh=args.fresh)
+    if result.ok:
+        return OK
+    failed = [n for n, t in result.tasks.items() if t.state == "failed" and not t.tolerated]
+    if failed:
+        print(f"failed tasks: {', '.join(failed)}", file=sys.stderr)
+    if wf.log_dir is not None:
+        print(f"log: {os.path.join(os.fspath(wf.log_dir), 'workflow.log')}", file=sys.stderr)
+    return FAILED
+
+
+def _plan(args: argparse.Namespace) -> int:
+    plan = _workflow(args).plan()
+    if args.json:
+        _print_json({"workflow": plan.workflow, "resume": plan.run_id, "notes": plan.notes,
+                     "tasks": [e._asdict() for e in plan.entries.values()]})
+    else:
+        print(plan)
+    return OK
+
+
+def _validate(args: argparse.Namespace) -> int:
+    wf = _workflow(args)
+    wf.validate()
+    print(f"{args.target}: workflow {wf.name!r} is valid ({len(wf.tasks)} tasks)")
+    return OK
+
+
+def _manager(args: argparse.Namespace) -> Any:
+    from ..persistence import PersistenceManager
+
+    sqlite = os.path.exists(os.path.join(args.state_dir, "flowforge.sqlite3"))
+    store = "sqlite" if sqlite else "files"
+    return PersistenceManager(args.state_dir, store=store)
+
+
+def _list(args: argparse.Namespace) -> int:
+    latest: dict[str, Any] = {}
+    for info in _manager(args).runs():
+        latest.setdefault(info.workflow, info)
+    rows = [_run_row(i) for i in latest.values()]
+    _output(args, rows, ["workflow", "run_id", "status", "started", "tasks"])
+    return OK
+
+
+def _history(args: argparse.Namespace) -> int:
+    runs = _manager(args).runs(args.workflow)
+    if args.status:
+        runs = [r for r in runs if r.status == args.status]
+    rows = [_run_row(i) for i in runs[: args.limit]]
+    _output(args, rows, ["workflow", "run_id", "status", "started", "duration", "tasks"])
+    return OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    saved = _manager(args).load(args.run_id)
+    row = _run_row(saved.info)
+    tasks = [
+        {"task": r.name, "state": r.state.value, "attempts": r.attempts,
+         "duration": None if r.duration is None else round(r.duration, 3),
+         "error": r.error or ""}
+        for r in saved.tasks.values()
+    ]
+    if args.json:
+        _print_json({**row, "task_states": tasks if args.tasks else None})
+        return OK
+    for key, value in row.items():
+        print(f"{key:>9}: {value}")
+    if args.tasks:
+        print()
+        _table(tasks, ["task", "state", "attempts", "duration", "error"])
+    return OK
+
+
+def _clean(args: argparse.Namespace) -> int:
+    deleted = _manager(args).prune(keep=args.keep)
+    print(f"deleted {len(deleted)} run(s)")
+    return OK
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from ..export import to_text
+
+    print(to_text(_workflow(args)), end="")
+    return OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ..export import to_dict, to_dot, to_mermaid
+
+    wf = _workflow(args)
+    if args.format == "json":
+        text = json.dumps(to_dict(wf), indent=2) + "\n"
+    else:
+        text = (to_mermaid if args.format == "mermaid" else to_dot)(wf)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        print(text, end="")
+    return OK
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from ..scheduler import Scheduler
+
+    wf = _workflow(args)
+    sched = Scheduler(args.state_dir)
+    info = sched.add(wf, cron=args.cron, timezone=args.timezone, name=args.name)
+    print(f"job {info.name!r}: {info.schedule}; next run {info.next_run}; Ctrl-C stops it",
+          file=sys.stderr)
+    sched.run()
+    return OK
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from ..scheduler.jobs import JobTable, next_run
+
+    table = JobTable(args.state_dir)
+    now = datetime.now(timezone.utc)
+    rows = []
+    for name in table.names():
+        row = table.get(name)
+        upcoming = next_run(row, now)
+        rows.append({
+            "job": name, "workflow": row.get("workflow"), "schedule": row.get("schedule"),
+            "enabled": row.get("enabled", True),
+            "next_run": None if upcoming is None else upcoming.isoformat(timespec="seconds"),
+            "last_fire": row.get("last_fire"), "last_status": row.get("last_status"),
+        })
+    _output(args, rows, ["job", "workflow", "schedule", "enabled", "next_run", "last_status"])
+    return OK
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+def _run_row(info: Any) -> dict[str, Any]:
+    started = datetime.fromtimestamp(info.started).isoformat(sep=" ", timespec="seconds")
+    duration = None if info.finished is None else round(info.finished - info.started, 3)
+    return {"workflow": info.workflow, "run_id": info.run_id, "status": info.status,
+            "started": started, "duration": duration,
+            "tasks": f"{info.succeeded}/{info.total} ok, {info.failed} failed"
+                     + (f", {info.restored} restored" if info.restored else ""),
+            "job": info.job}
+
+
+def _output(args: argparse.Namespace, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    if getattr(args, "json", False):
+        _print_json(rows)
+    elif not rows:
+        print("nothing yet")
+    else:
+        _table(rows, columns)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    bold = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    head = "  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))
+    head = head.rstrip()
+    print(f"\033[1m{head}\033[0m" if bold else head)
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))

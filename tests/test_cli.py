@@ -1,0 +1,131 @@
+"""The flowforge command: exit codes, tables and --json, through real subprocesses and
+through main() in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from flowforge.cli import main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+FLOW = textwrap.dedent('''
+    from flowforge import task, workflow
+
+    with workflow("demo", executor="sequential", quiet=True, progress=False) as wf:
+        @task
+        def numbers(n=3):
+            return list(range(n))
+
+        @task
+        def total(numbers, fail=False):
+            if fail:
+                raise RuntimeError("asked to fail")
+            return sum(numbers)
+''')
+
+
+@pytest.fixture
+def flow(tmp_path):
+    path = tmp_path / "flow.py"
+    path.write_text(FLOW)
+    return str(path)
+
+
+def cli(*args):
+    env = {**os.environ, "PYTHONPATH": REPO}
+    return subprocess.run([sys.executable, "-m", "flowforge", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_run_succeeds_fails_and_refuses_with_the_documented_exit_codes(flow):
+    """0 for a good run, 1 for a failed one (naming the task and the log), 2 for usage."""
+    assert cli("run", flow, "-p", "n=4").returncode == 0
+    failed = cli("run", flow, "--fresh", "-p", "fail=true")
+    assert failed.returncode == 1
+    assert "failed tasks: total" in failed.stderr and "workflow.log" in failed.stderr
+    missing = cli("run", "nowhere.py")
+    assert missing.returncode == 2 and "nowhere.py: no such file" in missing.stderr
+    bad = cli("run", flow, "--params", "[1]")
+    assert bad.returncode == 2 and "--params takes a JSON object" in bad.stderr
+
+
+def test_history_status_and_list_read_the_state_folder(flow, capsys):
+    """history/list/status show saved runs as tables or --json."""
+    assert main(["run", flow]) == 0
+    assert main(["run", flow, "--fresh", "-p", "fail=true"]) == 1
+    capsys.readouterr()
+    assert main(["history", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert [r["status"] for r in runs] == ["failed", "succeeded"]
+    assert main(["history", "--status", "succeeded"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["WORKFLOW", "RUN_ID", "STATUS"] and len(table) == 2
+    assert main(["status", runs[0]["run_id"], "--tasks", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    states = {t["task"]: t["state"] for t in status["task_states"]}
+    assert states == {"numbers": "succeeded", "total": "failed"}
+    assert main(["list", "--json"]) == 0
+    assert [r["workflow"] for r in json.loads(capsys.readouterr().out)] == ["demo"]
+    assert main(["clean", "--keep", "1"]) == 0
+    assert "deleted 1 run(s)" in capsys.readouterr().out
+
+
+def test_plan_validate_graph_and_export(flow, capsys, tmp_path):
+    """plan, validate, graph and export work on a file without running it."""
+    assert main(["validate", flow]) == 0
+    assert "workflow 'demo' is valid (2 tasks)" in capsys.readouterr().out
+    assert main(["plan", flow, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [t["action"] for t in plan["tasks"]] == ["run", "run"]
+    assert main(["graph", flow]) == 0
+    assert "total    <- numbers" in capsys.readouterr().out
+    out = tmp_path / "dag.dot"
+    assert main(["export", flow, "--format", "dot", "-o", str(out)]) == 0
+    assert '"numbers" -> "total";' in out.read_text()
+    assert main(["export", flow, "--format", "json"]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert [t["id"] for t in exported["tasks"]] == ["numbers", "total"]
+    assert exported["tasks"][1]["depends_on"] == ["numbers"]
+
+
+def test_a_file_that_does_not_load_is_a_usage_error(tmp_path, capsys):
+    """A syntax error or a file without workflows exits 2 with a message."""
+    broken = tmp_path / "broken.py"
+    broken.write_text("x = (\n")
+    assert main(["validate", str(broken)]) == 2
+    assert "SyntaxError" in capsys.readouterr().err
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    assert main(["validate", str(empty)]) == 2
+    assert "defines no workflow" in capsys.readouterr().err
+
+
+def test_schedule_runs_in_the_foreground_until_sigterm_and_jobs_lists_it(flow):
+    """flowforge schedule keeps running until SIGTERM, then exits 0; flowforge jobs shows
+    the job with its next run."""
+    env = {**os.environ, "PYTHONPATH": REPO}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowforge", "schedule", flow, "--cron", "@yearly",
+         "--name", "yearly-demo"],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        line = proc.stderr.readline()
+        assert "job 'yearly-demo'" in line and "Ctrl-C stops it" in line
+        listed = cli("jobs", "--json")
+        assert listed.returncode == 0
+        (job,) = json.loads(listed.stdout)
+        assert job["job"] == "yearly-demo" and job["next_run"].endswith("01-01T00:00:00+00:00")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -776,3 +776,18 @@ def test_every_state_file_starts_with_a_versioned_header(opts, tmp_path):
         assert head["format"] == _frames.FORMAT_VERSION
         assert head["python"] == _frames.current_versions()["python"]
         assert head["cloudpickle"] == _frames.current_versions()["cloudpickle"]
+
+
+def test_runs_saved_by_an_older_state_format_do_not_block_new_runs(opts, tmp_path, caplog):
+    """A run summary in an older format is left out of the run list with a warning; the
+    workflow runs fresh."""
+    calls = []
+    wf = diamond("w", calls, set(), opts=opts, store="files")
+    old = tmp_path / "state" / "w" / "20200101T000000-abcdef.run"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"FLOWFORGE-STATE\n" + b"\0" * 40)
+    old.chmod(0o600)
+    result = wf.run()
+    assert result.ok and not result.resumed
+    assert "state format 1" in caplog.text
+    assert [r.run_id for r in PersistenceManager("state").runs()] == [result.run_id]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -30,6 +31,8 @@ from .records import RunInfo
 from .store import Journal, JournalScan, StateStore, check_scan
 
 __all__ = ["FileStore"]
+
+_log = logging.getLogger("flowforge")
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 _RUN_ID = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -106,7 +109,16 @@ class FileStore(StateStore):
                 path = os.path.join(folder, name)
                 if sealer is None:
                     raise StateError(_frames.problem_message(path, _frames.FOREIGN), path=path)
-                data = _frames.read_file(path)
+                try:
+                    data = _frames.read_file(path)
+                except StateError as exc:
+                    old = getattr(exc, "format", None)
+                    if isinstance(old, int) and old < _frames.FORMAT_VERSION:
+                        # A run saved by an older FlowForge: it cannot be resumed, and it
+                        # must not stop new runs either.
+                        _log.warning("%s (left out of the run list)", exc)
+                        continue
+                    raise
                 payload = sealer.open_one(data[len(_frames.MAGIC) :], path)
                 info = RunInfo.from_json(payload, path)
                 if workflow is None or info.workflow == workflow:

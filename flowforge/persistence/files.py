@@ -107,8 +107,6 @@ class FileStore(StateStore):
                 if not name.endswith(".run"):
                     continue
                 path = os.path.join(folder, name)
-                if sealer is None:
-                    raise StateError(_frames.problem_message(path, _frames.FOREIGN), path=path)
                 try:
                     data = _frames.read_file(path)
                 except StateError as exc:
@@ -119,6 +117,8 @@ class FileStore(StateStore):
                         _log.warning("%s (left out of the run list)", exc)
                         continue
                     raise
+                if sealer is None:
+                    raise StateError(_frames.problem_message(path, _frames.FOREIGN), path=path)
                 payload = sealer.open_one(data[len(_frames.MAGIC) :], path)
                 info = RunInfo.from_json(payload, path)
                 if workflow is None or info.workflow == workflow:

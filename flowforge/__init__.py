@@ -46,6 +46,7 @@ from .executors.thread import ThreadExecutor
 from .metrics import RunMetrics, TaskMetrics
 from .result import RunResult, TaskRun
 from .states import RunStatus, TaskState
+from .resources import RateLimit, ResourceLimits, Resources
 from .task import Loop, Task, TaskContext, branch, task
 from .workflow import Workflow, workflow
 
@@ -75,7 +76,10 @@ __all__ = [
     "PersistenceManager",
     "Plan",
     "ProcessExecutor",
+    "RateLimit",
     "RemoteTaskError",
+    "ResourceLimits",
+    "Resources",
     "RunMetrics",
     "RunResult",
     "RunStatus",

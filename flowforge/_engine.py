@@ -63,6 +63,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._admission import Admission, Admitting, Grant, Request
 from ._control import Gate
 from ._fanout import Fan, Fanning
 from ._private.gcpause import paused_gc
@@ -130,7 +131,7 @@ class _Attempt:
     index: int = -1  # a map item or loop iteration; -1 for the task itself
 
 
-class Engine(Recording, Fanning):
+class Engine(Recording, Fanning, Admitting):
     """Runs one workflow run to completion; use once."""
 
     def __init__(
@@ -151,6 +152,8 @@ class Engine(Recording, Fanning):
         log_console: bool = False,
         session: RunSession | None = None,
         resources: Mapping[str, ResourceRef] | None = None,
+        admission: Admission | None = None,
+        requests: Mapping[str, Request] | None = None,
     ) -> None:
         self.workflow = workflow
         self.run_id = run_id
@@ -175,6 +178,13 @@ class Engine(Recording, Fanning):
             n: dataclasses.replace(r, key=run_id) for n, r in (resources or {}).items()
         }
         self._pool = ResourcePool()
+        self._admission = admission
+        self._requests = dict(requests or {})
+        self._grants: dict[tuple[str, int], Grant] = {}
+        self._wait_since: dict[tuple[str, int], float] = {}
+        self._wait_reasons: dict[tuple[str, int], str] = {}
+        self._gate_passed: set[str] = set()
+        self._token_due: float | None = None
         self._fanned = {n for n, b in bindings.items() if b.task.map or b.task.loop}
         self._fans: dict[str, Fan] = {}
         self._saved: set[str] = set()
@@ -241,7 +251,10 @@ class Engine(Recording, Fanning):
             )
         duration = time.perf_counter() - t0
         with paused_gc():  # a record per task, none in a cycle: see _private/gcpause.py
-            metrics = RunMetrics.from_tasks(self.tasks.values(), duration)
+            metrics = RunMetrics.from_tasks(
+                self.tasks.values(), duration,
+                None if self._admission is None else self._admission.peak,
+            )
             succeeded = [n for n, r in self.tasks.items() if r.state is TaskState.SUCCEEDED]
         if session is not None:
             error = self._finish_session(session, status, metrics, error)
@@ -278,12 +291,17 @@ class Engine(Recording, Fanning):
                 self._start_ready()
             if self._running:
                 self._wait()
-            elif self._delayed and not self._stopping:
+            elif (self._delayed or self._token_due is not None) and not self._stopping:
                 self._sleep_until_due()
             elif not (ready and not self._stopping):
                 return
+            elif self._admission is not None:
+                self._stuck()
 
     def _start_ready(self) -> None:
+        if self._admission is not None:
+            self._start_ready_admitted()
+            return
         ready = self._ready
         inflight = self._inflight
         task_executors = self._task_executors
@@ -393,7 +411,9 @@ class Engine(Recording, Fanning):
             if ex.isolated:
                 from ._private.remote import pack_call, run_packed
 
-                future = ex.submit(run_packed, pack_call(b.task, kwargs), name)
+                gpus = self._gpus_of(name, index) if self._grants else None
+                env = None if gpus is None else {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
+                future = ex.submit(run_packed, pack_call(b.task, kwargs, env), name)
             elif ex.inline:
                 future = ex.submit_detached(b.call, **kwargs)  # type: ignore[attr-defined]
             else:
@@ -412,6 +432,10 @@ class Engine(Recording, Fanning):
                 self._deadlines, (self._clock.monotonic() + timeout, self._seq, future)
             )
         future.add_done_callback(self._inbox.put)
+
+    def _gpus_of(self, name: str, index: int) -> list[int] | None:
+        grant = self._grants.get((name, index))
+        return None if grant is None or not grant.request.gpus else list(grant.gpus)
 
     def _arguments(
         self,
@@ -443,6 +467,7 @@ class Engine(Recording, Fanning):
                     log_file=self._log_file,
                     log_console=self._log_console,
                     resumed=self._session is not None and self._session.resumed,
+                    gpus=self._gpus_of(name, -1),
                 )
         if args is None:
             for up in b.extra_inputs:
@@ -527,6 +552,8 @@ class Engine(Recording, Fanning):
             self._unit_failed(attempt.name, attempt.index, error, duration)
 
     def _succeeded(self, name: str, value: Any, duration: float) -> None:
+        if self._grants:
+            self._release(name, -1)
         if self._bindings[name].task.branch:
             try:
                 self._gate.chose(name, value)
@@ -549,6 +576,8 @@ class Engine(Recording, Fanning):
     def _failed(
         self, name: str, error: BaseException, duration: float, *, retry: bool = True
     ) -> None:
+        if self._grants:
+            self._release(name, -1)
         rec = self.tasks[name]
         task = self._bindings[name].task
         will_retry = (
@@ -634,6 +663,8 @@ class Engine(Recording, Fanning):
             candidates.append(self._delayed[0][0])
         if self._run_deadline is not None:
             candidates.append(self._run_deadline)
+        if self._token_due is not None and not self._stopping:
+            candidates.append(self._token_due)
         return min(candidates) if candidates else None
 
     def _on_clock(self, now: float) -> None:
@@ -672,6 +703,7 @@ class Engine(Recording, Fanning):
         self._delayed.clear()
         for future, attempt in list(self._running.items()):
             attempt.executor.cancel_running(future)
+            self._release(attempt.name, attempt.index)
             self._mark_cancelled(attempt.name, reason)
         self._running.clear()
         if self._inline_task is not None:

@@ -89,6 +89,8 @@ class Fanning:
                     retry: bool = True) -> None: ...
         def _publish(self, event_type: type[Any], **fields: Any) -> Any: ...
         def _state_failed(self, error: StateError) -> None: ...
+        def _release(self, name: str, index: int) -> None: ...
+        def _gpus_of(self, name: str, index: int) -> list[int] | None: ...
 
     def _expand(self, name: str) -> None:
         """A mapped or looping task is ready: compute its inputs, queue its first units."""
@@ -159,16 +161,20 @@ class Fanning:
                 kwargs[param] = value
         for param, value in kwargs.items():
             if isinstance(value, TaskContext):
+                gpus = self._gpus_of(name, index)
                 if task.map:
-                    kwargs[param] = dataclasses.replace(value, attempt=attempt, map_index=index)
+                    kwargs[param] = dataclasses.replace(
+                        value, attempt=attempt, map_index=index, gpus=gpus
+                    )
                 else:
                     kwargs[param] = dataclasses.replace(
-                        value, attempt=attempt, iteration=index, previous=fan.previous
+                        value, attempt=attempt, iteration=index, previous=fan.previous, gpus=gpus
                     )
         self._publish(TaskStarted, task=name, attempt=attempt, index=index)
         self._launch(name, index, b, kwargs, attempt, ex)
 
     def _unit_succeeded(self, name: str, index: int, value: Any, duration: float) -> None:
+        self._release(name, index)
         fan = self._fans[name]
         attempt = fan.attempts[index]
         session = self._session
@@ -193,6 +199,7 @@ class Fanning:
     def _unit_failed(
         self, name: str, index: int, error: BaseException, duration: float
     ) -> None:
+        self._release(name, index)
         fan = self._fans[name]
         task = self._bindings[name].task
         attempt = fan.attempts[index]

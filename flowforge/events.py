@@ -20,6 +20,7 @@ __all__ = [
     "TaskSkipped",
     "TaskStarted",
     "TaskSucceeded",
+    "TaskWaiting",
     "WorkflowFinished",
     "WorkflowStarted",
 ]
@@ -57,6 +58,14 @@ class TaskEvent(Event):
     task: str
     attempt: int
     index: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskWaiting(TaskEvent):
+    """A ready attempt cannot start yet: ``reason`` says what it waits for (CPUs, memory,
+    GPUs, a pool, a rate limit). Published once per wait."""
+
+    reason: str
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

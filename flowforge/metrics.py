@@ -21,12 +21,14 @@ __all__ = ["RunMetrics", "TaskMetrics"]
 
 
 class TaskMetrics(NamedTuple):
-    """One task's figures: seconds of its last attempt, attempts made, final state.
-    (A named tuple: a run of 100,000 tasks makes 100,000 of them.)"""
+    """One task's figures: seconds of its last attempt, attempts made, final state, and
+    seconds it waited, ready, for resources or a rate limit. (A named tuple: a run of
+    100,000 tasks makes 100,000 of them.)"""
 
     duration: float | None
     attempts: int
     state: str
+    waited: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,9 +43,15 @@ class RunMetrics:
     pending: int = 0
     retries: int = 0
     tasks: dict[str, TaskMetrics] = field(default_factory=dict)
+    #: The most in use at once: ``cpus``, ``memory`` (bytes), ``gpus``, ``tasks``
+    #: (running attempts); empty when the run declared no limits or requests.
+    peak: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_tasks(cls, tasks: Iterable[TaskRun], total_duration: float) -> RunMetrics:
+    def from_tasks(
+        cls, tasks: Iterable[TaskRun], total_duration: float,
+        peak: dict[str, float] | None = None,
+    ) -> RunMetrics:
         counts = {"succeeded": 0, "failed": 0, "skipped": 0, "cancelled": 0, "pending": 0}
         retries = 0
         per_task: dict[str, TaskMetrics] = {}
@@ -53,8 +61,9 @@ class RunMetrics:
                 counts[state] += 1
             if t.attempts > 1:
                 retries += t.attempts - 1
-            per_task[t.name] = TaskMetrics(t.duration, t.attempts, state)
-        return cls(total_duration=total_duration, retries=retries, tasks=per_task, **counts)
+            per_task[t.name] = TaskMetrics(t.duration, t.attempts, state, t.waited)
+        return cls(total_duration=total_duration, retries=retries, tasks=per_task,
+                   peak=dict(peak or {}), **counts)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(replace(self, tasks={}))

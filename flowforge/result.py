@@ -17,13 +17,14 @@ class TaskRun:
 
     __slots__ = (
         "name", "state", "attempts", "started", "finished", "duration", "error", "restored",
-        "tolerated",
+        "tolerated", "waited",
     )
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.restored = False  # True: its result came from an earlier run's saved state
         self.tolerated = False  # True: it failed under on_error="continue"; the run did not
+        self.waited = 0.0  # seconds it was ready but waited for resources or a rate limit
         self.state = TaskState.PENDING
         self.attempts = 0
         self.started: float | None = None

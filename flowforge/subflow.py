@@ -80,7 +80,7 @@ class SubflowTask(Task):
             # An inner subflow is copied so that its parent is this nested run, not the
             # workflow it was defined in: its state and events follow the outermost run.
             nested.add_task(copy.copy(inner) if isinstance(inner, SubflowTask) else inner)
-        nested.resources.update(flow.resources)
+        nested.shared_resources.update(flow.shared_resources)
         if parent is not None:
             nested.events.subscribe(Event, _Forward(parent, ctx, label))
         fresh = ctx.attempt == 1 and not ctx.resumed

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._private.current import current_workflow
 from .errors import WorkflowDefinitionError
+from .resources import RateLimit, Resources
 
 if TYPE_CHECKING:
     from .executors.base import Executor
@@ -53,6 +54,7 @@ class TaskContext:
     iteration: int | None = None  # a looping task: which iteration (0-based)
     previous: Any = None  # a looping task: the last iteration's result
     resumed: bool = False  # this run resumes an earlier one
+    gpus: list[int] | None = None  # GPU device indices given to this attempt, if it asked
 
     def get_input(self, name: str) -> Any:
         """The result of upstream task ``name``."""
@@ -135,6 +137,9 @@ class Task:
         branch: bool = False,
         map: str | Iterable[str] | None = None,
         loop: Loop | None = None,
+        resources: Resources | None = None,
+        tags: Iterable[str] = (),
+        rate_limit: str | RateLimit | None = None,
     ) -> None:
         if fn is not None and not callable(fn):
             msg = (
@@ -194,6 +199,15 @@ class Task:
         self.on_failure = on_failure
         self.branch = bool(branch)
         self.map: tuple[str, ...] = () if map is None else _check_map(name, map)
+        if resources is not None and not isinstance(resources, Resources):
+            msg = f"task {name!r}: resources= takes Resources(cpus=..., memory=..., gpus=...)"
+            raise WorkflowDefinitionError(msg, task=name, option="resources")
+        self.resources = resources
+        self.tags: tuple[str, ...] = (tags,) if isinstance(tags, str) else tuple(tags)
+        self.rate_limit = (
+            rate_limit if rate_limit is None or isinstance(rate_limit, RateLimit)
+            else RateLimit(rate_limit)
+        )
         self.loop = loop
         if loop is not None and not isinstance(loop, Loop):
             msg = f"task {name!r}: loop= takes a Loop(max_iterations=..., until=...), got {loop!r}"
@@ -392,6 +406,9 @@ def task(
     branch: bool = False,
     map: str | Iterable[str] | None = None,
     loop: Loop | None = None,
+    resources: Resources | None = None,
+    tags: Iterable[str] = (),
+    rate_limit: str | RateLimit | None = None,
 ) -> Callable[[F], Task]: ...
 
 

@@ -46,11 +46,13 @@ from .errors import WorkflowDefinitionError
 from .executors import resolve
 from .executors.base import Executor
 from .persistence import DURABILITY
+from .resources import RateLimit, ResourceLimits
 from .result import RunResult
 from .states import RunStatus
 from .task import Task, TaskContext
 
 if TYPE_CHECKING:
+    from ._admission import Admission, Request
     from .persistence.manager import PersistenceManager
     from .persistence.plan import Plan
     from .persistence.store import StateStore
@@ -102,6 +104,9 @@ class Workflow:
         resume: bool = True,
         durability: str = "process",
         state_store: str | StateStore = "files",
+        limits: ResourceLimits | None = None,
+        rate_limits: Mapping[str, RateLimit | str] | None = None,
+        concurrency: Mapping[str, int] | None = None,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             msg = f"a workflow needs a non-empty name, got {name!r}"
@@ -139,6 +144,16 @@ class Workflow:
         self.quiet = quiet
         self.progress = progress
         self.clock: Clock = clock or SystemClock()
+        self.limits = limits
+        self.rate_limits = {
+            k: v if isinstance(v, RateLimit) else RateLimit(v)
+            for k, v in (rate_limits or {}).items()
+        }
+        self.concurrency = dict(concurrency or {})
+        for pool, cap in self.concurrency.items():
+            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+                msg = f"workflow {name!r}: concurrency[{pool!r}] must be a whole number >= 1"
+                raise WorkflowDefinitionError(msg, workflow=name, option="concurrency")
         self.state_dir = state_dir
         self.autosave = autosave
         self.resume = resume
@@ -146,7 +161,7 @@ class Workflow:
         self.state_store = state_store
         self.events = EventBus()
         self._failure_hooks: list[Callable[[RunResult], Any]] = []
-        self.resources: dict[str, Resource] = {}
+        self.shared_resources: dict[str, Resource] = {}
         self._token: Token[Workflow | None] | None = None
 
     # -- definition ------------------------------------------------------------------
@@ -208,6 +223,7 @@ class Workflow:
         merged = {**self.params, **(params or {})}
         self._bind(merged, strict=True)
         self._resource_refs(merged)
+        self._admission()
 
     # -- running ---------------------------------------------------------------------
 
@@ -230,7 +246,8 @@ class Workflow:
         owner = f"workflow {self.name!r}"
         with gcpause.preparing():  # 100,000 tasks make a million long-lived objects
             bindings, graph = self._bind(merged, strict=True)
-            refs = self._resource_refs(merged) if self.resources else None
+            refs = self._resource_refs(merged) if self.shared_resources else None
+            admission, requests = self._admission()
             session = None
             if self.autosave:
                 session = self._manager().begin(
@@ -265,6 +282,8 @@ class Workflow:
                     log_console=not self.quiet,
                     session=session,
                     resources=refs,
+                    admission=admission,
+                    requests=requests,
                 )
             except BaseException:
                 detach()
@@ -300,13 +319,13 @@ class Workflow:
                 msg = f"workflow {self.name!r}: a resource needs a function, got {func!r}"
                 raise WorkflowDefinitionError(msg, workflow=self.name)
             rname = name or getattr(func, "__name__", None)
-            if not rname or rname in self.resources:
+            if not rname or rname in self.shared_resources:
                 msg = (
                     f"workflow {self.name!r}: resource name {rname!r} is "
                     f"{'taken' if rname else 'missing'}; pass name=..."
                 )
                 raise WorkflowDefinitionError(msg, workflow=self.name, resource=rname)
-            self.resources[rname] = Resource(rname, func)
+            self.shared_resources[rname] = Resource(rname, func)
             return func
 
         return declare if fn is None else declare(fn)
@@ -424,7 +443,7 @@ class Workflow:
             )
             raise WorkflowDefinitionError(msg, workflow=self.name)
         bindings: dict[str, Binding] = {}
-        resources = self.resources
+        resources = self.shared_resources
         for clash in resources.keys() & tasks.keys():
             msg = (
                 f"workflow {self.name!r} has a task and a resource both named {clash!r}; "
@@ -496,6 +515,30 @@ class Workflow:
                 )
         return tuple(args)
 
+    def _admission(self) -> tuple[Admission | None, dict[str, Request]]:
+        """What admission control this run needs: None when nothing asks for any."""
+        tasks = self.dag.tasks
+        declared = any(t.resources is not None or t.tags or t.rate_limit for t in tasks.values())
+        if not (declared or self.limits or self.rate_limits or self.concurrency):
+            return None, {}
+        import psutil
+
+        from ._admission import Admission, Request
+        from ._private.gpus import NvmlInventory
+
+        admission = Admission(
+            self.limits or ResourceLimits(),
+            gpus=NvmlInventory(),
+            machine_memory=psutil.virtual_memory().total,
+            machine_cpus=float(psutil.cpu_count(logical=True) or 1),
+            rate_limits=self.rate_limits,
+            concurrency=self.concurrency,
+            monotonic=self.clock.monotonic,
+        )
+        requests = {n: Request.of(t.resources, t.tags, t.rate_limit) for n, t in tasks.items()}
+        admission.check(requests)
+        return admission, requests
+
     def _resource_refs(self, params: Mapping[str, Any]) -> dict[str, ResourceRef]:
         """What each resource needs to be made anywhere: its params and other resources."""
         refs: dict[str, ResourceRef] = {}
@@ -507,11 +550,11 @@ class Workflow:
                 cycle = " -> ".join((*chain, rname))
                 msg = f"workflow {self.name!r}: resources need each other in a cycle: {cycle}"
                 raise WorkflowDefinitionError(msg, workflow=self.name, resource=rname)
-            res = self.resources[rname]
+            res = self.shared_resources[rname]
             given: dict[str, Any] = {}
             needs: dict[str, ResourceRef] = {}
             for pname, has_default, _ in _signature(res.fn, rname).params:
-                if pname in self.resources:
+                if pname in self.shared_resources:
                     needs[pname] = ref(pname, (*chain, rname))
                 elif pname in params:
                     given[pname] = params[pname]
@@ -526,7 +569,7 @@ class Workflow:
             refs[rname] = ResourceRef(rname, res.fn, given, needs)
             return refs[rname]
 
-        for rname in self.resources:
+        for rname in self.shared_resources:
             ref(rname, ())
         return refs
 

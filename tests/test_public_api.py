@@ -9,7 +9,9 @@ import flowforge
 
 PROMISED = {
     "DAG", "Clock", "EventBus", "Executor", "FlowForgeError", "InvalidTransitionError",
-    "Loop", "PersistenceManager", "Plan", "ProcessExecutor", "RemoteTaskError", "RunMetrics", "RunResult", "RunStatus", "ScheduleError", "Scheduler",
+    "Loop", "PersistenceManager", "Plan", "ProcessExecutor", "RateLimit", "RemoteTaskError",
+    "ResourceLimits", "Resources", "RunMetrics", "RunResult", "RunStatus", "ScheduleError",
+    "Scheduler",
     "SequentialExecutor", "StateError", "StateStore", "SystemClock", "Task", "TaskContext", "TaskError",
     "TaskMetrics", "TaskRun", "TaskSerializationError", "TaskState", "TaskTimeoutError",
     "ThreadExecutor", "WorkerCrashedError", "Workflow", "WorkflowDefinitionError",

@@ -41,10 +41,11 @@ class RemoteTraceback(Exception):
 # -- driver side -----------------------------------------------------------------------
 
 
-def pack_call(task: Any, kwargs: dict[str, Any]) -> bytes:
-    """Pickle one attempt of ``task``; on failure name the object that would not pickle."""
+def pack_call(task: Any, kwargs: dict[str, Any], env: dict[str, str] | None = None) -> bytes:
+    """Pickle one attempt of ``task`` (and the environment variables it runs with, such as
+    ``CUDA_VISIBLE_DEVICES``); on failure name the object that would not pickle."""
     try:
-        return cloudpickle.dumps((task, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        return cloudpickle.dumps((task, kwargs, env), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         culprit = _find_culprit(task, kwargs)
         msg = (
@@ -124,7 +125,7 @@ def init_worker(parent_pid: int) -> None:
 def run_packed(payload: bytes, task_name: str) -> bytes:
     """Run one packed attempt in a worker; always returns an outcome, never raises."""
     try:
-        task, kwargs = pickle.loads(payload)
+        task, kwargs, env = pickle.loads(payload)
     except BaseException as exc:
         msg = (
             f"task {task_name!r} could not be unpickled in its worker "
@@ -133,12 +134,21 @@ def run_packed(payload: bytes, task_name: str) -> bytes:
         )
         err = TaskSerializationError(msg, task=task_name, what="the task or its inputs")
         return _pack_error(task_name, err, traceback.format_exc())
+    saved = {k: os.environ.get(k) for k in env or {}}
     try:
+        if env:
+            os.environ.update(env)  # for this attempt only: restored below
         if any(isinstance(v, ResourceRef) for v in kwargs.values()):
             resolve_refs(kwargs, worker_pool())  # made once per worker, kept for its life
         value = task.callable(**kwargs)
     except BaseException as exc:
         return _pack_error(task_name, exc, traceback.format_exc())
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
     try:
         return cloudpickle.dumps(("ok", value), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:

@@ -1,0 +1,367 @@
+"""Admission: may a ready task start now, within the run's limits?
+
+One :class:`Admission` per run holds what is in use (CPUs, memory, GPU shares per
+device, running attempts per pool, the run's running attempts) and the token buckets of
+the rate limits. The engine asks :meth:`Admission.acquire` for a ready attempt; a
+:class:`Grant` says it may start (and on which GPU devices), a string says why not.
+:meth:`Admission.release` gives it all back when the attempt ends.
+
+Fairness: tasks that fit may pass one that does not, but a task passed over
+``MAX_PASSES`` times reserves the run: from then on nothing that needs CPUs, memory or
+GPUs starts before it, so a big task always gets its turn once the small ones drain.
+
+A request that can never fit is a definition error raised by :meth:`Admission.check`
+before anything runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._private.gpus import GpuInventory
+from .errors import WorkflowDefinitionError
+from .events import TaskWaiting
+from .resources import RateLimit, ResourceLimits, Resources
+from .states import TaskState
+
+__all__ = ["Admission", "Admitting", "Grant", "Request"]
+
+MAX_PASSES = 32
+
+
+@dataclass(frozen=True)
+class Request:
+    """What one attempt of a task asks for."""
+
+    cpus: float = 0.0
+    memory: int = 0
+    gpus: float = 0.0
+    gpu_memory: int = 0
+    tags: tuple[str, ...] = ()
+    rate: RateLimit | None = None
+
+    @classmethod
+    def of(cls, resources: Resources | None, tags: Iterable[str], rate: RateLimit | None
+           ) -> Request:
+        r = resources or Resources()
+        return cls(float(r.cpus), r.memory_bytes, float(r.gpus), r.gpu_memory_bytes,
+                   tuple(tags), rate)
+
+    @property
+    def sized(self) -> bool:
+        return bool(self.cpus or self.memory or self.gpus)
+
+
+@dataclass
+class Grant:
+    """Permission for one attempt to start; ``gpus`` are its device indices."""
+
+    request: Request
+    gpus: tuple[int, ...] = ()
+    shares: dict[int, tuple[float, int]] = field(default_factory=dict)
+
+
+class _Bucket:
+    __slots__ = ("rate", "burst", "tokens", "stamp")
+
+    def __init__(self, limit: RateLimit, now: float) -> None:
+        self.rate = limit.per_second
+        self.burst = limit.burst
+        self.tokens = self.burst
+        self.stamp = now
+
+    def refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def wait(self) -> float:
+        """Seconds until one token is there (0 if it is)."""
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+
+
+class Admission:
+    """What is free and what is taken, for one run (see the module docstring)."""
+
+    def __init__(
+        self,
+        limits: ResourceLimits,
+        *,
+        gpus: GpuInventory,
+        machine_memory: int,
+        machine_cpus: float,
+        rate_limits: Mapping[str, RateLimit] | None = None,
+        concurrency: Mapping[str, int] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cpus = float(limits.cpus if limits.cpus is not None else machine_cpus)
+        self.memory = int(limits.memory if limits.memory is not None else machine_memory)
+        devices = limits.gpu_devices or tuple(
+            range(limits.gpus if limits.gpus is not None else gpus.count())
+        )
+        if limits.gpus is not None:
+            devices = devices[: limits.gpus]
+        self.devices = tuple(devices)
+        self.max_running = limits.max_concurrent_tasks
+        self.concurrency = dict(concurrency or {})
+        self._inventory = gpus
+        self._monotonic = monotonic
+        now = monotonic()
+        self._named = {n: _Bucket(r, now) for n, r in (rate_limits or {}).items()}
+        self._own: dict[str, _Bucket] = {}
+        self.used_cpus = 0.0
+        self.used_memory = 0
+        self.running = 0
+        self.in_pool: dict[str, int] = {}
+        self.gpu_share: dict[int, float] = {d: 0.0 for d in self.devices}
+        self.gpu_mem: dict[int, int] = {d: 0 for d in self.devices}
+        self.peak: dict[str, float] = {"cpus": 0.0, "memory": 0.0, "gpus": 0.0, "tasks": 0.0}
+        self._passes: dict[str, int] = {}
+        self._reserved: str | None = None
+
+    # -- before the run --------------------------------------------------------------
+
+    def check(self, requests: Mapping[str, Request]) -> None:
+        """Refuse any request that could never fit, naming the task and the fix."""
+        for name, req in requests.items():
+            problem = None
+            if req.cpus > self.cpus:
+                problem = f"{req.cpus:g} CPUs, but the run may use {self.cpus:g}"
+            elif req.memory > self.memory:
+                problem = f"{req.memory} bytes of memory, but the run may use {self.memory}"
+            elif req.gpus > len(self.devices):
+                problem = f"{req.gpus:g} GPUs, but the run has {len(self.devices)}"
+            if problem:
+                msg = (
+                    f"task {name!r} asks for {problem}; lower its Resources(...) or raise "
+                    "workflow(limits=ResourceLimits(...))"
+                )
+                raise WorkflowDefinitionError(msg, task=name, option="resources")
+
+    # -- while it runs ---------------------------------------------------------------
+
+    def acquire(self, name: str, req: Request) -> Grant | str:
+        """A :class:`Grant` if the attempt may start now, else why it waits."""
+        if self.max_running is not None and self.running >= self.max_running:
+            return f"max_concurrent_tasks={self.max_running} are running"
+        for tag in req.tags:
+            cap = self.concurrency.get(tag)
+            if cap is not None and self.in_pool.get(tag, 0) >= cap:
+                return f"the {tag!r} pool is full ({cap} running)"
+        if req.sized and self._reserved not in (None, name):
+            return f"waiting behind {self._reserved!r}, which has waited longest"
+        if self.used_cpus + req.cpus > self.cpus + 1e-9:
+            return self._pass(name, f"{req.cpus:g} CPUs (free: {self.cpus - self.used_cpus:g})")
+        if self.used_memory + req.memory > self.memory:
+            return self._pass(name, f"{req.memory} bytes of memory "
+                                    f"(free: {self.memory - self.used_memory})")
+        shares = self._gpu_shares(req) if req.gpus else {}
+        if shares is None:
+            return self._pass(name, f"{req.gpus:g} GPUs")
+        buckets = self._buckets(name, req)
+        now = self._monotonic()
+        for bucket in buckets:
+            bucket.refill(now)
+            if bucket.tokens < 1:
+                return f"a rate limit ({bucket.wait():.2f}s to its next start)"
+        for bucket in buckets:
+            bucket.tokens -= 1
+        self.used_cpus += req.cpus
+        self.used_memory += req.memory
+        self.running += 1
+        for tag in req.tags:
+            self.in_pool[tag] = self.in_pool.get(tag, 0) + 1
+        for device, (share, mem) in shares.items():
+            self.gpu_share[device] += share
+            self.gpu_mem[device] += mem
+        if self._reserved == name:
+            self._reserved = None
+        self._passes.pop(name, None)
+        self._note_peak()
+        return Grant(req, tuple(sorted(shares)), shares)
+
+    def release(self, grant: Grant) -> None:
+        req = grant.request
+        self.used_cpus -= req.cpus
+        self.used_memory -= req.memory
+        self.running -= 1
+        for tag in req.tags:
+            self.in_pool[tag] -= 1
+        for device, (share, mem) in grant.shares.items():
+            self.gpu_share[device] -= share
+            self.gpu_mem[device] -= mem
+
+    def next_token_in(self, names: Iterable[tuple[str, Request]]) -> float | None:
+        """Seconds until a rate-limited waiting task could have its token."""
+        now = self._monotonic()
+        waits = []
+        for name, req in names:
+            buckets = self._buckets(name, req)
+            for b in buckets:
+                b.refill(now)
+            if buckets:
+                waits.append(max(b.wait() for b in buckets))
+        return min(waits) if waits else None
+
+    # -- inside ----------------------------------------------------------------------
+
+    def _pass(self, name: str, what: str) -> str:
+        passes = self._passes[name] = self._passes.get(name, 0) + 1
+        if passes >= MAX_PASSES and self._reserved is None:
+            self._reserved = name
+        return f"{what} to be free"
+
+    def _buckets(self, name: str, req: Request) -> list[_Bucket]:
+        found = [self._named[t] for t in req.tags if t in self._named]
+        if req.rate is not None:
+            own = self._own.get(name)
+            if own is None:
+                own = self._own[name] = _Bucket(req.rate, self._monotonic())
+            found.append(own)
+        return found
+
+    def _gpu_shares(self, req: Request) -> dict[int, tuple[float, int]] | None:
+        """Devices for a GPU request: whole free devices, or one device with room for a
+        fraction (and its memory); None if it does not fit now."""
+        if req.gpus >= 1:
+            free = [d for d in self.devices if self.gpu_share[d] == 0 and self._has_memory(
+                d, req.gpu_memory)]
+            want = int(req.gpus)
+            if len(free) < want:
+                return None
+            return {d: (1.0, req.gpu_memory) for d in free[:want]}
+        for d in self.devices:
+            if self.gpu_share[d] + req.gpus <= 1.0 + 1e-9 and self._has_memory(
+                d, req.gpu_memory
+            ):
+                return {d: (req.gpus, req.gpu_memory)}
+        return None
+
+    def _has_memory(self, device: int, wanted: int) -> bool:
+        if not wanted:
+            return True
+        free = self._inventory.free_memory(device)
+        if free is None:  # unknown (no NVML): count what this run has handed out
+            return True
+        return free - self.gpu_mem[device] >= wanted
+
+    def _note_peak(self) -> None:
+        peak = self.peak
+        peak["cpus"] = max(peak["cpus"], self.used_cpus)
+        peak["memory"] = max(peak["memory"], float(self.used_memory))
+        peak["gpus"] = max(peak["gpus"], sum(self.gpu_share.values()))
+        peak["tasks"] = max(peak["tasks"], float(self.running))
+
+
+class Admitting:
+    """The engine's side of admission (mixed into :class:`~flowforge._engine.Engine`):
+    the ready loop that asks before starting, and the bookkeeping of grants and waits."""
+
+    if TYPE_CHECKING:
+        from collections import deque
+
+        from ._control import Gate
+        from ._engine import Binding
+        from .executors.base import Executor
+        from .result import TaskRun
+
+        tasks: dict[str, TaskRun]
+        _ready: deque[Any]
+        _stopping: bool
+        _gate: Gate
+        _fanned: set[str]
+        _inflight: dict[Executor, int]
+        _task_executors: Mapping[str, Executor]
+        _executor: Executor
+        _bindings: Mapping[str, Binding]
+        _clock: Any
+
+        def _admit(self, name: str) -> bool: ...
+        def _expand(self, name: str) -> None: ...
+        def _start(self, name: str, ex: Executor) -> None: ...
+        def _start_unit(self, name: str, index: int, ex: Executor) -> None: ...
+        def _publish(self, event_type: type[Any], **fields: Any) -> Any: ...
+        def _failed(self, name: str, error: BaseException, duration: float, *,
+                    retry: bool = True) -> None: ...
+
+    _admission: Admission | None
+    _requests: dict[str, Request]
+    _grants: dict[tuple[str, int], Grant]
+    _wait_since: dict[tuple[str, int], float]
+    _wait_reasons: dict[tuple[str, int], str]
+    _gate_passed: set[str]
+    _token_due: float | None
+
+    def _start_ready_admitted(self) -> None:
+        """Start every ready attempt that its executor and admission let start, in order;
+        the others keep their place at the front of the queue."""
+        admission = self._admission
+        assert admission is not None
+        ready = self._ready
+        kept: list[Any] = []
+        rate_waits: list[tuple[str, Request]] = []
+        while ready and not self._stopping:
+            entry = ready.popleft()
+            name, index = (entry, -1) if isinstance(entry, str) else entry
+            ex = self._task_executors.get(name, self._executor)
+            if self._inflight.get(ex, 0) >= ex.max_workers:
+                kept.append(entry)
+                continue
+            if index < 0 and name not in self._gate_passed:
+                if name in self._gate.check and not self._admit(name):
+                    continue
+                self._gate_passed.add(name)
+                if name in self._fanned:
+                    self._expand(name)
+                    continue
+            grant = admission.acquire(name, self._requests[name])
+            if isinstance(grant, str):
+                kept.append(entry)
+                if grant.startswith("a rate limit"):
+                    rate_waits.append((name, self._requests[name]))
+                self._waits(name, index, grant)
+                continue
+            self._grants[(name, index)] = grant
+            since = self._wait_since.pop((name, index), None)
+            if since is not None:
+                self.tasks[name].waited += time.perf_counter() - since
+            if index < 0:
+                self._start(name, ex)
+            else:
+                self._start_unit(name, index, ex)
+        ready.extendleft(reversed(kept))
+        delay = admission.next_token_in(rate_waits) if rate_waits else None
+        self._token_due = None if delay is None else self._clock.monotonic() + delay
+
+    def _waits(self, name: str, index: int, reason: str) -> None:
+        key = (name, index)
+        self._wait_reasons[key] = reason
+        if key not in self._wait_since:
+            self._wait_since[key] = time.perf_counter()
+            self._publish(TaskWaiting, task=name, attempt=self.tasks[name].attempts + 1,
+                          index=None if index < 0 else index, reason=reason)
+
+    def _release(self, name: str, index: int) -> None:
+        """An attempt ended: give back what it was granted (idempotent)."""
+        grant = self._grants.pop((name, index), None)
+        if grant is not None and self._admission is not None:
+            self._admission.release(grant)
+
+    def _stuck(self) -> None:
+        """Nothing runs and nothing ready may start (a GPU whose memory other programs
+        hold, say): fail the waiting tasks rather than wait for ever."""
+        ready = list(self._ready)
+        self._ready.clear()
+        for entry in ready:
+            name, index = (entry, -1) if isinstance(entry, str) else entry
+            reason = self._wait_reasons.get((name, index), "resources")
+            msg = (
+                f"task {name!r} cannot start although nothing else runs: it waits for "
+                f"{reason}; lower its Resources(...) or free what it needs"
+            )
+            if self.tasks[name].state is TaskState.PENDING:
+                self.tasks[name].state = TaskState.RUNNING
+                self.tasks[name].attempts += 1
+            self._failed(name, WorkflowDefinitionError(msg, task=name), 0.0, retry=False)

@@ -44,9 +44,9 @@ from .executors.process import ProcessExecutor
 from .executors.sequential import SequentialExecutor
 from .executors.thread import ThreadExecutor
 from .metrics import RunMetrics, TaskMetrics
+from .resources import RateLimit, ResourceLimits, Resources
 from .result import RunResult, TaskRun
 from .states import RunStatus, TaskState
-from .resources import RateLimit, ResourceLimits, Resources
 from .task import Loop, Task, TaskContext, branch, task
 from .workflow import Workflow, workflow
 

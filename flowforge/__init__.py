@@ -27,6 +27,7 @@ from .dag import DAG
 from .errors import (
     FlowForgeError,
     InvalidTransitionError,
+    MemoryLimitExceeded,
     RemoteTaskError,
     ScheduleError,
     StateError,
@@ -73,6 +74,7 @@ __all__ = [
     "FlowForgeError",
     "InvalidTransitionError",
     "Loop",
+    "MemoryLimitExceeded",
     "PersistenceManager",
     "Plan",
     "ProcessExecutor",

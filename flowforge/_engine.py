@@ -73,6 +73,7 @@ from .bus import EventBus
 from .clock import Clock
 from .dag import CompiledDAG
 from .errors import (
+    MemoryLimitExceeded,
     StateError,
     TaskError,
     TaskSerializationError,
@@ -98,6 +99,7 @@ from .states import RunStatus, TaskState, check_transition
 from .task import Task, TaskContext
 
 if TYPE_CHECKING:
+    from ._memory import MemoryWatch
     from .persistence.manager import RunSession
 
 __all__ = ["Binding", "Engine", "call_hook"]
@@ -185,6 +187,7 @@ class Engine(Recording, Fanning, Admitting):
         self._wait_reasons: dict[tuple[str, int], str] = {}
         self._gate_passed: set[str] = set()
         self._token_due: float | None = None
+        self._memory: MemoryWatch | None = None
         self._fanned = {n for n, b in bindings.items() if b.task.map or b.task.loop}
         self._fans: dict[str, Fan] = {}
         self._saved: set[str] = set()
@@ -234,6 +237,8 @@ class Engine(Recording, Fanning, Admitting):
             cancelled = True
             self._cancel_all("interrupted (Ctrl-C)")
         finally:
+            if self._memory is not None:
+                self._memory.stop()
             self._shutdown_executors()
             self._pool.close()
         for name in self._fans:  # a map or loop whose remaining units never started
@@ -425,6 +430,8 @@ class Engine(Recording, Fanning, Admitting):
                 self._unit_failed(name, index, exc, time.perf_counter() - t0)
             return
         self._running[future] = _Attempt(name, attempt, t0, ex, index)
+        if ex.isolated and self._grants:
+            self._watch_memory(name, index, future, ex)
         self._inflight[ex] = self._inflight.get(ex, 0) + 1
         if timeout is not None:
             self._seq += 1
@@ -432,6 +439,18 @@ class Engine(Recording, Fanning, Admitting):
                 self._deadlines, (self._clock.monotonic() + timeout, self._seq, future)
             )
         future.add_done_callback(self._inbox.put)
+
+    def _watch_memory(self, name: str, index: int, future: Future[Any], ex: Executor) -> None:
+        grant = self._grants.get((name, index))
+        pid = getattr(ex, "worker_pid", lambda f: None)(future)
+        if grant is None or not grant.request.memory or pid is None:
+            return
+        if self._memory is None:
+            from ._memory import MemoryWatch
+
+            self._memory = MemoryWatch()
+        self._memory.watch(future, pid, grant.request.memory,
+                           lambda: ex.cancel_running(future))
 
     def _gpus_of(self, name: str, index: int) -> list[int] | None:
         grant = self._grants.get((name, index))
@@ -519,6 +538,18 @@ class Engine(Recording, Fanning, Admitting):
         self._inflight[attempt.executor] -= 1
         duration = time.perf_counter() - attempt.started
         name = attempt.name
+        over = None if self._memory is None else self._memory.exceeded.pop(future, None)
+        if over is not None:
+            from ._memory import margin
+
+            limit, peak = over
+            self._attempt_failed(attempt, MemoryLimitExceeded(
+                f"task {name!r} attempt {attempt.number} used {peak / 2**20:.0f} MiB, over its "
+                f"memory={limit / 2**20:.0f} MiB (+{margin(limit) / 2**20:.0f} MiB margin); "
+                "its worker was killed. Raise Resources(memory=...) or use less",
+                task=name, limit=limit, peak=peak,
+            ), duration)
+            return
         try:
             value = future.result()
             if attempt.executor.isolated:

@@ -10,6 +10,7 @@
     ├── ScheduleError                a cron expression, time zone or time that cannot work
     └── TaskError                    one task attempt failed for a reason of FlowForge's own
         ├── TaskTimeoutError         the attempt ran past timeout=
+        ├── MemoryLimitExceeded      the attempt's process used more memory than it asked
         ├── WorkerCrashedError       the worker process died under the attempt
         ├── TaskSerializationError   a function, input or result could not be pickled
         └── RemoteTaskError          the task's own exception could not travel home
@@ -25,6 +26,7 @@ from typing import Any
 __all__ = [
     "FlowForgeError",
     "InvalidTransitionError",
+    "MemoryLimitExceeded",
     "RemoteTaskError",
     "ScheduleError",
     "StateError",
@@ -102,6 +104,11 @@ class TaskError(FlowForgeError):
 
 class TaskTimeoutError(TaskError, TimeoutError):
     """The attempt ran longer than its ``timeout`` (seconds)."""
+
+
+class MemoryLimitExceeded(TaskError, MemoryError):
+    """A task on the process executor used more memory than its ``Resources(memory=...)``
+    allows (plus the margin); its worker was killed. ``limit`` and ``peak`` are bytes."""
 
 
 class WorkerCrashedError(TaskError):

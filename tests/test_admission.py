@@ -180,3 +180,36 @@ def test_sizes_parse_in_both_unit_systems():
         parse_size("lots")
     with pytest.raises(WorkflowDefinitionError, match="is not a rate"):
         RateLimit("5 per second")
+
+
+def test_a_task_over_its_memory_request_is_killed_and_the_run_goes_on(opts):
+    """On the process executor, a task allocating 400 MB with memory="100MB" fails with
+    MemoryLimitExceeded (naming the limit and the peak); the other tasks succeed."""
+    from flowforge import MemoryLimitExceeded
+
+    with workflow("w", executor="process", max_workers=2, on_error="continue", **opts) as wf:
+
+        @task(resources=Resources(memory="100MB"))
+        def hog():
+            block = bytearray(400 * 10**6)
+            for i in range(0, len(block), 4096):  # touch every page: make it resident
+                block[i] = 1
+            time.sleep(5)  # the watcher kills it long before this ends
+            return len(block)
+
+        @task(resources=Resources(memory="200MB"))
+        def modest():
+            return len(bytearray(10**6))
+
+        @task
+        def other():
+            return "fine"
+
+    t0 = time.monotonic()
+    result = wf.run()
+    assert time.monotonic() - t0 < 5
+    error = result.tasks["hog"].error
+    assert isinstance(error, MemoryLimitExceeded)
+    assert error.limit == 100 * 10**6 and error.peak > error.limit
+    assert "over its memory=95 MiB" in str(error)
+    assert result["modest"] == 10**6 and result["other"] == "fine"

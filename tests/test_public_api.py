@@ -9,7 +9,7 @@ import flowforge
 
 PROMISED = {
     "DAG", "Clock", "EventBus", "Executor", "FlowForgeError", "InvalidTransitionError",
-    "Loop", "PersistenceManager", "Plan", "ProcessExecutor", "RateLimit", "RemoteTaskError",
+    "Loop", "MemoryLimitExceeded", "PersistenceManager", "Plan", "ProcessExecutor", "RateLimit", "RemoteTaskError",
     "ResourceLimits", "Resources", "RunMetrics", "RunResult", "RunStatus", "ScheduleError",
     "Scheduler",
     "SequentialExecutor", "StateError", "StateStore", "SystemClock", "Task", "TaskContext", "TaskError",

@@ -79,6 +79,13 @@ class ProcessExecutor(Executor):
         slot.kill()
         return True
 
+    def worker_pid(self, future: Future[Any]) -> int | None:
+        """The pid of the worker process running ``future``, if it runs now."""
+        with self._lock:
+            slot = next((s for s in self._slots if s.outer is future), None)
+        proc = None if slot is None else slot._process
+        return None if proc is None else proc.pid
+
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:
             queued, self._queued = list(self._queued), deque()

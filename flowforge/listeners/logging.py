@@ -26,6 +26,7 @@ from ..events import (
     TaskSkipped,
     TaskStarted,
     TaskSucceeded,
+    TaskWaiting,
     WorkflowFinished,
     WorkflowStarted,
 )
@@ -221,6 +222,8 @@ def describe(event: Event) -> tuple[str, str, dict[str, Any]]:
     elif isinstance(event, TaskRetrying):
         fields["delay"] = round(event.delay, 6)
         level = "warning"
+    elif isinstance(event, TaskWaiting):
+        fields["reason"] = event.reason
     elif isinstance(event, (TaskSkipped, TaskCancelled)):
         fields["reason"] = event.reason
         level = "warning"

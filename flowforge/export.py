@@ -18,9 +18,12 @@ def to_dict(wf: Workflow) -> dict[str, Any]:
     tasks = []
     for t in wf.dag:
         fn = t.fn if t.fn is not None else type(t)
+        call = getattr(t, "target", None) or (
+            f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', '?')}"
+        )
         entry: dict[str, Any] = {
             "id": t.name,
-            "call": f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', '?')}",
+            "call": call,
             "depends_on": list(wf.dag.upstream(t.name)),
         }
         if t.retries:

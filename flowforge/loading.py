@@ -27,11 +27,10 @@ def load(target: str) -> dict[str, Workflow]:
     from .workflow import Workflow
 
     if target.endswith((".yaml", ".yml", ".json")):
-        msg = (
-            f"{target}: YAML/JSON workflow definitions are not supported yet; define the "
-            "workflow in Python"
-        )
-        raise WorkflowDefinitionError(msg, path=target)
+        from .definition import load_definition
+
+        wf = load_definition(target)
+        return {wf.name: wf}
     if target.endswith(".py") or os.sep in target or os.path.exists(target):
         path = os.path.abspath(target)
         if not os.path.isfile(path):

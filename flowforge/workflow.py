@@ -161,6 +161,10 @@ class Workflow:
         self.state_store = state_store
         self.events = EventBus()
         self._failure_hooks: list[Callable[[RunResult], Any]] = []
+        #: Typed params of a YAML/JSON definition ({name: {type, required, default}}).
+        self.param_types: dict[str, dict[str, Any]] = {}
+        #: Where a definition came from (path, schedule, version), for loaded ones.
+        self.definition: dict[str, Any] | None = None
         self.shared_resources: dict[str, Resource] = {}
         self._token: Token[Workflow | None] | None = None
 
@@ -243,6 +247,10 @@ class Workflow:
         ``job`` names the scheduler job that started the run (kept with the saved run).
         Raises :class:`WorkflowLockedError` if another process is running it."""
         merged = {**self.params, **(params or {})}
+        if self.param_types:
+            from .definition import check_params
+
+            check_params(self, merged)
         owner = f"workflow {self.name!r}"
         with gcpause.preparing():  # 100,000 tasks make a million long-lived objects
             bindings, graph = self._bind(merged, strict=True)
@@ -594,6 +602,12 @@ class Workflow:
         from .export import to_mermaid
 
         return to_mermaid(self)
+
+    def to_yaml(self) -> str:
+        """The workflow as a YAML definition (see :mod:`flowforge.definition`)."""
+        from .definition import to_yaml
+
+        return to_yaml(self)
 
     def to_dot(self) -> str:
         """The DAG in Graphviz DOT."""

@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="the workflow as json, mermaid or dot")
     _target(export)
-    export.add_argument("--format", choices=["json", "mermaid", "dot"], default="json")
+    export.add_argument("--format", choices=["yaml", "json", "mermaid", "dot"],
+                        default="yaml")
     export.add_argument("-o", dest="output", help="write to this file")
     export.set_defaults(func=_export)
 
@@ -91,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     sched.add_argument("--timezone", default="UTC")
     sched.add_argument("--name", help="the job's name (default: the workflow's)")
     sched.set_defaults(func=_schedule)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of YAML/JSON definitions")
+    schema.set_defaults(func=_schema)
 
     jobs = sub.add_parser("jobs", help="scheduled jobs known in the state folder")
     jobs.add_argument("--json", action="store_true")
@@ -221,7 +225,9 @@ def _export(args: argparse.Namespace) -> int:
     from ..export import to_dict, to_dot, to_mermaid
 
     wf = _workflow(args)
-    if args.format == "json":
+    if args.format == "yaml":
+        text = wf.to_yaml()
+    elif args.format == "json":
         text = json.dumps(to_dict(wf), indent=2) + "\n"
     else:
         text = (to_mermaid if args.format == "mermaid" else to_dot)(wf)
@@ -242,6 +248,13 @@ def _schedule(args: argparse.Namespace) -> int:
     print(f"job {info.name!r}: {info.schedule}; next run {info.next_run}; Ctrl-C stops it",
           file=sys.stderr)
     sched.run()
+    return OK
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from ..definition import SCHEMA
+
+    _print_json(SCHEMA)
     return OK
 
 

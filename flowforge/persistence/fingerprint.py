@@ -58,6 +58,11 @@ class Fingerprinter:
         h = hashlib.blake2b(digest_size=10)
         if type(task) is not Task:
             h.update(type(task).__qualname__.encode())
+        parts = getattr(task, "fingerprint_parts", None)
+        if parts is not None:  # a definition's task: its target function and expressions
+            for part in parts():
+                h.update(self._callable_digest(part) if callable(part) else
+                         _value_digest(part))
         flow = getattr(task, "subflow", None)
         if flow is not None:  # a subflow changes when any of its tasks does
             for inner in flow.dag.tasks.values():

@@ -1,0 +1,444 @@
+"""Workflows written as YAML or JSON, pointing at Python functions (the ``yaml`` extra).
+
+    name: etl
+    params:
+      source: {type: string, required: true}
+    tasks:
+      - id: extract
+        call: mytasks:extract            # module:function, imported from beside the file
+        with: {source: "${params.source}"}
+      - id: transform
+        call: mytasks:transform
+        with: {rows: "${extract}"}       # a task's result; ${extract.key} for a field
+        retry: {attempts: 3, delay: 1.0, backoff: exponential}
+
+:func:`load_definition` checks the document against :data:`SCHEMA` (JSON Schema) and
+every reference, and reports each problem with its line; :func:`to_yaml` writes a
+Python workflow back out. Expressions are those of :mod:`flowforge._expressions`:
+never ``eval``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._expressions import ExpressionError, condition, evaluate, references
+from .errors import WorkflowDefinitionError
+from .task import Task, TaskContext
+
+if TYPE_CHECKING:
+    from .workflow import Workflow
+
+__all__ = ["SCHEMA", "DefinitionTask", "load_definition", "to_yaml"]
+
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str, "integer": int, "number": (int, float), "boolean": bool, "array": list,
+    "object": dict,
+}
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "FlowForge workflow",
+    "type": "object",
+    "required": ["name", "tasks"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "version": {"type": ["string", "number"]},
+        "description": {"type": "string"},
+        "executor": {"enum": ["sequential", "thread", "process"]},
+        "max_workers": {"type": "integer", "minimum": 1},
+        "on_error": {"oneOf": [
+            {"enum": ["fail_fast", "continue"]},
+            {"type": "object", "required": ["call"], "additionalProperties": False,
+             "properties": {"call": {"type": "string"}}},
+        ]},
+        "params": {"type": "object", "additionalProperties": {
+            "type": "object", "additionalProperties": False,
+            "properties": {"type": {"enum": list(_TYPES)}, "required": {"type": "boolean"},
+                           "default": {}, "description": {"type": "string"}},
+        }},
+        "schedule": {"type": "object", "additionalProperties": False, "required": ["cron"],
+                     "properties": {"cron": {"type": "string"}, "timezone": {"type": "string"}}},
+        "tasks": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["id"], "additionalProperties": False,
+            "properties": {
+                "id": {"type": "string", "minLength": 1},
+                "type": {"enum": ["task", "condition", "branch", "subflow"]},
+                "call": {"type": "string", "pattern": "^[A-Za-z_][\\w.]*:[A-Za-z_][\\w.]*$"},
+                "with": {"type": "object"},
+                "depends_on": {"type": "array", "items": {"type": "string"}},
+                "retry": {"type": "object", "additionalProperties": False, "properties": {
+                    "attempts": {"type": "integer", "minimum": 1},
+                    "delay": {"type": "number", "minimum": 0},
+                    "backoff": {"oneOf": [{"enum": ["exponential", "constant"]},
+                                          {"type": "number", "minimum": 1}]},
+                    "max_delay": {"type": "number", "minimum": 0}}},
+                "timeout": {"type": "number", "exclusiveMinimum": 0},
+                "if": {"type": "string"},
+                "then": {"type": "array", "items": {"type": "string"}},
+                "else": {"type": "array", "items": {"type": "string"}},
+                "map": {"type": "string"},
+                "file": {"type": "string"},
+                "trigger": {"enum": ["all_success", "all_done", "one_success", "one_failed",
+                                     "all_failed", "none_failed"]},
+                "on_error": {"enum": ["continue", "fail_fast"]},
+                "tags": {"type": "array", "items": {"type": "string"}},
+            },
+        }},
+    },
+}
+
+
+class DefinitionTask(Task):
+    """A task from a definition: evaluates its ``with:`` expressions against its
+    upstream results and the params, then calls its function (or tests its ``if:``)."""
+
+    def __init__(self, name: str, *, target: str | None, args: Mapping[str, Any],
+                 test: str | None = None, then: list[str] | None = None,
+                 otherwise: list[str] | None = None, item_from: str | None = None,
+                 **options: Any) -> None:
+        super().__init__(name, None, **options)
+        self.target = target
+        self.args = dict(args)
+        self.test = test
+        self.then = list(then or [])
+        self.otherwise = list(otherwise or [])
+        self.item_from = item_from
+        self.function = _import_target(target, name) if target else None
+
+    def run(self, ctx: TaskContext, **inputs: Any) -> Any:  # type: ignore[override]
+        scope: dict[str, Any] = {**inputs, "params": dict(ctx.params)}
+        if self.item_from is not None:
+            scope["item"] = inputs.pop(self.item_from)
+            scope.pop(self.item_from, None)
+        try:
+            if self.test is not None:
+                return self.then if condition(self.test).evaluate(scope) else self.otherwise
+            if self.function is None:  # the items of a map: `map: "${...}"`
+                return evaluate(self.args["items"], scope)
+            return self.function(**evaluate(self.args, scope))
+        except ExpressionError as exc:
+            raise WorkflowDefinitionError(f"task {self.name!r}: {exc}", task=self.name) from None
+
+    def fingerprint_parts(self) -> list[Any]:
+        """What besides the class's code decides this task's result (see fingerprints)."""
+        return [self.function, self.args, self.test, self.then, self.otherwise]
+
+
+def load_definition(path: str) -> Workflow:
+    """A workflow from a ``.yaml``/``.yml``/``.json`` file; WorkflowDefinitionError lists
+    every problem with its line."""
+    from .workflow import Workflow
+
+    data, lines = _read(path)
+    _check_schema(data, lines, path)
+    folder = os.path.dirname(os.path.abspath(path))
+    for entry in (folder, os.getcwd()):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    params = data.get("params") or {}
+    on_error = data.get("on_error")
+    wf = Workflow(
+        data["name"],
+        executor=data.get("executor", "thread"),
+        max_workers=data.get("max_workers"),
+        params={k: v["default"] for k, v in params.items() if "default" in v},
+        on_error=on_error if isinstance(on_error, str) else "fail_fast",
+    )
+    wf.param_types = {k: dict(v) for k, v in params.items()}
+    wf.definition = {"path": os.path.abspath(path), "schedule": data.get("schedule"),
+                     "version": data.get("version"), "description": data.get("description")}
+    tasks = data["tasks"]
+    ids = [t["id"] for t in tasks]
+    problems: list[str] = []
+    routed: dict[str, list[str]] = {}
+    for t in tasks:
+        for target in [*t.get("then", []), *t.get("else", [])]:
+            routed.setdefault(target, []).append(t["id"])
+    for i, t in enumerate(tasks):
+        where = f"{path}:{lines.get(('tasks', i), '?')}"
+        try:
+            for made in _tasks_of(t, ids, set(params), routed.get(t["id"], []), folder):
+                wf.add_task(made)
+        except (WorkflowDefinitionError, ExpressionError) as exc:
+            problems.append(f"{where}: task {t['id']!r}: {exc}")
+    if isinstance(on_error, dict):
+        try:
+            handler = _import_target(on_error["call"], "on_error")
+            wf.on_failure(handler)
+        except WorkflowDefinitionError as exc:
+            problems.append(f"{path}:{lines.get(('on_error',), '?')}: {exc}")
+    if problems:
+        raise WorkflowDefinitionError("\n".join(problems), path=path, problems=problems)
+    try:
+        wf.validate()
+    except WorkflowDefinitionError as exc:
+        raise WorkflowDefinitionError(f"{path}: {exc}", path=path) from exc
+    return wf
+
+
+def _tasks_of(t: Mapping[str, Any], ids: list[str], params: set[str], routed_by: list[str],
+              folder: str) -> list[Task]:
+    kind = t.get("type", "task")
+    name = t["id"]
+    args = t.get("with") or {}
+    refs = references(args) | references(t.get("if", "")) | references(t.get("map", ""))
+    refs -= {"params", "item"}
+    unknown = sorted(refs - set(ids))
+    if unknown:
+        msg = (f"${{{unknown[0]}}} refers to no task (its tasks: {', '.join(ids)}); "
+               "write ${params.NAME} for a param")
+        raise WorkflowDefinitionError(msg, task=name)
+    for used in _param_refs(args, t.get("if", ""), t.get("map", "")) - params:
+        msg = f"${{params.{used}}} names no param; declare it under params:"
+        raise WorkflowDefinitionError(msg, task=name)
+    depends = sorted(set(t.get("depends_on", [])) | refs | set(routed_by))
+    options: dict[str, Any] = {"depends_on": depends}
+    retry = t.get("retry")
+    if retry:
+        backoff = retry.get("backoff", "constant")
+        options.update(retries=retry.get("attempts", 1) - 1,
+                       retry_delay=float(retry.get("delay", 0.0)),
+                       backoff={"exponential": 2.0, "constant": 1.0}.get(backoff, backoff))
+        if "max_delay" in retry:
+            options["max_delay"] = retry["max_delay"]
+    for key in ("timeout", "trigger", "on_error"):
+        if key in t:
+            options[key] = t[key]
+    if t.get("tags"):
+        options["tags"] = t["tags"]
+    if kind == "subflow":
+        if "file" not in t:
+            raise WorkflowDefinitionError("a subflow needs file:", task=name)
+        from .subflow import SubflowTask
+
+        inner = load_definition(os.path.join(folder, t["file"]))
+        return [SubflowTask(inner, name, params=args, **options)]
+    if kind == "condition":
+        if "if" not in t:
+            raise WorkflowDefinitionError("a condition needs if: (and then:/else:)", task=name)
+        return [DefinitionTask(name, target=None, args={}, test=t["if"], then=t.get("then"),
+                               otherwise=t.get("else"), branch=True, **options)]
+    if "call" not in t:
+        raise WorkflowDefinitionError("needs call: module:function", task=name)
+    made: list[Task] = []
+    if "map" in t:
+        items = f"{name}.items"
+        made.append(DefinitionTask(items, target=None, args={"items": t["map"]},
+                                   depends_on=depends))
+        options["map"] = items
+        options["depends_on"] = [*depends, items]
+        return [*made, DefinitionTask(name, target=t["call"], args=args, item_from=items,
+                                      branch=kind == "branch", **options)]
+    return [DefinitionTask(name, target=t["call"], args=args, branch=kind == "branch",
+                           **options)]
+
+
+def _param_refs(*values: Any) -> set[str]:
+    import re
+
+    found: set[str] = set()
+    for value in values:
+        for m in re.finditer(r"params\.([A-Za-z_]\w*)", json.dumps(value)):
+            found.add(m.group(1))
+    return found
+
+
+def _import_target(target: str, task: str) -> Any:
+    module, _, attr = target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        msg = f"cannot import {target!r} ({exc}); put {module}.py beside the file or install it"
+        raise WorkflowDefinitionError(msg, task=task) from None
+    return getattr(obj, "fn", None) or obj if isinstance(obj, Task) else obj
+
+
+def check_params(wf: Workflow, params: Mapping[str, Any]) -> None:
+    """Refuse a run whose params miss a required one or have the wrong type."""
+    for name, spec in getattr(wf, "param_types", {}).items():
+        if name not in params:
+            if spec.get("required") and "default" not in spec:
+                msg = f"workflow {wf.name!r} needs param {name!r} ({spec.get('type', 'any')})"
+                raise WorkflowDefinitionError(msg, workflow=wf.name, parameter=name)
+            continue
+        kind = spec.get("type")
+        value = params[name]
+        ok = kind is None or (isinstance(value, _TYPES[kind])
+                              and not (kind in ("integer", "number") and isinstance(value, bool)))
+        if not ok:
+            msg = (f"workflow {wf.name!r}: param {name!r} must be {kind}, got {value!r} "
+                   f"({type(value).__name__})")
+            raise WorkflowDefinitionError(msg, workflow=wf.name, parameter=name)
+
+
+def _read(path: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise WorkflowDefinitionError(f"{path}: {exc.strerror}", path=path) from None
+    if path.endswith(".json"):
+        try:
+            return json.loads(text), {}
+        except ValueError as exc:
+            raise WorkflowDefinitionError(f"{path}: not valid JSON ({exc})", path=path) from None
+    import yaml
+
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise WorkflowDefinitionError(f"{path}{line}: not valid YAML ({exc})", path=path) from None
+    lines: dict[tuple[Any, ...], int] = {}
+    _lines(node, (), lines)
+    return data, lines
+
+
+def _lines(node: Any, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    import yaml
+
+    if node is None:
+        return
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            inner = path + (key.value,)
+            _lines(value, inner, out)
+            out[inner] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _lines(item, path + (i,), out)
+
+
+def _definition_entry(t: DefinitionTask, upstream: tuple[str, ...], wf: Workflow
+                      ) -> dict[str, Any]:
+    """The YAML entry a task loaded from a definition came from."""
+    entry: dict[str, Any] = {"id": t.name}
+    implied = references(t.args) | references(t.test or "")
+    if t.test is not None:
+        entry.update({"type": "condition", "if": t.test, "then": t.then, "else": t.otherwise})
+        implied |= set(upstream)
+    else:
+        entry["call"] = t.target
+        if t.branch:
+            entry["type"] = "branch"
+        if t.args:
+            entry["with"] = t.args
+        if t.item_from:
+            helper = wf.dag.tasks[t.item_from]
+            assert isinstance(helper, DefinitionTask)
+            entry["map"] = helper.args["items"]
+            implied |= {t.item_from} | references(helper.args["items"])
+    routed = {n for n, o in wf.dag.tasks.items() if isinstance(o, DefinitionTask)
+              and t.name in (*o.then, *o.otherwise)}
+    extra = sorted(set(upstream) - implied - routed)
+    if extra:
+        entry["depends_on"] = extra
+    if t.retries:
+        entry["retry"] = {"attempts": t.retries + 1, "delay": t.retry_delay, "backoff": t.backoff}
+    for key in ("timeout", "on_error"):
+        if getattr(t, key) is not None:
+            entry[key] = getattr(t, key)
+    if t.trigger != "all_success":
+        entry["trigger"] = t.trigger
+    return entry
+
+
+def _check_schema(data: Any, lines: dict[tuple[Any, ...], int], path: str) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    problems = []
+    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path))):
+        where = tuple(error.absolute_path)
+        line = next((lines[where[:n]] for n in range(len(where), -1, -1) if where[:n] in lines),
+                    "?")
+        field = ".".join(map(str, where)) or "(top)"
+        problems.append(f"{path}:{line}: {field}: {error.message}")
+    if problems:
+        raise WorkflowDefinitionError("\n".join(problems), path=path, problems=problems)
+
+
+def to_yaml(wf: Workflow) -> str:
+    """A YAML definition of ``wf``; tasks must be module-level functions without Python
+    conditions (``when=``) or loops, which YAML cannot name."""
+    import yaml
+
+    from ._engine import FROM_CONTEXT, FROM_PARAM, FROM_TASK
+
+    bindings, graph = wf._bind(wf.params, strict=True)  # noqa: SLF001 - same package
+    doc: dict[str, Any] = {"name": wf.name}
+    if isinstance(wf.executor, str):
+        doc["executor"] = wf.executor
+    if wf.param_types:
+        doc["params"] = wf.param_types
+    elif wf.params:
+        doc["params"] = {k: {"default": v} for k, v in wf.params.items()}
+    tasks = []
+    items_of = {t.map[0]: n for n, t in wf.dag.tasks.items()
+                if isinstance(t, DefinitionTask) and t.item_from}
+    for name in graph.order:
+        b = bindings[name]
+        t = b.task
+        if isinstance(t, DefinitionTask):
+            if name not in items_of:  # a map's items helper folds back into its task
+                tasks.append(_definition_entry(t, graph.upstream[name], wf))
+            continue
+        if t.when is not None or t.loop is not None or t.map or t.fn is None:
+            msg = (f"task {name!r} uses a Python-only feature (when=, loop=, map= or a Task "
+                   "subclass) that a YAML definition cannot name yet")
+            raise WorkflowDefinitionError(msg, task=name)
+        module = getattr(t.fn, "__module__", "")
+        qualname = getattr(t.fn, "__qualname__", "")
+        if module == "__main__" or "<locals>" in qualname:
+            msg = f"task {name!r}: its function must live in an importable module to export"
+            raise WorkflowDefinitionError(msg, task=name)
+        entry: dict[str, Any] = {"id": name, "call": f"{module}:{qualname}"}
+        if t.branch:
+            entry["type"] = "branch"
+        args = {}
+        for param, kind, source in b.args:
+            if kind == FROM_TASK:
+                args[param] = f"${{{source}}}"
+            elif kind == FROM_PARAM:
+                args[param] = f"${{params.{source}}}"
+            elif kind == FROM_CONTEXT:
+                msg = f"task {name!r} takes ctx, which a YAML definition cannot pass"
+                raise WorkflowDefinitionError(msg, task=name)
+        if args:
+            entry["with"] = args
+        extra = sorted(set(graph.upstream[name]) - {s for _, k, s in b.args if k == FROM_TASK})
+        if extra:
+            entry["depends_on"] = extra
+        if t.retries:
+            entry["retry"] = {"attempts": t.retries + 1, "delay": t.retry_delay,
+                              "backoff": t.backoff}
+        for key in ("timeout", "on_error"):
+            if getattr(t, key) is not None:
+                entry[key] = getattr(t, key)
+        if t.trigger != "all_success":
+            entry["trigger"] = t.trigger
+        tasks.append(entry)
+    doc["tasks"] = tasks
+    hooks = getattr(wf, "_failure_hooks", [])
+    if hooks:
+        fn = hooks[0]
+        doc["on_error"] = {"call": f"{fn.__module__}:{fn.__qualname__}"}
+    elif wf.on_error != "fail_fast":
+        doc["on_error"] = wf.on_error
+    meta = wf.definition or {}
+    for key in ("version", "description", "schedule"):
+        if meta.get(key) is not None:
+            doc[key] = meta[key]
+    return str(yaml.safe_dump(doc, sort_keys=False))

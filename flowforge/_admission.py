@@ -262,8 +262,8 @@ class Admitting:
     if TYPE_CHECKING:
         from collections import deque
 
+        from ._binding import Binding
         from ._control import Gate
-        from ._engine import Binding
         from .executors.base import Executor
         from .result import TaskRun
 

@@ -20,7 +20,7 @@ from .errors import TaskError
 from .states import TaskState
 
 if TYPE_CHECKING:
-    from ._engine import Binding
+    from ._binding import Binding
     from .dag import CompiledDAG
     from .result import TaskRun
 

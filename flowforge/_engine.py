@@ -58,12 +58,13 @@ import heapq
 import queue
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._admission import Admission, Admitting, Grant, Request
+from ._binding import FROM_PARAM, FROM_RESOURCE, FROM_TASK, Binding, call_hook
 from ._control import Gate
 from ._fanout import Fan, Fanning
 from ._private.gcpause import paused_gc
@@ -96,33 +97,13 @@ from .executors.thread import ThreadExecutor
 from .metrics import RunMetrics
 from .result import Results, RunResult, TaskRun
 from .states import RunStatus, TaskState, check_transition
-from .task import Task, TaskContext
+from .task import TaskContext
 
 if TYPE_CHECKING:
     from ._memory import MemoryWatch
     from .persistence.manager import RunSession
 
-__all__ = ["Binding", "Engine", "call_hook"]
-
-# Kinds of argument a task parameter can be bound to.
-FROM_TASK = 0
-FROM_PARAM = 1
-FROM_CONTEXT = 2
-FROM_RESOURCE = 3
-
-
-@dataclass(slots=True)
-class Binding:
-    """How to call one task: its callable and where each argument comes from."""
-
-    task: Task
-    call: Callable[..., Any]
-    args: tuple[tuple[str, int, str], ...]
-    extra_inputs: tuple[str, ...]  # upstream results passed through **kwargs
-    when: Callable[..., Any] | None = None  # the task's condition, bound like the task
-    when_args: tuple[tuple[str, int, str], ...] = ()
-    uses_resources: bool = False
-
+__all__ = ["Engine"]
 
 @dataclass(slots=True)
 class _Attempt:
@@ -781,13 +762,3 @@ class Engine(Recording, Fanning, Admitting):
 
 def _name_of(entry: str | tuple[str, int]) -> str:
     return entry if isinstance(entry, str) else entry[0]
-
-
-def call_hook(hook: Callable[..., Any], arg: Any, what: str) -> None:
-    """Call a user's failure hook in the driver; its own error is logged, never raised."""
-    try:
-        hook(arg)
-    except Exception:
-        import logging
-
-        logging.getLogger("flowforge").exception("%s raised; the run goes on", what)

@@ -31,7 +31,7 @@ from .task import TaskContext
 if TYPE_CHECKING:
     from collections import deque
 
-    from ._engine import Binding
+    from ._binding import Binding
     from .dag import CompiledDAG
     from .executors.base import Executor
     from .persistence.manager import RunSession

@@ -16,8 +16,8 @@ from .metrics import RunMetrics
 from .states import RunStatus, TaskState
 
 if TYPE_CHECKING:
+    from ._binding import Binding
     from ._control import Gate
-    from ._engine import Binding
     from .dag import CompiledDAG, ReadySet
     from .persistence.manager import RunSession
     from .result import TaskRun

@@ -375,7 +375,7 @@ def to_yaml(wf: Workflow) -> str:
     conditions (``when=``) or loops, which YAML cannot name."""
     import yaml
 
-    from ._engine import FROM_CONTEXT, FROM_PARAM, FROM_TASK
+    from ._binding import FROM_CONTEXT, FROM_PARAM, FROM_TASK
 
     bindings, graph = wf._bind(wf.params, strict=True)  # noqa: SLF001 - same package
     doc: dict[str, Any] = {"name": wf.name}

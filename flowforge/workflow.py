@@ -27,13 +27,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
-from ._engine import (
+from ._binding import (
     FROM_CONTEXT,
     FROM_PARAM,
     FROM_RESOURCE,
     FROM_TASK,
     Binding,
-    Engine,
     call_hook,
 )
 from ._private import gcpause
@@ -252,6 +251,8 @@ class Workflow:
 
             check_params(self, merged)
         owner = f"workflow {self.name!r}"
+        from ._engine import Engine  # loaded on the first run: import flowforge stays light
+
         with gcpause.preparing():  # 100,000 tasks make a million long-lived objects
             bindings, graph = self._bind(merged, strict=True)
             refs = self._resource_refs(merged) if self.shared_resources else None

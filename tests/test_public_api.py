@@ -30,7 +30,8 @@ def test_all_is_exactly_the_promise():
 
 def test_import_is_light():
     """import flowforge loads neither structlog, loky, cloudpickle, filelock nor sqlite3."""
-    mods = "('structlog', 'loky', 'cloudpickle', 'filelock', 'sqlite3', 'flowforge.persistence.manager')"
+    mods = ("('structlog', 'loky', 'cloudpickle', 'filelock', 'sqlite3', 'yaml', "
+            "'flowforge.persistence.manager', 'flowforge._engine')")
     code = f"import sys, flowforge; print(sorted(m for m in {mods} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -30,6 +30,7 @@ def load(target: str) -> dict[str, Workflow]:
         from .definition import load_definition
 
         wf = load_definition(target)
+        wf.source = os.path.abspath(target)
         return {wf.name: wf}
     if target.endswith(".py") or os.sep in target or os.path.exists(target):
         path = os.path.abspath(target)
@@ -51,6 +52,11 @@ def load(target: str) -> dict[str, Workflow]:
             sys.path.insert(0, os.getcwd())
         namespace = _import(target, target)
     found = {v.name: v for v in namespace.values() if isinstance(v, Workflow)}
+    source = os.path.abspath(target) if os.path.exists(target) else str(
+        namespace.get("__file__") or target
+    )
+    for wf in found.values():
+        wf.source = source
     if not found:
         msg = (
             f"{target} defines no workflow at its top level; define one with "

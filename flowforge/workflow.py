@@ -164,6 +164,9 @@ class Workflow:
         self.param_types: dict[str, dict[str, Any]] = {}
         #: Where a definition came from (path, schedule, version), for loaded ones.
         self.definition: dict[str, Any] | None = None
+        #: The file that defines this workflow (saved with its runs for flowforge resume);
+        #: set by flowforge.load, else the running script.
+        self.source: str | None = None
         self.shared_resources: dict[str, Resource] = {}
         self._token: Token[Workflow | None] | None = None
 
@@ -267,6 +270,8 @@ class Workflow:
                     resume=self.resume and not fresh,
                     new_run_id=_new_run_id,
                     job=job,
+                    target=self.source or _main_file(),
+                    params=merged,
                 )
             detach: Callable[[], None] = _nothing
             try:
@@ -683,6 +688,12 @@ def _signature(call: Callable[..., Any], task: str) -> _Signature:
     except TypeError:
         pass
     return found
+
+
+def _main_file() -> str | None:
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return os.path.abspath(path) if isinstance(path, str) and path.endswith(".py") else None
 
 
 def _nothing() -> None:

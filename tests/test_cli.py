@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -129,3 +130,75 @@ def test_schedule_runs_in_the_foreground_until_sigterm_and_jobs_lists_it(flow):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+SLOW = textwrap.dedent('''
+    import os, time
+    from flowforge import task, workflow
+
+    with workflow("slow", executor="thread", quiet=True, progress=False) as wf:
+        @task
+        def first(n=2):
+            return n
+
+        @task
+        def wait(first):
+            open("started", "w").close()
+            for _ in range(600):
+                if os.path.exists("release"):
+                    return first
+                time.sleep(0.05)
+            raise TimeoutError("never released")
+''')
+
+
+def test_cancel_from_another_process_then_resume(tmp_path):
+    """`flowforge cancel RUN_ID` stops a run in another process, which saves and ends
+    cancelled (exit 1); `flowforge resume RUN_ID` then finishes it with the same params."""
+    path = tmp_path / "slow.py"
+    path.write_text(SLOW)
+    env = {**os.environ, "PYTHONPATH": REPO}
+    runner = subprocess.Popen([sys.executable, "-m", "flowforge", "run", str(path), "-p", "n=7"],
+                              cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "started").exists():
+            assert time.monotonic() < deadline and runner.poll() is None, runner.stderr.read()
+            time.sleep(0.05)
+        runs = json.loads(subprocess.run(
+            [sys.executable, "-m", "flowforge", "history", "--json"], cwd=tmp_path, env=env,
+            capture_output=True, text=True, check=True).stdout)
+        run_id = runs[0]["run_id"]
+        cancel = subprocess.run([sys.executable, "-m", "flowforge", "cancel", run_id],
+                                cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert cancel.returncode == 0, cancel.stderr
+        assert runner.wait(timeout=60) == 1
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    status = json.loads(subprocess.run(
+        [sys.executable, "-m", "flowforge", "status", run_id, "--json"], cwd=tmp_path,
+        env=env, capture_output=True, text=True, check=True).stdout)
+    assert status["status"] == "cancelled"
+    again = subprocess.run([sys.executable, "-m", "flowforge", "cancel", run_id],
+                           cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert again.returncode == 2 and "is not running" in again.stderr
+    (tmp_path / "release").touch()
+    resumed = subprocess.run([sys.executable, "-m", "flowforge", "resume", run_id],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
+    final = json.loads(subprocess.run(
+        [sys.executable, "-m", "flowforge", "status", run_id, "--json", "--tasks"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout)
+    assert final["status"] == "succeeded" and "1 restored" in final["tasks"]
+
+
+def test_graph_to_a_picture_needs_graphviz(flow, tmp_path, capsys):
+    """graph -o dag.svg draws with Graphviz's dot, or says how to get it."""
+    import shutil
+
+    code = main(["graph", flow, "-o", str(tmp_path / "dag.svg")])
+    if shutil.which("dot"):
+        assert code == 0 and (tmp_path / "dag.svg").read_text().lstrip().startswith("<")
+    else:
+        assert code == 2 and "apt install graphviz" in capsys.readouterr().err

@@ -71,12 +71,22 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=_status)
 
+    res = sub.add_parser("resume", help="resume an unfinished run (the last of its workflow)")
+    res.add_argument("run_id")
+    res.add_argument("target", nargs="?", help="the workflow's file, if the run did not save it")
+    res.set_defaults(func=_resume)
+
+    can = sub.add_parser("cancel", help="stop a running run (from another terminal)")
+    can.add_argument("run_id")
+    can.set_defaults(func=_cancel)
+
     clean = sub.add_parser("clean", help="delete old runs, keeping the newest per workflow")
     clean.add_argument("--keep", type=int, default=10)
     clean.set_defaults(func=_clean)
 
-    graph = sub.add_parser("graph", help="the DAG as text")
+    graph = sub.add_parser("graph", help="the DAG as text, or a picture through Graphviz")
     _target(graph)
+    graph.add_argument("-o", dest="output", help="dag.svg or dag.png (needs Graphviz's dot)")
     graph.set_defaults(func=_graph)
 
     export = sub.add_parser("export", help="the workflow as json, mermaid or dot")
@@ -215,9 +225,67 @@ def _clean(args: argparse.Namespace) -> int:
 
 
 def _graph(args: argparse.Namespace) -> int:
-    from ..export import to_text
+    from ..export import to_dot, to_text
 
-    print(to_text(_workflow(args)), end="")
+    wf = _workflow(args)
+    if not args.output:
+        print(to_text(wf), end="")
+        return OK
+    import shutil
+    import subprocess
+
+    fmt = os.path.splitext(args.output)[1].lstrip(".").lower()
+    if fmt not in ("svg", "png", "pdf"):
+        raise ValueError(f"-o takes a .svg, .png or .pdf file, got {args.output!r}")
+    dot = shutil.which("dot")
+    if dot is None:
+        raise ValueError(
+            "drawing needs Graphviz's `dot` program: install it (apt install graphviz, brew "
+            "install graphviz) or write the source with `flowforge export --format dot`"
+        )
+    subprocess.run([dot, f"-T{fmt}", "-o", args.output], input=to_dot(wf), text=True,
+                   check=True)
+    print(f"wrote {args.output}")
+    return OK
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from ..loading import load, pick
+
+    manager = _manager(args)
+    info = next((r for r in manager.runs() if r.run_id == args.run_id), None)
+    if info is None:
+        raise ValueError(f"no saved run {args.run_id!r} in {args.state_dir!r}")
+    if info.status in ("succeeded", "running"):
+        raise ValueError(f"run {args.run_id} is {info.status}: there is nothing to resume")
+    last = manager.runs(info.workflow)[0]
+    if last.run_id != info.run_id:
+        raise ValueError(
+            f"run {args.run_id} is not the last run of {info.workflow!r} ({last.run_id} is); "
+            "only the last run of a workflow can be resumed"
+        )
+    target = args.target or info.target
+    if not target:
+        raise ValueError("the run did not save which file defines its workflow; pass it")
+    wf = pick(load(target), info.workflow, target)
+    wf.state_dir = args.state_dir
+    result = wf.run(params=info.params)  # the same params: nothing looks changed
+    return OK if result.ok else FAILED
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    import signal
+
+    manager = _manager(args)
+    info = next((r for r in manager.runs() if r.run_id == args.run_id), None)
+    if info is None:
+        raise ValueError(f"no saved run {args.run_id!r} in {args.state_dir!r}")
+    owner = manager.store.owner(info.workflow)
+    if info.status != "running" or not owner or owner.get("run_id") != args.run_id:
+        raise ValueError(f"run {args.run_id} is not running (it is {info.status})")
+    # The run's process treats this like Ctrl-C: it stops its tasks, saves, ends cancelled.
+    os.kill(int(owner["pid"]), signal.SIGINT)
+    print(f"asked process {owner['pid']} to cancel run {args.run_id}")
     return OK
 
 

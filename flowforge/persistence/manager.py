@@ -158,6 +158,19 @@ def _live(journal: _Journal) -> int:
     return len(journal.slots) + sum(len(u) for u in journal.units.values())
 
 
+def _plain(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``params`` if they survive JSON unchanged (so a resume can reuse them), else None."""
+    if not params:
+        return None
+    import json
+
+    try:
+        text = json.dumps(dict(params), sort_keys=True)
+    except (TypeError, ValueError):
+        return None
+    return dict(params) if json.loads(text) == dict(params) else None
+
+
 def _dumps(value: Any) -> bytes:
     try:
         return pickle.dumps(value, protocol=5)
@@ -337,6 +350,8 @@ class PersistenceManager:
         resume: bool,
         new_run_id: Callable[[], str],
         job: str | None = None,
+        target: str | None = None,
+        params: Mapping[str, Any] | None = None,
     ) -> RunSession:
         """Lock ``workflow``, plan the run, and open its journal."""
         stack = ExitStack()
@@ -347,7 +362,7 @@ class PersistenceManager:
                 plan, journal = self._plan(workflow, order, upstream, fingerprints, last)
                 session = RunSession(
                     self.store, workflow, last, plan, journal, fingerprints, order, new_run_id,
-                    stack, job,
+                    stack, job, target, params,
                 )
         except BaseException:
             stack.close()
@@ -375,6 +390,8 @@ class RunSession:
         new_run_id: Callable[[], str],
         stack: ExitStack,
         job: str | None = None,
+        target: str | None = None,
+        params: Mapping[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.workflow = workflow
@@ -406,8 +423,14 @@ class RunSession:
             resumes=0 if last is None else last.resumes + 1,
             store=store.kind,
             job=job,
+            target=target,
+            params=_plain(params),
         )
         self._where = store.where(workflow, self.run_id)
+        try:
+            store.note_owner(workflow, self.run_id)
+        except OSError:
+            pass  # the note only helps other processes name or cancel this run
         self._failed: StateError | None = None
         try:
             store.write_run(self._info)

@@ -56,6 +56,8 @@ class RunInfo:
     resumes: int = 0
     store: str = "files"
     job: str | None = None  # the scheduler job that started it
+    target: str | None = None  # the file that defined the workflow (for flowforge resume)
+    params: dict[str, Any] | None = None  # the run's params, when they are plain JSON data
 
     def to_json(self) -> bytes:
         """The summary as a state header: format and versions first, then the fields."""

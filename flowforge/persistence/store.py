@@ -142,21 +142,28 @@ class StateStore(ABC):
         except Timeout:
             raise self._locked_error(workflow, path) from None
         owner = path + ".owner"
-        import socket
-
         try:
-            _frames.write_atomic(
-                owner,
-                json.dumps(
-                    {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-                ).encode(),
-                fsync=False,
-            )
+            self.note_owner(workflow)
             yield
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(owner)
             lock.release()
+
+    def note_owner(self, workflow: str, run_id: str | None = None) -> None:
+        """Say who holds ``workflow``'s lock (pid, host, start, and the run once known):
+        what a second process's error names and what ``flowforge cancel`` signals."""
+        import socket
+
+        note = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                "run_id": run_id}
+        _frames.write_atomic(
+            self.lock_path(workflow) + ".owner", json.dumps(note).encode(), fsync=False
+        )
+
+    def owner(self, workflow: str) -> dict[str, Any] | None:
+        """The lock holder's note, if any (see :meth:`note_owner`)."""
+        return _read_owner(self.lock_path(workflow))
 
     def is_locked(self, workflow: str) -> bool:
         """True while a live process holds ``workflow``'s lock.

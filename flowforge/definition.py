@@ -34,7 +34,8 @@ from .task import Task, TaskContext
 if TYPE_CHECKING:
     from .workflow import Workflow
 
-__all__ = ["SCHEMA", "DefinitionTask", "load_definition", "to_yaml"]
+__all__ = ["SCHEMA", "DefinitionTask", "ExpressionCondition", "ExpressionUntil",
+           "load_definition", "to_yaml"]
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "string": str, "integer": int, "number": (int, float), "boolean": bool, "array": list,
@@ -89,8 +90,28 @@ SCHEMA: dict[str, Any] = {
                                      "all_failed", "none_failed"]},
                 "on_error": {"enum": ["continue", "fail_fast"]},
                 "tags": {"type": "array", "items": {"type": "string"}},
+                "when": {"type": "string"},
+                "loop": {"type": "object", "required": ["max_iterations"],
+                         "additionalProperties": False, "properties": {
+                             "max_iterations": {"type": "integer", "minimum": 1},
+                             "until": {"type": "string"},
+                             "on_exhausted": {"enum": ["fail", "succeed"]}}},
+                "resources": {"type": "object", "additionalProperties": False, "properties": {
+                    "cpus": {"type": "number", "minimum": 0},
+                    "memory": {"type": ["integer", "string"]},
+                    "gpus": {"type": "number", "minimum": 0},
+                    "gpu_memory": {"type": ["integer", "string"]}}},
+                "rate_limit": {"type": "string"},
             },
         }},
+        "limits": {"type": "object", "additionalProperties": False, "properties": {
+            "cpus": {"type": "number", "minimum": 0},
+            "memory": {"type": ["integer", "string"]},
+            "gpus": {"type": "integer", "minimum": 0},
+            "max_concurrent_tasks": {"type": "integer", "minimum": 1}}},
+        "rate_limits": {"type": "object", "additionalProperties": {"type": "string"}},
+        "concurrency": {"type": "object", "additionalProperties": {"type": "integer",
+                                                                  "minimum": 1}},
     },
 }
 
@@ -131,6 +152,34 @@ class DefinitionTask(Task):
         return [self.function, self.args, self.test, self.then, self.otherwise]
 
 
+class ExpressionCondition:
+    """A ``when:`` expression as a task condition: it takes the tasks it names (and
+    ``ctx`` for the params), so the engine binds it like any condition."""
+
+    def __init__(self, source: str, tasks: list[str]) -> None:
+        import inspect
+
+        self.source = source
+        self.tasks = tasks
+        kinds = inspect.Parameter.KEYWORD_ONLY
+        self.__signature__ = inspect.Signature(
+            [inspect.Parameter("ctx", kinds), *(inspect.Parameter(n, kinds) for n in tasks)]
+        )
+
+    def __call__(self, ctx: TaskContext, **inputs: Any) -> bool:
+        return bool(condition(self.source).evaluate({**inputs, "params": dict(ctx.params)}))
+
+
+class ExpressionUntil:
+    """A loop's ``until:`` expression; ``${result}`` is the last iteration's result."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def __call__(self, result: Any) -> bool:
+        return bool(condition(self.source).evaluate({"result": result}))
+
+
 def load_definition(path: str) -> Workflow:
     """A workflow from a ``.yaml``/``.yml``/``.json`` file; WorkflowDefinitionError lists
     every problem with its line."""
@@ -144,12 +193,17 @@ def load_definition(path: str) -> Workflow:
             sys.path.insert(0, entry)
     params = data.get("params") or {}
     on_error = data.get("on_error")
+    from .resources import ResourceLimits
+
     wf = Workflow(
         data["name"],
         executor=data.get("executor", "thread"),
         max_workers=data.get("max_workers"),
         params={k: v["default"] for k, v in params.items() if "default" in v},
         on_error=on_error if isinstance(on_error, str) else "fail_fast",
+        limits=ResourceLimits(**data["limits"]) if data.get("limits") else None,
+        rate_limits=data.get("rate_limits"),
+        concurrency=data.get("concurrency"),
     )
     wf.param_types = {k: dict(v) for k, v in params.items()}
     wf.definition = {"path": os.path.abspath(path), "schedule": data.get("schedule"),
@@ -188,14 +242,15 @@ def _tasks_of(t: Mapping[str, Any], ids: list[str], params: set[str], routed_by:
     kind = t.get("type", "task")
     name = t["id"]
     args = t.get("with") or {}
-    refs = references(args) | references(t.get("if", "")) | references(t.get("map", ""))
+    refs = (references(args) | references(t.get("if", "")) | references(t.get("map", ""))
+            | references(t.get("when", "")))
     refs -= {"params", "item"}
     unknown = sorted(refs - set(ids))
     if unknown:
         msg = (f"${{{unknown[0]}}} refers to no task (its tasks: {', '.join(ids)}); "
                "write ${params.NAME} for a param")
         raise WorkflowDefinitionError(msg, task=name)
-    for used in _param_refs(args, t.get("if", ""), t.get("map", "")) - params:
+    for used in _param_refs(args, t.get("if", ""), t.get("map", ""), t.get("when", "")) - params:
         msg = f"${{params.{used}}} names no param; declare it under params:"
         raise WorkflowDefinitionError(msg, task=name)
     depends = sorted(set(t.get("depends_on", [])) | refs | set(routed_by))
@@ -213,6 +268,24 @@ def _tasks_of(t: Mapping[str, Any], ids: list[str], params: set[str], routed_by:
             options[key] = t[key]
     if t.get("tags"):
         options["tags"] = t["tags"]
+    if "when" in t:
+        options["when"] = ExpressionCondition(t["when"], sorted(references(t["when"]) - {
+            "params", "item"}))
+    if "loop" in t:
+        from .task import Loop
+
+        loop = t["loop"]
+        options["loop"] = Loop(
+            max_iterations=loop["max_iterations"],
+            until=ExpressionUntil(loop["until"]) if "until" in loop else None,
+            on_exhausted=loop.get("on_exhausted", "fail"),
+        )
+    if "resources" in t:
+        from .resources import Resources
+
+        options["resources"] = Resources(**t["resources"])
+    if "rate_limit" in t:
+        options["rate_limit"] = t["rate_limit"]
     if kind == "subflow":
         if "file" not in t:
             raise WorkflowDefinitionError("a subflow needs file:", task=name)
@@ -352,7 +425,34 @@ def _definition_entry(t: DefinitionTask, upstream: tuple[str, ...], wf: Workflow
             entry[key] = getattr(t, key)
     if t.trigger != "all_success":
         entry["trigger"] = t.trigger
+    entry.update(_common_options(t))
+    if isinstance(t.when, ExpressionCondition):
+        entry["when"] = t.when.source
     return entry
+
+
+def _common_options(t: Task) -> dict[str, Any]:
+    """The YAML form of options a Python task and a definition's task share."""
+    out: dict[str, Any] = {}
+    if t.tags:
+        out["tags"] = list(t.tags)
+    if t.rate_limit is not None:
+        out["rate_limit"] = t.rate_limit.rate
+    if t.resources is not None:
+        r = t.resources
+        out["resources"] = {k: v for k, v in (("cpus", r.cpus), ("memory", r.memory),
+                                              ("gpus", r.gpus), ("gpu_memory", r.gpu_memory))
+                            if v}
+    if t.loop is not None:
+        loop: dict[str, Any] = {"max_iterations": t.loop.max_iterations,
+                                "on_exhausted": t.loop.on_exhausted}
+        if isinstance(t.loop.until, ExpressionUntil):
+            loop["until"] = t.loop.until.source
+        elif t.loop.until is not None:
+            msg = f"task {t.name!r}: its loop's until= is a Python callable, not an expression"
+            raise WorkflowDefinitionError(msg, task=t.name)
+        out["loop"] = loop
+    return out
 
 
 def _check_schema(data: Any, lines: dict[tuple[Any, ...], int], path: str) -> None:
@@ -395,9 +495,10 @@ def to_yaml(wf: Workflow) -> str:
             if name not in items_of:  # a map's items helper folds back into its task
                 tasks.append(_definition_entry(t, graph.upstream[name], wf))
             continue
-        if t.when is not None or t.loop is not None or t.map or t.fn is None:
-            msg = (f"task {name!r} uses a Python-only feature (when=, loop=, map= or a Task "
-                   "subclass) that a YAML definition cannot name yet")
+        if t.when is not None or t.map or t.fn is None:
+            msg = (f"task {name!r} uses a Python-only feature (a when= callable, map= over a "
+                   "task's result, or a Task subclass) that YAML writes as an expression; "
+                   "rewrite it in the definition")
             raise WorkflowDefinitionError(msg, task=name)
         module = getattr(t.fn, "__module__", "")
         qualname = getattr(t.fn, "__qualname__", "")
@@ -429,6 +530,7 @@ def to_yaml(wf: Workflow) -> str:
                 entry[key] = getattr(t, key)
         if t.trigger != "all_success":
             entry["trigger"] = t.trigger
+        entry.update(_common_options(t))
         tasks.append(entry)
     doc["tasks"] = tasks
     hooks = getattr(wf, "_failure_hooks", [])
@@ -437,6 +539,16 @@ def to_yaml(wf: Workflow) -> str:
         doc["on_error"] = {"call": f"{fn.__module__}:{fn.__qualname__}"}
     elif wf.on_error != "fail_fast":
         doc["on_error"] = wf.on_error
+    if wf.limits is not None:
+        lim = wf.limits
+        doc["limits"] = {k: v for k, v in (("cpus", lim.cpus), ("memory", lim.memory),
+                                           ("gpus", lim.gpus),
+                                           ("max_concurrent_tasks", lim.max_concurrent_tasks))
+                         if v is not None}
+    if wf.rate_limits:
+        doc["rate_limits"] = {k: v.rate for k, v in wf.rate_limits.items()}
+    if wf.concurrency:
+        doc["concurrency"] = dict(wf.concurrency)
     meta = wf.definition or {}
     for key in ("version", "description", "schedule"):
         if meta.get(key) is not None:

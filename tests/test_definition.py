@@ -186,3 +186,50 @@ def test_a_subflow_from_another_file(tmp_path):
         """))
     result = load_definition(str(tmp_path / "outer.yaml")).run()
     assert result.ok and result["total"] == 3
+
+
+LOOPY = """\
+name: loopy
+limits: {cpus: 4, max_concurrent_tasks: 2}
+rate_limits: {api: "100/s"}
+concurrency: {db: 1}
+params:
+  target: {type: number, default: 10}
+tasks:
+  - id: numbers
+    call: tests.fixture_definition:numbers
+    with: {n: 4}
+    resources: {cpus: 1, memory: 64MiB}
+    tags: [db, api]
+    rate_limit: "50/s"
+  - id: grow
+    call: tests.fixture_definition:total
+    with: {numbers: "${numbers}"}
+    loop: {max_iterations: 5, until: "${result} >= 6", on_exhausted: fail}
+  - id: only_if_big
+    call: tests.fixture_definition:double
+    with: {x: "${grow}"}
+    when: "${grow} > ${params.target}"
+  - id: only_if_small
+    call: tests.fixture_definition:double
+    with: {x: "${grow}"}
+    when: "${grow} <= ${params.target}"
+"""
+
+
+def test_when_loop_resources_and_limits_have_a_yaml_form(tmp_path):
+    """when:, loop: with until:, resources:, tags, rate_limit and workflow limits load,
+    run, and export back to the same definition."""
+    path = tmp_path / "loopy.yaml"
+    path.write_text(LOOPY)
+    wf = load_definition(str(path))
+    result = wf.run()
+    assert result.ok, result.error
+    assert result["grow"] == 6
+    assert result.tasks["only_if_big"].state == "skipped" and result["only_if_small"] == 12
+    assert wf.tasks["numbers"].resources.cpus == 1 and wf.tasks["numbers"].tags == ("db", "api")
+    assert result.metrics.peak["tasks"] <= 2
+    (tmp_path / "again.yaml").write_text(wf.to_yaml())
+    again = load_definition(str(tmp_path / "again.yaml"))
+    assert again.to_yaml() == wf.to_yaml()
+    assert again.run(fresh=True)["only_if_small"] == 12

@@ -233,7 +233,10 @@ def load_definition(path: str) -> Workflow:
     try:
         wf.validate()
     except WorkflowDefinitionError as exc:
-        raise WorkflowDefinitionError(f"{path}: {exc}", path=path) from exc
+        task = getattr(exc, "task", None) or (getattr(exc, "cycle", None) or [None])[0]
+        index = ids.index(task) if task in ids else None
+        line = lines.get(("tasks", index), "?") if index is not None else "?"
+        raise WorkflowDefinitionError(f"{path}:{line}: {exc}", path=path) from exc
     return wf
 
 

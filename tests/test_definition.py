@@ -93,7 +93,7 @@ BAD = {
         "name: x\ntasks:\n  - id: a\n    call: tests.fixture_definition:double\n"
         "    with: {x: \"${b}\"}\n  - id: b\n    call: tests.fixture_definition:double\n"
         "    with: {x: \"${a}\"}\n",
-        r"cycle",
+        r"bad\.yaml:\d+: .*cycle",
     ),
     "bad reference": (
         "name: x\ntasks:\n  - id: a\n    call: tests.fixture_definition:double\n"

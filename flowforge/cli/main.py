@@ -34,7 +34,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flowforge", description=__doc__)
     p.add_argument("--state-dir", default="state", help="the state folder (default: state)")
+    common = argparse.ArgumentParser(add_help=False)  # --state-dir after the command too
+    common.add_argument("--state-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command")
+    original = sub.add_parser
+
+    def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return original(name, parents=[common], **kwargs)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     run = sub.add_parser("run", help="run a workflow from a Python file or module")
     _target(run)
@@ -98,8 +106,9 @@ def _parser() -> argparse.ArgumentParser:
 
     sched = sub.add_parser("schedule", help="run a workflow on a cron schedule (foreground)")
     _target(sched)
-    sched.add_argument("--cron", required=True, help='e.g. "*/15 * * * *" or @daily')
-    sched.add_argument("--timezone", default="UTC")
+    sched.add_argument("--cron", help='e.g. "*/15 * * * *" or @daily (default: the '
+                       "definition's schedule:)")
+    sched.add_argument("--timezone")
     sched.add_argument("--name", help="the job's name (default: the workflow's)")
     sched.set_defaults(func=_schedule)
 
@@ -311,8 +320,13 @@ def _schedule(args: argparse.Namespace) -> int:
     from ..scheduler import Scheduler
 
     wf = _workflow(args)
+    planned = (wf.definition or {}).get("schedule") or {}
+    cron = args.cron or planned.get("cron")
+    if not cron:
+        raise ValueError("give --cron (the workflow's definition has no schedule:)")
+    timezone_name = args.timezone or planned.get("timezone") or "UTC"
     sched = Scheduler(args.state_dir)
-    info = sched.add(wf, cron=args.cron, timezone=args.timezone, name=args.name)
+    info = sched.add(wf, cron=cron, timezone=timezone_name, name=args.name)
     print(f"job {info.name!r}: {info.schedule}; next run {info.next_run}; Ctrl-C stops it",
           file=sys.stderr)
     sched.run()

@@ -421,13 +421,6 @@ def _definition_entry(t: DefinitionTask, upstream: tuple[str, ...], wf: Workflow
     extra = sorted(set(upstream) - implied - routed)
     if extra:
         entry["depends_on"] = extra
-    if t.retries:
-        entry["retry"] = {"attempts": t.retries + 1, "delay": t.retry_delay, "backoff": t.backoff}
-    for key in ("timeout", "on_error"):
-        if getattr(t, key) is not None:
-            entry[key] = getattr(t, key)
-    if t.trigger != "all_success":
-        entry["trigger"] = t.trigger
     entry.update(_common_options(t))
     if isinstance(t.when, ExpressionCondition):
         entry["when"] = t.when.source
@@ -437,6 +430,13 @@ def _definition_entry(t: DefinitionTask, upstream: tuple[str, ...], wf: Workflow
 def _common_options(t: Task) -> dict[str, Any]:
     """The YAML form of options a Python task and a definition's task share."""
     out: dict[str, Any] = {}
+    if t.retries:
+        out["retry"] = {"attempts": t.retries + 1, "delay": t.retry_delay, "backoff": t.backoff}
+    for key in ("timeout", "on_error"):
+        if getattr(t, key) is not None:
+            out[key] = getattr(t, key)
+    if t.trigger != "all_success":
+        out["trigger"] = t.trigger
     if t.tags:
         out["tags"] = list(t.tags)
     if t.rate_limit is not None:
@@ -525,14 +525,6 @@ def to_yaml(wf: Workflow) -> str:
         extra = sorted(set(graph.upstream[name]) - {s for _, k, s in b.args if k == FROM_TASK})
         if extra:
             entry["depends_on"] = extra
-        if t.retries:
-            entry["retry"] = {"attempts": t.retries + 1, "delay": t.retry_delay,
-                              "backoff": t.backoff}
-        for key in ("timeout", "on_error"):
-            if getattr(t, key) is not None:
-                entry[key] = getattr(t, key)
-        if t.trigger != "all_success":
-            entry["trigger"] = t.trigger
         entry.update(_common_options(t))
         tasks.append(entry)
     doc["tasks"] = tasks

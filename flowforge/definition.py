@@ -84,7 +84,11 @@ SCHEMA: dict[str, Any] = {
                 "if": {"type": "string"},
                 "then": {"type": "array", "items": {"type": "string"}},
                 "else": {"type": "array", "items": {"type": "string"}},
-                "map": {"type": "string"},
+                "map": {"oneOf": [
+                    {"type": "string"},
+                    {"type": "object", "minProperties": 1,
+                     "additionalProperties": {"type": "string"}},
+                ]},
                 "file": {"type": "string"},
                 "trigger": {"enum": ["all_success", "all_done", "one_success", "one_failed",
                                      "all_failed", "none_failed"]},
@@ -102,6 +106,9 @@ SCHEMA: dict[str, Any] = {
                     "gpus": {"type": "number", "minimum": 0},
                     "gpu_memory": {"type": ["integer", "string"]}}},
                 "rate_limit": {"type": "string"},
+                "on_failure": {"type": "object", "required": ["call"],
+                               "additionalProperties": False,
+                               "properties": {"call": {"type": "string"}}},
             },
         }},
         "limits": {"type": "object", "additionalProperties": False, "properties": {
@@ -110,6 +117,9 @@ SCHEMA: dict[str, Any] = {
             "gpus": {"type": "integer", "minimum": 0},
             "max_concurrent_tasks": {"type": "integer", "minimum": 1}}},
         "rate_limits": {"type": "object", "additionalProperties": {"type": "string"}},
+        "shared": {"type": "object", "additionalProperties": {
+            "type": "object", "required": ["call"], "additionalProperties": False,
+            "properties": {"call": {"type": "string"}, "with": {"type": "object"}}}},
         "concurrency": {"type": "object", "additionalProperties": {"type": "integer",
                                                                   "minimum": 1}},
     },
@@ -123,8 +133,9 @@ class DefinitionTask(Task):
     def __init__(self, name: str, *, target: str | None, args: Mapping[str, Any],
                  test: str | None = None, then: list[str] | None = None,
                  otherwise: list[str] | None = None, item_from: str | None = None,
-                 **options: Any) -> None:
+                 uses: tuple[str, ...] = (), **options: Any) -> None:
         super().__init__(name, None, **options)
+        self.uses = tuple(uses)  # shared resources its expressions name
         self.target = target
         self.args = dict(args)
         self.test = test
@@ -142,14 +153,62 @@ class DefinitionTask(Task):
             if self.test is not None:
                 return self.then if condition(self.test).evaluate(scope) else self.otherwise
             if self.function is None:  # the items of a map: `map: "${...}"`
-                return evaluate(self.args["items"], scope)
+                items = evaluate(self.args["items"], scope)
+                if isinstance(items, dict):  # lockstep: {x: "${a}", y: "${b}"}
+                    columns = {k: list(v) for k, v in items.items()}
+                    if len({len(c) for c in columns.values()}) > 1:
+                        sizes = ", ".join(f"{k}: {len(c)}" for k, c in columns.items())
+                        raise ExpressionError(f"lockstep map lengths differ ({sizes})")
+                    return [dict(zip(columns, row, strict=True))
+                            for row in zip(*columns.values(), strict=True)]
+                return items
             return self.function(**evaluate(self.args, scope))
         except ExpressionError as exc:
             raise WorkflowDefinitionError(f"task {self.name!r}: {exc}", task=self.name) from None
 
+    @property
+    def callable(self) -> Any:
+        """``run`` with a signature naming ``ctx`` and the shared resources it uses, so the
+        engine binds them like a Python task's parameters."""
+        return _BoundCall(self) if self.uses else self.run
+
     def fingerprint_parts(self) -> list[Any]:
         """What besides the class's code decides this task's result (see fingerprints)."""
         return [self.function, self.args, self.test, self.then, self.otherwise]
+
+
+class _BoundCall:
+    """A definition task's ``run`` as the engine sees it (see ``DefinitionTask.callable``)."""
+
+    def __init__(self, task: DefinitionTask) -> None:
+        import inspect
+
+        self.task = task
+        kw = inspect.Parameter.KEYWORD_ONLY
+        self.__signature__ = inspect.Signature([
+            inspect.Parameter("ctx", kw),
+            *(inspect.Parameter(n, kw) for n in task.uses),
+            inspect.Parameter("inputs", inspect.Parameter.VAR_KEYWORD),
+        ])
+
+    def __call__(self, **kwargs: Any) -> Any:
+        return self.task.run(**kwargs)
+
+
+class _SharedFactory:
+    """A YAML ``shared:`` resource: calls its function with its evaluated ``with:``."""
+
+    def __init__(self, target: str, args: Mapping[str, Any], params: list[str]) -> None:
+        import inspect
+
+        self.target = target
+        self.args = dict(args)
+        kw = inspect.Parameter.KEYWORD_ONLY
+        self.__signature__ = inspect.Signature([inspect.Parameter(n, kw) for n in params])
+
+    def __call__(self, **params: Any) -> Any:
+        fn = _import_target(self.target, f"shared resource {self.target}")
+        return fn(**evaluate(self.args, {"params": params}))
 
 
 class ExpressionCondition:
@@ -208,6 +267,10 @@ def load_definition(path: str) -> Workflow:
     wf.param_types = {k: dict(v) for k, v in params.items()}
     wf.definition = {"path": os.path.abspath(path), "schedule": data.get("schedule"),
                      "version": data.get("version"), "description": data.get("description")}
+    shared = data.get("shared") or {}
+    for rname, spec in shared.items():
+        wanted = sorted(_param_refs(spec.get("with", {})))
+        wf.resource(name=rname)(_SharedFactory(spec["call"], spec.get("with", {}), wanted))
     tasks = data["tasks"]
     ids = [t["id"] for t in tasks]
     problems: list[str] = []
@@ -218,7 +281,8 @@ def load_definition(path: str) -> Workflow:
     for i, t in enumerate(tasks):
         where = f"{path}:{lines.get(('tasks', i), '?')}"
         try:
-            for made in _tasks_of(t, ids, set(params), routed.get(t["id"], []), folder):
+            for made in _tasks_of(t, ids, set(params), routed.get(t["id"], []), folder,
+                                  set(shared)):
                 wf.add_task(made)
         except (WorkflowDefinitionError, ExpressionError) as exc:
             problems.append(f"{where}: task {t['id']!r}: {exc}")
@@ -241,13 +305,15 @@ def load_definition(path: str) -> Workflow:
 
 
 def _tasks_of(t: Mapping[str, Any], ids: list[str], params: set[str], routed_by: list[str],
-              folder: str) -> list[Task]:
+              folder: str, shared: set[str]) -> list[Task]:
     kind = t.get("type", "task")
     name = t["id"]
     args = t.get("with") or {}
     refs = (references(args) | references(t.get("if", "")) | references(t.get("map", ""))
             | references(t.get("when", "")))
     refs -= {"params", "item"}
+    uses = tuple(sorted(refs & shared))
+    refs -= shared
     unknown = sorted(refs - set(ids))
     if unknown:
         msg = (f"${{{unknown[0]}}} refers to no task (its tasks: {', '.join(ids)}); "
@@ -289,6 +355,8 @@ def _tasks_of(t: Mapping[str, Any], ids: list[str], params: set[str], routed_by:
         options["resources"] = Resources(**t["resources"])
     if "rate_limit" in t:
         options["rate_limit"] = t["rate_limit"]
+    if "on_failure" in t:
+        options["on_failure"] = _import_target(t["on_failure"]["call"], name)
     if kind == "subflow":
         if "file" not in t:
             raise WorkflowDefinitionError("a subflow needs file:", task=name)
@@ -311,9 +379,9 @@ def _tasks_of(t: Mapping[str, Any], ids: list[str], params: set[str], routed_by:
         options["map"] = items
         options["depends_on"] = [*depends, items]
         return [*made, DefinitionTask(name, target=t["call"], args=args, item_from=items,
-                                      branch=kind == "branch", **options)]
+                                      branch=kind == "branch", uses=uses, **options)]
     return [DefinitionTask(name, target=t["call"], args=args, branch=kind == "branch",
-                           **options)]
+                           uses=uses, **options)]
 
 
 def _param_refs(*values: Any) -> set[str]:
@@ -437,6 +505,9 @@ def _common_options(t: Task) -> dict[str, Any]:
             out[key] = getattr(t, key)
     if t.trigger != "all_success":
         out["trigger"] = t.trigger
+    if t.on_failure is not None:
+        fn = t.on_failure
+        out["on_failure"] = {"call": f"{fn.__module__}:{fn.__qualname__}"}
     if t.tags:
         out["tags"] = list(t.tags)
     if t.rate_limit is not None:
@@ -544,6 +615,14 @@ def to_yaml(wf: Workflow) -> str:
         doc["rate_limits"] = {k: v.rate for k, v in wf.rate_limits.items()}
     if wf.concurrency:
         doc["concurrency"] = dict(wf.concurrency)
+    shared = {}
+    for rname, res in wf.shared_resources.items():
+        if not isinstance(res.fn, _SharedFactory):
+            msg = f"shared resource {rname!r} is a Python function; YAML cannot name it"
+            raise WorkflowDefinitionError(msg, resource=rname)
+        shared[rname] = {"call": res.fn.target, **({"with": res.fn.args} if res.fn.args else {})}
+    if shared:
+        doc["shared"] = shared
     meta = wf.definition or {}
     for key in ("version", "description", "schedule"):
         if meta.get(key) is not None:

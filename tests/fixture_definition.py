@@ -17,3 +17,29 @@ def double(x: int) -> int:
 
 def describe(total: int, label: str = "total") -> str:
     return f"{label}={total}"
+
+
+def open_store(prefix: str):
+    """A generator resource: what it yields is the resource; after yield, tear-down."""
+    store = {"prefix": prefix, "open": True}
+    yield store
+    store["open"] = False
+
+
+def tag(store: dict, value: int) -> str:
+    return f"{store['prefix']}{value}"
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+failures: list[str] = []
+
+
+def remember_failure(event) -> None:
+    failures.append(event.task)
+
+
+def boom() -> None:
+    raise RuntimeError("boom")

@@ -233,3 +233,47 @@ def test_when_loop_resources_and_limits_have_a_yaml_form(tmp_path):
     again = load_definition(str(tmp_path / "again.yaml"))
     assert again.to_yaml() == wf.to_yaml()
     assert again.run(fresh=True)["only_if_small"] == 12
+
+
+SHARED = """\
+name: shared
+params:
+  prefix: {type: string, default: "#"}
+shared:
+  store: {call: tests.fixture_definition:open_store, with: {prefix: "${params.prefix}"}}
+tasks:
+  - id: numbers
+    call: tests.fixture_definition:numbers
+    with: {n: 3}
+  - id: labels
+    call: tests.fixture_definition:tag
+    map: "${numbers}"
+    with: {store: "${store}", value: "${item}"}
+  - id: pairs
+    call: tests.fixture_definition:add
+    map: {a: "${numbers}", b: "${numbers}"}
+    with: {a: "${item.a}", b: "${item.b}"}
+  - id: fails
+    call: tests.fixture_definition:boom
+    on_error: continue
+    on_failure: {call: tests.fixture_definition:remember_failure}
+"""
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_shared_resources_lockstep_maps_and_failure_hooks_in_yaml(tmp_path, executor):
+    """shared: resources reach tasks by ${name}; map: {a: ..., b: ...} goes in lockstep;
+    a task's on_failure: hook is called."""
+    path = tmp_path / "shared.yaml"
+    path.write_text(SHARED)
+    wf = load_definition(str(path))
+    wf.executor = executor
+    fx.failures.clear()
+    result = wf.run()
+    assert result.ok, result.error
+    assert result["labels"] == ["#0", "#1", "#2"]
+    assert result["pairs"] == [0, 2, 4]
+    assert fx.failures == ["fails"]
+    (tmp_path / "again.yaml").write_text(wf.to_yaml())
+    again = load_definition(str(tmp_path / "again.yaml"))
+    assert again.to_yaml() == wf.to_yaml()

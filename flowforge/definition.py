@@ -569,10 +569,9 @@ def to_yaml(wf: Workflow) -> str:
             if name not in items_of:  # a map's items helper folds back into its task
                 tasks.append(_definition_entry(t, graph.upstream[name], wf))
             continue
-        if t.when is not None or t.map or t.fn is None:
-            msg = (f"task {name!r} uses a Python-only feature (a when= callable, map= over a "
-                   "task's result, or a Task subclass) that YAML writes as an expression; "
-                   "rewrite it in the definition")
+        if t.when is not None or t.fn is None:
+            msg = (f"task {name!r} uses a Python-only feature (a when= callable or a Task "
+                   "subclass) that YAML writes as an expression; rewrite it in the definition")
             raise WorkflowDefinitionError(msg, task=name)
         module = getattr(t.fn, "__module__", "")
         qualname = getattr(t.fn, "__qualname__", "")
@@ -591,6 +590,13 @@ def to_yaml(wf: Workflow) -> str:
             elif kind == FROM_CONTEXT:
                 msg = f"task {name!r} takes ctx, which a YAML definition cannot pass"
                 raise WorkflowDefinitionError(msg, task=name)
+        if t.map:  # map over a task's result: each item reaches the parameter of its name
+            if len(t.map) == 1:
+                entry["map"] = f"${{{t.map[0]}}}"
+                args[t.map[0]] = "${item}"
+            else:
+                entry["map"] = {m: f"${{{m}}}" for m in t.map}
+                args.update({m: f"${{item.{m}}}" for m in t.map})
         if args:
             entry["with"] = args
         extra = sorted(set(graph.upstream[name]) - {s for _, k, s in b.args if k == FROM_TASK})

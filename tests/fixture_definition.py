@@ -43,3 +43,8 @@ def remember_failure(event) -> None:
 
 def boom() -> None:
     raise RuntimeError("boom")
+
+
+def square(numbers: int) -> int:
+    """Mapped over ``numbers``: gets one item under the upstream's name."""
+    return numbers * numbers

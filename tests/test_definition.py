@@ -277,3 +277,18 @@ def test_shared_resources_lockstep_maps_and_failure_hooks_in_yaml(tmp_path, exec
     (tmp_path / "again.yaml").write_text(wf.to_yaml())
     again = load_definition(str(tmp_path / "again.yaml"))
     assert again.to_yaml() == wf.to_yaml()
+
+
+def test_a_python_map_exports_to_yaml_and_runs_the_same(tmp_path):
+    """map="numbers" in the DSL becomes map: "${numbers}" in YAML, with the same results."""
+    with workflow("pm", executor="thread", log_dir=None, quiet=True, params={"n": 4}) as wf:
+        task(name="numbers")(fx.numbers)
+        task(name="square", map="numbers")(fx.square)
+    expected = dict(wf.run(fresh=True).results)
+    path = tmp_path / "pm.yaml"
+    path.write_text(wf.to_yaml())
+    assert "map: ${numbers}" in path.read_text()
+    again = load_definition(str(path))
+    again.log_dir = None
+    got = dict(again.run(fresh=True).results)
+    assert got["square"] == expected["square"] == [0, 1, 4, 9]

@@ -101,7 +101,7 @@ from .task import TaskContext
 
 if TYPE_CHECKING:
     from ._memory import MemoryWatch
-    from .persistence.manager import RunSession
+    from .persistence.session import RunSession
 
 __all__ = ["Engine"]
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ._binding import Binding
     from .dag import CompiledDAG
     from .executors.base import Executor
-    from .persistence.manager import RunSession
+    from .persistence.session import RunSession
     from .result import TaskRun
 
 __all__ = ["Fanning"]

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ._binding import Binding
     from ._control import Gate
     from .dag import CompiledDAG, ReadySet
-    from .persistence.manager import RunSession
+    from .persistence.session import RunSession
     from .result import TaskRun
 
 __all__ = ["HeldResults", "Recording"]

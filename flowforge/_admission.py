@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ from .events import TaskWaiting
 from .resources import RateLimit, ResourceLimits, Resources
 from .states import TaskState
 
-__all__ = ["Admission", "Admitting", "Grant", "Request"]
+__all__ = ["Admission", "Admitting", "Grant", "Request", "admission_for"]
 
 MAX_PASSES = 32
 
@@ -287,6 +288,7 @@ class Admitting:
                     retry: bool = True) -> None: ...
 
     _admission: Admission | None
+    _memory: Any
     _requests: dict[str, Request]
     _grants: dict[tuple[str, int], Grant]
     _wait_since: dict[tuple[str, int], float]
@@ -365,3 +367,49 @@ class Admitting:
                 self.tasks[name].state = TaskState.RUNNING
                 self.tasks[name].attempts += 1
             self._failed(name, WorkflowDefinitionError(msg, task=name), 0.0, retry=False)
+
+    def _watch_memory(self, name: str, index: int, future: Future[Any], ex: Executor) -> None:
+        grant = self._grants.get((name, index))
+        pid = getattr(ex, "worker_pid", lambda f: None)(future)
+        if grant is None or not grant.request.memory or pid is None:
+            return
+        if self._memory is None:
+            from ._memory import MemoryWatch
+
+            self._memory = MemoryWatch()
+        self._memory.watch(future, pid, grant.request.memory,
+                           lambda: ex.cancel_running(future))
+
+    def _gpus_of(self, name: str, index: int) -> list[int] | None:
+        grant = self._grants.get((name, index))
+        return None if grant is None or not grant.request.gpus else list(grant.gpus)
+
+
+def admission_for(
+    tasks: Mapping[str, Any],
+    limits: ResourceLimits | None,
+    rate_limits: Mapping[str, RateLimit],
+    concurrency: Mapping[str, int],
+    clock: Any,
+) -> tuple[Admission | None, dict[str, Request]]:
+    """The admission control a run needs (None when nothing asks for any), with every
+    task's request checked against the limits before anything runs."""
+    declared = any(t.resources is not None or t.tags or t.rate_limit for t in tasks.values())
+    if not (declared or limits or rate_limits or concurrency):
+        return None, {}
+    import psutil
+
+    from ._private.gpus import NvmlInventory
+
+    admission = Admission(
+        limits or ResourceLimits(),
+        gpus=NvmlInventory(),
+        machine_memory=psutil.virtual_memory().total,
+        machine_cpus=float(psutil.cpu_count(logical=True) or 1),
+        rate_limits=rate_limits,
+        concurrency=concurrency,
+        monotonic=clock.monotonic,
+    )
+    requests = {n: Request.of(t.resources, t.tags, t.rate_limit) for n, t in tasks.items()}
+    admission.check(requests)
+    return admission, requests

@@ -13,18 +13,20 @@ task that runs anyway.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import TaskError
-from .states import TaskState
+from .events import TaskSkipped
+from .states import TaskState, check_transition
 
 if TYPE_CHECKING:
     from ._binding import Binding
     from .dag import CompiledDAG
     from .result import TaskRun
 
-__all__ = ["Gate", "branch_choice", "trigger_unmet"]
+__all__ = ["Gate", "Gating", "branch_choice", "trigger_unmet"]
 
 _S = TaskState.SUCCEEDED
 _F = TaskState.FAILED
@@ -131,3 +133,63 @@ class Gate:
             self._bindings[name].task.trigger,
             ((u, tasks[u].state) for u in self._graph.upstream[name]),
         )
+
+
+class Gating:
+    """The engine's side of the gate (mixed into :class:`~flowforge._engine.Engine`):
+    asking about a ready task, and skipping it."""
+
+    if TYPE_CHECKING:
+        from collections import deque
+
+        from .dag import ReadySet
+
+        tasks: Mapping[str, TaskRun]
+        _gate: Gate
+        _bindings: Mapping[str, Binding]
+        _ready_set: ReadySet
+        _ready: deque[Any]
+
+        def _arguments(self, name: str, b: Binding, attempt: int,
+                       args: tuple[tuple[str, int, str], ...] | None = None
+                       ) -> dict[str, Any]: ...
+        def _failed(self, name: str, error: BaseException, duration: float, *,
+                    retry: bool = True) -> None: ...
+        def _save_end(self, rec: TaskRun) -> None: ...
+        def _publish(self, event_type: type[Any], **fields: Any) -> Any: ...
+
+    def _admit(self, name: str) -> bool:
+        """Ask the gate whether a ready task runs: its trigger, a branch, its condition."""
+        reason = self._gate.skip_reason(name)
+        if reason is None:
+            b = self._bindings[name]
+            if b.when is None:
+                return True
+            try:
+                ok = b.when(**self._arguments(name, b, 1, b.when_args))
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # the condition's error fails the task, unretried
+                rec = self.tasks[name]
+                rec.state = TaskState.RUNNING
+                rec.attempts += 1
+                rec.started = time.time()
+                self._failed(name, exc, 0.0, retry=False)
+                return False
+            if ok:
+                return True
+            reason = "condition false"
+        self._skip(name, reason)
+        return False
+
+    def _skip(self, name: str, reason: str) -> None:
+        rec = self.tasks[name]
+        check_transition(name, rec.state, TaskState.SKIPPED)
+        rec.state = TaskState.SKIPPED
+        rec.finished = time.time()
+        self._save_end(rec)
+        self._publish(TaskSkipped, task=name, attempt=rec.attempts, reason=reason)
+        self._gate.ended_without_result(name)
+        rs = self._ready_set
+        rs.done(name)
+        self._ready.extend(rs.get_ready())

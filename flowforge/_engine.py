@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._admission import Admission, Admitting, Grant, Request
 from ._binding import FROM_PARAM, FROM_RESOURCE, FROM_TASK, Binding, call_hook
-from ._control import Gate
+from ._control import Gate, Gating
 from ._fanout import Fan, Fanning
 from ._private.gcpause import paused_gc
 from ._recording import HeldResults, Recording
@@ -86,7 +86,6 @@ from .events import (
     TaskCancelled,
     TaskFailed,
     TaskRetrying,
-    TaskSkipped,
     TaskStarted,
     TaskSucceeded,
     WorkflowFinished,
@@ -114,7 +113,7 @@ class _Attempt:
     index: int = -1  # a map item or loop iteration; -1 for the task itself
 
 
-class Engine(Recording, Fanning, Admitting):
+class Engine(Recording, Fanning, Admitting, Gating):
     """Runs one workflow run to completion; use once."""
 
     def __init__(
@@ -421,22 +420,6 @@ class Engine(Recording, Fanning, Admitting):
             )
         future.add_done_callback(self._inbox.put)
 
-    def _watch_memory(self, name: str, index: int, future: Future[Any], ex: Executor) -> None:
-        grant = self._grants.get((name, index))
-        pid = getattr(ex, "worker_pid", lambda f: None)(future)
-        if grant is None or not grant.request.memory or pid is None:
-            return
-        if self._memory is None:
-            from ._memory import MemoryWatch
-
-            self._memory = MemoryWatch()
-        self._memory.watch(future, pid, grant.request.memory,
-                           lambda: ex.cancel_running(future))
-
-    def _gpus_of(self, name: str, index: int) -> list[int] | None:
-        grant = self._grants.get((name, index))
-        return None if grant is None or not grant.request.gpus else list(grant.gpus)
-
     def _arguments(
         self,
         name: str,
@@ -473,44 +456,6 @@ class Engine(Recording, Fanning, Admitting):
             for up in b.extra_inputs:
                 kwargs[up] = None if absent and up in absent else results[up]
         return kwargs
-
-    # -- control flow ----------------------------------------------------------------
-
-    def _admit(self, name: str) -> bool:
-        """Ask the gate whether a ready task runs: its trigger, a branch, its condition."""
-        reason = self._gate.skip_reason(name)
-        if reason is None:
-            b = self._bindings[name]
-            if b.when is None:
-                return True
-            try:
-                ok = b.when(**self._arguments(name, b, 1, b.when_args))
-            except KeyboardInterrupt:
-                raise
-            except BaseException as exc:  # the condition's error fails the task, unretried
-                rec = self.tasks[name]
-                rec.state = TaskState.RUNNING
-                rec.attempts += 1
-                rec.started = time.time()
-                self._failed(name, exc, 0.0, retry=False)
-                return False
-            if ok:
-                return True
-            reason = "condition false"
-        self._skip(name, reason)
-        return False
-
-    def _skip(self, name: str, reason: str) -> None:
-        rec = self.tasks[name]
-        check_transition(name, rec.state, TaskState.SKIPPED)
-        rec.state = TaskState.SKIPPED
-        rec.finished = time.time()
-        self._save_end(rec)
-        self._publish(TaskSkipped, task=name, attempt=rec.attempts, reason=reason)
-        self._gate.ended_without_result(name)
-        rs = self._ready_set
-        rs.done(name)
-        self._ready.extend(rs.get_ready())
 
     def _collect(self, future: Future[Any]) -> None:
         attempt = self._running.pop(future, None)

@@ -31,7 +31,7 @@ from typing import Any
 
 from .errors import TaskError
 
-__all__ = ["Resource", "ResourcePool", "ResourceRef", "resolve_refs"]
+__all__ = ["Resource", "ResourcePool", "ResourceRef", "resolve_refs", "resource_refs"]
 
 _log = logging.getLogger("flowforge")
 
@@ -127,3 +127,47 @@ def worker_pool() -> ResourcePool:
         _worker_pool = ResourcePool()
         atexit.register(_worker_pool.close)
     return _worker_pool
+
+
+def resource_refs(
+    workflow: str, shared: Mapping[str, Resource], params: Mapping[str, Any]
+) -> dict[str, ResourceRef]:
+    """What each resource needs to be made anywhere: its params and other resources.
+
+    A resource parameter names another resource, a run param, or has a default; anything
+    else, and resources needing each other in a cycle, are definition errors."""
+    from .errors import WorkflowDefinitionError
+
+    refs: dict[str, ResourceRef] = {}
+
+    def ref(rname: str, chain: tuple[str, ...]) -> ResourceRef:
+        if rname in refs:
+            return refs[rname]
+        if rname in chain:
+            cycle = " -> ".join((*chain, rname))
+            msg = f"workflow {workflow!r}: resources need each other in a cycle: {cycle}"
+            raise WorkflowDefinitionError(msg, workflow=workflow, resource=rname)
+        res = shared[rname]
+        given: dict[str, Any] = {}
+        needs: dict[str, ResourceRef] = {}
+        for p in inspect.signature(res.fn).parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            if p.name in shared:
+                needs[p.name] = ref(p.name, (*chain, rname))
+            elif p.name in params:
+                given[p.name] = params[p.name]
+            elif p.default is p.empty:
+                msg = (
+                    f"resource {rname!r} has parameter {p.name!r} that matches no param or "
+                    f"resource; pass params={{{p.name!r}: ...}} or give it a default"
+                )
+                raise WorkflowDefinitionError(
+                    msg, workflow=workflow, resource=rname, parameter=p.name
+                )
+        refs[rname] = ResourceRef(rname, res.fn, given, needs)
+        return refs[rname]
+
+    for rname in shared:
+        ref(rname, ())
+    return refs

@@ -531,61 +531,17 @@ class Workflow:
 
     def _admission(self) -> tuple[Admission | None, dict[str, Request]]:
         """What admission control this run needs: None when nothing asks for any."""
-        tasks = self.dag.tasks
-        declared = any(t.resources is not None or t.tags or t.rate_limit for t in tasks.values())
-        if not (declared or self.limits or self.rate_limits or self.concurrency):
-            return None, {}
-        import psutil
+        from ._admission import admission_for
 
-        from ._admission import Admission, Request
-        from ._private.gpus import NvmlInventory
-
-        admission = Admission(
-            self.limits or ResourceLimits(),
-            gpus=NvmlInventory(),
-            machine_memory=psutil.virtual_memory().total,
-            machine_cpus=float(psutil.cpu_count(logical=True) or 1),
-            rate_limits=self.rate_limits,
-            concurrency=self.concurrency,
-            monotonic=self.clock.monotonic,
+        return admission_for(
+            self.dag.tasks, self.limits, self.rate_limits, self.concurrency, self.clock
         )
-        requests = {n: Request.of(t.resources, t.tags, t.rate_limit) for n, t in tasks.items()}
-        admission.check(requests)
-        return admission, requests
 
     def _resource_refs(self, params: Mapping[str, Any]) -> dict[str, ResourceRef]:
-        """What each resource needs to be made anywhere: its params and other resources."""
-        refs: dict[str, ResourceRef] = {}
+        """What each shared resource needs to be made anywhere."""
+        from ._shared import resource_refs
 
-        def ref(rname: str, chain: tuple[str, ...]) -> ResourceRef:
-            if rname in refs:
-                return refs[rname]
-            if rname in chain:
-                cycle = " -> ".join((*chain, rname))
-                msg = f"workflow {self.name!r}: resources need each other in a cycle: {cycle}"
-                raise WorkflowDefinitionError(msg, workflow=self.name, resource=rname)
-            res = self.shared_resources[rname]
-            given: dict[str, Any] = {}
-            needs: dict[str, ResourceRef] = {}
-            for pname, has_default, _ in _signature(res.fn, rname).params:
-                if pname in self.shared_resources:
-                    needs[pname] = ref(pname, (*chain, rname))
-                elif pname in params:
-                    given[pname] = params[pname]
-                elif not has_default:
-                    msg = (
-                        f"resource {rname!r} has parameter {pname!r} that matches no param or "
-                        f"resource; pass params={{{pname!r}: ...}} or give it a default"
-                    )
-                    raise WorkflowDefinitionError(
-                        msg, workflow=self.name, resource=rname, parameter=pname
-                    )
-            refs[rname] = ResourceRef(rname, res.fn, given, needs)
-            return refs[rname]
-
-        for rname in self.shared_resources:
-            ref(rname, ())
-        return refs
+        return resource_refs(self.name, self.shared_resources, params)
 
     def _unbound(self, task: str, param: str) -> WorkflowDefinitionError:
         close = difflib.get_close_matches(param, list(self.dag.tasks), n=1)

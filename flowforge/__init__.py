@@ -54,6 +54,7 @@ from .workflow import Workflow, workflow
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from .executors.dask import DaskExecutor
     from .loading import load
     from .persistence import PersistenceManager, Plan, StateStore
     from .scheduler import Scheduler
@@ -62,13 +63,14 @@ if TYPE_CHECKING:
 __getattr__ = lazy_names(
     __name__,
     {"PersistenceManager": "persistence", "Plan": "persistence", "StateStore": "persistence",
-     "Scheduler": "scheduler", "load": "loading"},
+     "Scheduler": "scheduler", "load": "loading", "DaskExecutor": "executors.dask"},
     globals(),
 )
 
 __all__ = [
     "Clock",
     "DAG",
+    "DaskExecutor",
     "EventBus",
     "Executor",
     "FlowForgeError",

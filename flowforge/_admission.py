@@ -391,10 +391,14 @@ def admission_for(
     rate_limits: Mapping[str, RateLimit],
     concurrency: Mapping[str, int],
     clock: Any,
+    *,
+    sized: bool = True,
 ) -> tuple[Admission | None, dict[str, Request]]:
     """The admission control a run needs (None when nothing asks for any), with every
     task's request checked against the limits before anything runs."""
-    declared = any(t.resources is not None or t.tags or t.rate_limit for t in tasks.values())
+    declared = any(
+        (sized and t.resources is not None) or t.tags or t.rate_limit for t in tasks.values()
+    )
     if not (declared or limits or rate_limits or concurrency):
         return None, {}
     import psutil
@@ -410,6 +414,9 @@ def admission_for(
         concurrency=concurrency,
         monotonic=clock.monotonic,
     )
-    requests = {n: Request.of(t.resources, t.tags, t.rate_limit) for n, t in tasks.items()}
+    requests = {
+        n: Request.of(t.resources if sized else None, t.tags, t.rate_limit)
+        for n, t in tasks.items()
+    }
     admission.check(requests)
     return admission, requests

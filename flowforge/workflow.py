@@ -259,7 +259,14 @@ class Workflow:
         with gcpause.preparing():  # 100,000 tasks make a million long-lived objects
             bindings, graph = self._bind(merged, strict=True)
             refs = self._resource_refs(merged) if self.shared_resources else None
-            admission, requests = self._admission()
+            main = resolve(
+                executor if executor is not None else self.executor, self.max_workers,
+                owner=owner,
+            )
+            remote = hasattr(main, "prepare")  # a cluster: its workers hold the resources
+            admission, requests = self._admission(local=not remote)
+            if remote:  # refuses requests no worker can meet, before any state is written
+                main.prepare(_cluster_requests(self.dag.tasks))  # type: ignore[attr-defined]
             session = None
             if self.autosave:
                 session = self._manager().begin(
@@ -275,10 +282,6 @@ class Workflow:
                 )
             detach: Callable[[], None] = _nothing
             try:
-                main = resolve(
-                    executor if executor is not None else self.executor, self.max_workers,
-                    owner=owner,
-                )
                 detach = self._attach_listeners(graph.order)  # before the engine asks
                 engine = Engine(
                     workflow=self.name,
@@ -529,12 +532,15 @@ class Workflow:
                 )
         return tuple(args)
 
-    def _admission(self) -> tuple[Admission | None, dict[str, Request]]:
-        """What admission control this run needs: None when nothing asks for any."""
+    def _admission(self, *, local: bool = True) -> tuple[Admission | None, dict[str, Request]]:
+        """What admission control this run needs: None when nothing asks for any.
+        ``local=False``: a cluster places CPU/memory/GPU requests; pools and rate limits
+        are still kept here."""
         from ._admission import admission_for
 
         return admission_for(
-            self.dag.tasks, self.limits, self.rate_limits, self.concurrency, self.clock
+            self.dag.tasks, self.limits, self.rate_limits, self.concurrency, self.clock,
+            sized=local,
         )
 
     def _resource_refs(self, params: Mapping[str, Any]) -> dict[str, ResourceRef]:
@@ -650,6 +656,19 @@ def _main_file() -> str | None:
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
     return os.path.abspath(path) if isinstance(path, str) and path.endswith(".py") else None
+
+
+def _cluster_requests(tasks: Mapping[str, Task]) -> dict[str, dict[str, float]]:
+    """Dask worker resources per task: ``GPU`` and ``MEMORY`` from its Resources."""
+    out: dict[str, dict[str, float]] = {}
+    for name, t in tasks.items():
+        r = t.resources
+        if r is None:
+            continue
+        wanted = {k: float(v) for k, v in (("GPU", r.gpus), ("MEMORY", r.memory_bytes)) if v}
+        if wanted:
+            out[name] = wanted
+    return out
 
 
 def _nothing() -> None:

@@ -8,7 +8,7 @@ import sys
 import flowforge
 
 PROMISED = {
-    "DAG", "Clock", "EventBus", "Executor", "FlowForgeError", "InvalidTransitionError",
+    "DAG", "DaskExecutor", "Clock", "EventBus", "Executor", "FlowForgeError", "InvalidTransitionError",
     "Loop", "MemoryLimitExceeded", "PersistenceManager", "Plan", "ProcessExecutor", "RateLimit", "RemoteTaskError",
     "ResourceLimits", "Resources", "RunMetrics", "RunResult", "RunStatus", "ScheduleError",
     "Scheduler",

@@ -28,14 +28,14 @@ def resolve(spec: Any, max_workers: int | None = None, *, owner: str = "workflow
     if isinstance(spec, str):
         key = spec.strip().lower()
         if key == "dask":
-            msg = (
-                f"{owner}: executor 'dask' needs the Dask executor, which is not part of this "
-                "version; use 'sequential', 'thread' or 'process'"
-            )
-            raise ValueError(msg)
+            from .dask import DaskExecutor
+
+            return DaskExecutor()
         factory = _BY_NAME.get(key)
         if factory is None:
-            close = difflib.get_close_matches(key, ["sequential", "thread", "process"], n=1)
+            close = difflib.get_close_matches(
+                key, ["sequential", "thread", "process", "dask"], n=1
+            )
             hint = f"; did you mean {close[0]!r}?" if close else ""
             msg = (
                 f"{owner}: executor {spec!r} is not known{hint} "

@@ -84,3 +84,18 @@ def test_gpu_tasks_need_a_worker_that_offers_gpus(opts):
             wf.run(executor=without)
     finally:
         without.shutdown()
+
+
+def test_flowforge_workers_lists_a_running_cluster(capsys):
+    """`flowforge workers --address` reports each worker of a cluster it did not start."""
+    import json
+
+    from distributed import LocalCluster
+
+    from flowforge.cli import main
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as lc:
+        assert main(["workers", "--address", lc.scheduler_address, "--json"]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        assert len(rows) == 2 and all(r["threads"] == 1 for r in rows)
+        assert lc.scheduler_info["workers"]  # still running: FlowForge left it alone

@@ -112,6 +112,11 @@ def _parser() -> argparse.ArgumentParser:
     sched.add_argument("--name", help="the job's name (default: the workflow's)")
     sched.set_defaults(func=_schedule)
 
+    workers = sub.add_parser("workers", help="the workers of a Dask cluster")
+    workers.add_argument("--address", required=True, help="tcp://scheduler:8786")
+    workers.add_argument("--json", action="store_true")
+    workers.set_defaults(func=_workers)
+
     schema = sub.add_parser("schema", help="print the JSON Schema of YAML/JSON definitions")
     schema.set_defaults(func=_schema)
 
@@ -330,6 +335,24 @@ def _schedule(args: argparse.Namespace) -> int:
     print(f"job {info.name!r}: {info.schedule}; next run {info.next_run}; Ctrl-C stops it",
           file=sys.stderr)
     sched.run()
+    return OK
+
+
+def _workers(args: argparse.Namespace) -> int:
+    from ..executors.dask import DaskExecutor
+
+    ex = DaskExecutor(address=args.address)
+    try:
+        rows = ex.workers()
+    finally:
+        ex.shutdown()
+    for row in rows:
+        row["last_seen"] = (
+            None if row["last_seen"] is None
+            else datetime.fromtimestamp(row["last_seen"]).isoformat(timespec="seconds")
+        )
+    _output(args, rows, ["address", "threads", "memory_limit", "running", "last_seen",
+                         "resources"])
     return OK
 
 

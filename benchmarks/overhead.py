@@ -163,6 +163,26 @@ def process_loky(busy_fn: Callable[[int], int], n_iter: int, count: int) -> None
     executor.shutdown(wait=True)  # so the next repeat pays start-up again
 
 
+def process_dask_map(busy_fn: Callable[[int], int], n_iter: int, count: int) -> None:
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=PROCESS_WORKERS, threads_per_worker=1,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        client.gather(client.map(busy_fn, [n_iter] * count, pure=False))
+
+
+def process_flowforge_dask(busy_fn: Callable[[int], int], n_iter: int, count: int) -> None:
+    from flowforge import DaskExecutor, Task, Workflow
+
+    wf = Workflow("bench", log_dir=None, quiet=True, progress=False, autosave=False,
+                  params={"n": n_iter})
+    for i in range(count):
+        wf.add_task(Task(f"p{i}", busy_fn))
+    ex = DaskExecutor(n_workers=PROCESS_WORKERS, threads_per_worker=1)
+    if not wf.run(executor=ex).ok:
+        raise RuntimeError("FlowForge Dask run failed")
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -241,6 +261,17 @@ def main(argv: list[str] | None = None) -> None:
             "loky not installed",
         ),
         ("flowforge process(2)", lambda: process_flowforge(busy_fn, n_iter, count), ""),
+        (
+            "dask client.map(2 workers)",
+            (lambda: process_dask_map(busy_fn, n_iter, count)) if _have("distributed") else None,
+            "dask.distributed not installed",
+        ),
+        (
+            "flowforge dask(2 workers)",
+            (lambda: process_flowforge_dask(busy_fn, n_iter, count))
+            if _have("distributed") else None,
+            "dask.distributed not installed",
+        ),
     ]
     proc_repeat = min(repeat, 3)
     for engine, fn, skip in proc_engines:

@@ -31,6 +31,7 @@ from .states import TaskState
 __all__ = ["Admission", "Admitting", "Grant", "Request", "admission_for"]
 
 MAX_PASSES = 32
+_EPS = 1e-9  # float sums of rates and GPU fractions are compared with this slack
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,11 @@ class _Bucket:
         self.stamp = now
 
     def wait(self) -> float:
-        """Seconds until one token is there (0 if it is)."""
-        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+        """Seconds until one token is there (0 if it is); never a float-dust wait that a
+        clock cannot advance by."""
+        if self.tokens >= 1 - _EPS:
+            return 0.0
+        return max((1 - self.tokens) / self.rate, 1e-6)
 
 
 class Admission:
@@ -165,10 +169,10 @@ class Admission:
         now = self._monotonic()
         for bucket in buckets:
             bucket.refill(now)
-            if bucket.tokens < 1:
+            if bucket.tokens < 1 - _EPS:
                 return f"a rate limit ({bucket.wait():.2f}s to its next start)"
         for bucket in buckets:
-            bucket.tokens -= 1
+            bucket.tokens = max(0.0, bucket.tokens - 1)
         self.used_cpus += req.cpus
         self.used_memory += req.memory
         self.running += 1
@@ -191,7 +195,8 @@ class Admission:
         for tag in req.tags:
             self.in_pool[tag] -= 1
         for device, (share, mem) in grant.shares.items():
-            self.gpu_share[device] -= share
+            left = self.gpu_share[device] - share
+            self.gpu_share[device] = 0.0 if left < _EPS else left  # no float dust
             self.gpu_mem[device] -= mem
 
     def next_token_in(self, names: Iterable[tuple[str, Request]]) -> float | None:
@@ -227,7 +232,7 @@ class Admission:
         """Devices for a GPU request: whole free devices, or one device with room for a
         fraction (and its memory); None if it does not fit now."""
         if req.gpus >= 1:
-            free = [d for d in self.devices if self.gpu_share[d] == 0 and self._has_memory(
+            free = [d for d in self.devices if self.gpu_share[d] <= _EPS and self._has_memory(
                 d, req.gpu_memory)]
             want = int(req.gpus)
             if len(free) < want:
@@ -370,9 +375,10 @@ class Admitting:
 
     def _watch_memory(self, name: str, index: int, future: Future[Any], ex: Executor) -> None:
         grant = self._grants.get((name, index))
-        pid = getattr(ex, "worker_pid", lambda f: None)(future)
-        if grant is None or not grant.request.memory or pid is None:
+        worker_pid = getattr(ex, "worker_pid", None)
+        if grant is None or not grant.request.memory or worker_pid is None:
             return
+        pid = lambda: worker_pid(future)  # noqa: E731 - read each sample: it may still wait
         if self._memory is None:
             from ._memory import MemoryWatch
 

@@ -29,6 +29,9 @@ _COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt,
             ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b}
 
 
+_MAX_REPEAT = 10**6  # "x" * n above this is refused: a definition is not a memory bomb
+
+
 class ExpressionError(ValueError):
     """An expression that cannot be parsed or evaluated."""
 
@@ -119,9 +122,15 @@ def _eval(node: ast.AST, scope: Mapping[str, Any], source: str) -> Any:
             return base[key]
         except (KeyError, IndexError, TypeError) as exc:
             raise ExpressionError(f"${{{source}}}: no item {key!r} ({exc})") from None
-    if isinstance(node, ast.BoolOp):
-        values = [_eval(v, scope, source) for v in node.values]
-        return all(values) if isinstance(node.op, ast.And) else any(values)
+    if isinstance(node, ast.BoolOp):  # Python's rules: the deciding operand, short-circuit
+        value: Any = None
+        for operand in node.values:
+            value = _eval(operand, scope, source)
+            if isinstance(node.op, ast.And) and not value:
+                return value
+            if isinstance(node.op, ast.Or) and value:
+                return value
+        return value
     if isinstance(node, ast.UnaryOp):
         operand = _eval(node.operand, scope, source)
         if isinstance(node.op, ast.Not):
@@ -131,13 +140,26 @@ def _eval(node: ast.AST, scope: Mapping[str, Any], source: str) -> Any:
         if isinstance(node.op, ast.UAdd):
             return +operand
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        return _BINARY[type(node.op)](_eval(node.left, scope, source),
-                                      _eval(node.right, scope, source))
+        left, right = _eval(node.left, scope, source), _eval(node.right, scope, source)
+        if isinstance(node.op, ast.Mult) and (
+            isinstance(left, (str, list)) or isinstance(right, (str, list))
+        ):
+            count = right if isinstance(left, (str, list)) else left
+            if isinstance(count, int) and count > _MAX_REPEAT:
+                raise ExpressionError(f"${{{source}}}: repeating {count} times is too many")
+        try:
+            return _BINARY[type(node.op)](left, right)
+        except (TypeError, ArithmeticError) as exc:
+            raise ExpressionError(f"${{{source}}}: {exc}") from None
     if isinstance(node, ast.Compare):
         left = _eval(node.left, scope, source)
         for op, right_node in zip(node.ops, node.comparators, strict=True):
             right = _eval(right_node, scope, source)
-            if type(op) not in _COMPARE or not _COMPARE[type(op)](left, right):
+            try:
+                holds = type(op) in _COMPARE and _COMPARE[type(op)](left, right)
+            except TypeError as exc:
+                raise ExpressionError(f"${{{source}}}: {exc}") from None
+            if not holds:
                 return False
             left = right
         return True

@@ -34,13 +34,20 @@ class MemoryWatch:
 
     def __init__(self) -> None:
         self.exceeded: dict[Future[Any], tuple[int, int]] = {}
-        self._watched: dict[Future[Any], tuple[int, int, Callable[[], Any]]] = {}
+        self._watched: dict[
+            Future[Any], tuple[Callable[[], int | None], int, Callable[[], Any]]
+        ] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
 
-    def watch(self, future: Future[Any], pid: int, limit: int, kill: Callable[[], Any]) -> None:
+    def watch(
+        self, future: Future[Any], pid: Callable[[], int | None], limit: int,
+        kill: Callable[[], Any],
+    ) -> None:
+        """Watch ``future``'s worker; ``pid()`` names it (None while the attempt still
+        waits for a worker, as a retry may just after its worker was killed)."""
         with self._lock:
             self._watched[future] = (pid, limit, kill)
             if self._thread is None:
@@ -65,7 +72,10 @@ class MemoryWatch:
         while not self._stop:
             with self._lock:
                 watched = list(self._watched.items())
-            for future, (pid, limit, kill) in watched:
+            for future, (pid_of, limit, kill) in watched:
+                pid = pid_of()
+                if pid is None:
+                    continue
                 try:
                     proc = psutil.Process(pid)
                     rss = proc.memory_info().rss + sum(

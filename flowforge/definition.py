@@ -385,12 +385,35 @@ def _tasks_of(t: Mapping[str, Any], ids: list[str], params: set[str], routed_by:
 
 
 def _param_refs(*values: Any) -> set[str]:
-    import re
+    """The params that the ``${...}`` expressions in ``values`` read (``params.x`` or
+    ``params['x']``); text outside expressions is never looked at."""
+    import ast
+
+    from ._expressions import find
 
     found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            for expr in [*find(value), *([condition(value)] if "${" in value else [])]:
+                for node in ast.walk(expr.tree):
+                    base = getattr(node, "value", None)
+                    if isinstance(base, ast.Name) and base.id == "params":
+                        if isinstance(node, ast.Attribute):
+                            found.add(node.attr)
+                        elif isinstance(node, ast.Subscript) and isinstance(
+                            node.slice, ast.Constant
+                        ):
+                            found.add(str(node.slice.value))
+        elif isinstance(value, Mapping):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+
     for value in values:
-        for m in re.finditer(r"params\.([A-Za-z_]\w*)", json.dumps(value)):
-            found.add(m.group(1))
+        walk(value)
     return found
 
 
@@ -445,7 +468,11 @@ def _read(path: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
         line = f":{mark.line + 1}" if mark is not None else ""
         raise WorkflowDefinitionError(f"{path}{line}: not valid YAML ({exc})", path=path) from None
     lines: dict[tuple[Any, ...], int] = {}
-    _lines(node, (), lines)
+    try:
+        _lines(node, (), lines)
+    except WorkflowDefinitionError as exc:
+        raise WorkflowDefinitionError(f"{path}:{exc.message.removeprefix('line ')}",
+                                      path=path) from None
     return data, lines
 
 
@@ -456,6 +483,15 @@ def _lines(node: Any, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) ->
         return
     out[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key, _ in node.value:
+            line = key.start_mark.line + 1
+            if key.value in seen:
+                where = ".".join(map(str, (*path, key.value)))
+                msg = (f"line {line}: {where} is given twice (first on line "
+                       f"{seen[key.value]}); keep one")
+                raise WorkflowDefinitionError(msg)
+            seen[key.value] = line
         for key, value in node.value:
             inner = path + (key.value,)
             _lines(value, inner, out)
@@ -500,6 +536,8 @@ def _common_options(t: Task) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if t.retries:
         out["retry"] = {"attempts": t.retries + 1, "delay": t.retry_delay, "backoff": t.backoff}
+        if t.max_delay is not None:
+            out["retry"]["max_delay"] = t.max_delay
     for key in ("timeout", "on_error"):
         if getattr(t, key) is not None:
             out[key] = getattr(t, key)
@@ -555,6 +593,8 @@ def to_yaml(wf: Workflow) -> str:
     doc: dict[str, Any] = {"name": wf.name}
     if isinstance(wf.executor, str):
         doc["executor"] = wf.executor
+    if wf.max_workers is not None:
+        doc["max_workers"] = wf.max_workers
     if wf.param_types:
         doc["params"] = wf.param_types
     elif wf.params:

@@ -202,3 +202,18 @@ def test_graph_to_a_picture_needs_graphviz(flow, tmp_path, capsys):
         assert code == 0 and (tmp_path / "dag.svg").read_text().lstrip().startswith("<")
     else:
         assert code == 2 and "apt install graphviz" in capsys.readouterr().err
+
+
+def test_file_errors_and_empty_tables_are_not_tracebacks(flow, tmp_path, capsys):
+    """Writing to a folder that does not exist exits 2 with the reason; a run with no task
+    records shows an empty table."""
+    assert main(["export", flow, "-o", str(tmp_path / "nowhere" / "x.yaml")]) == 2
+    assert "No such file or directory" in capsys.readouterr().err
+
+
+def test_an_empty_table_prints_its_header(capsys):
+    """A run with no task records yet prints the header, not a traceback."""
+    from flowforge.cli.main import _table
+
+    _table([], ["task", "state"])
+    assert capsys.readouterr().out.split() == ["TASK", "STATE"]

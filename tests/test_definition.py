@@ -292,3 +292,37 @@ def test_a_python_map_exports_to_yaml_and_runs_the_same(tmp_path):
     again.log_dir = None
     got = dict(again.run(fresh=True).results)
     assert got["square"] == expected["square"] == [0, 1, 4, 9]
+
+
+def test_expression_details_follow_python_and_text_is_left_alone(tmp_path):
+    """`or` gives the deciding operand (a default), 'params.' in plain text is not a
+    reference, a repeated key is an error with both lines, and export keeps max_delay
+    and max_workers."""
+    path = tmp_path / "d.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: d
+        max_workers: 3
+        params:
+          label: {type: string, default: ""}
+        tasks:
+          - id: shout
+            call: mytasks:shout
+            with: {text: "${params.label or 'anon'}"}
+            retry: {attempts: 2, delay: 0.5, max_delay: 2}
+          - id: note
+            call: mytasks:shout
+            with: {text: "see params.txt"}
+        """))
+    (tmp_path / "mytasks.py").write_text(MYTASKS)
+    wf = load_definition(str(path))
+    result = wf.run()
+    assert result["shout"] == "ANON" and result["note"] == "SEE PARAMS.TXT"
+    again = tmp_path / "again.yaml"
+    again.write_text(wf.to_yaml())
+    reloaded = load_definition(str(again))
+    assert reloaded.max_workers == 3 and reloaded.tasks["shout"].max_delay == 2
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("name: x\ntasks:\n  - id: a\n    call: m:f\n    call: m:g\n")
+    with pytest.raises(WorkflowDefinitionError, match=r"dup\.yaml:5: tasks\.0\.call is given "
+                       r"twice \(first on line 4\)"):
+        load_definition(str(dup))

@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE
     try:
         return int(args.func(args))
-    except (FlowForgeError, KeyError, ValueError) as exc:
+    except (FlowForgeError, KeyError, ValueError, OSError) as exc:
         text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"flowforge {args.command}: {text}", file=sys.stderr)
         return USAGE
@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     hist = sub.add_parser("history", help="saved runs, newest first")
     hist.add_argument("--workflow")
     hist.add_argument("--status")
-    hist.add_argument("--limit", type=int, default=20)
+    hist.add_argument("--limit", type=_positive, default=20)
     hist.add_argument("--json", action="store_true")
     hist.set_defaults(func=_history)
 
@@ -124,6 +124,13 @@ def _parser() -> argparse.ArgumentParser:
     jobs.add_argument("--json", action="store_true")
     jobs.set_defaults(func=_jobs)
     return p
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def _target(p: argparse.ArgumentParser) -> None:
@@ -406,7 +413,7 @@ def _output(args: argparse.Namespace, rows: list[dict[str, Any]], columns: list[
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
     bold = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     head = "  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))
     head = head.rstrip()

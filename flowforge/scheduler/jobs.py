@@ -58,7 +58,15 @@ class JobTable:
             from ..errors import StateError
 
             raise StateError(msg, path=self.path) from exc
-        return rows if isinstance(rows, dict) else {}
+        if not isinstance(rows, dict) or not all(isinstance(r, dict) for r in rows.values()):
+            from ..errors import StateError
+
+            msg = (
+                f"the scheduler's job table {self.path} is not a table of jobs; move it "
+                "aside to start the schedule afresh"
+            )
+            raise StateError(msg, path=self.path)
+        return rows
 
     def get(self, name: str) -> dict[str, Any]:
         with self._lock:

@@ -321,6 +321,10 @@ class Scheduler:
             self._table.update(job.name, last_status=status, last_run_id=run_id)
             _log.info("scheduler: job %r (fire time %s) ended %s", job.name, fire.isoformat(),
                       status)
+            with self._lock:  # a fire queued behind this run (overlap="queue") goes next
+                queued, job.queued = job.queued, None
+            if queued is not None:
+                fires.append(queued)
 
     def _drain_queued(self) -> None:
         """Run queued fire times whose blocking run has ended (run_pending only)."""

@@ -169,6 +169,7 @@ class Engine(Recording, Fanning, Admitting, Gating):
         self._token_due: float | None = None
         self._memory: MemoryWatch | None = None
         self._fanned = {n for n, b in bindings.items() if b.task.map or b.task.loop}
+        self._branches = {n for n, b in bindings.items() if b.task.branch}
         self._fans: dict[str, Fan] = {}
         self._saved: set[str] = set()
         self._consumers_left: dict[str, int] | None = None
@@ -511,7 +512,7 @@ class Engine(Recording, Fanning, Admitting, Gating):
     def _succeeded(self, name: str, value: Any, duration: float) -> None:
         if self._grants:
             self._release(name, -1)
-        if self._bindings[name].task.branch:
+        if name in self._branches:  # a set lookup: this runs for every success
             try:
                 self._gate.chose(name, value)
             except TaskError as exc:

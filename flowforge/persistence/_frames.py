@@ -21,7 +21,6 @@ import secrets
 import struct
 import sys
 import zlib
-from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -330,9 +329,3 @@ def sync_dir(path: str) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def iter_payloads(data: bytes, frames: list[tuple[int, int]]) -> Iterator[memoryview]:
-    view = memoryview(data)
-    for offset, length in frames:
-        yield view[offset : offset + length]

@@ -51,7 +51,6 @@ class JournalState:
         self.units: dict[str, dict[int, tuple[Slot, TaskRecord]]] = {}
         self.known: set[str] = set()
         self.frames = 0
-        self.headers = 0
         self.torn = False
         self.scan: Any = None
 
@@ -75,7 +74,6 @@ def read_journal(store: StateStore, workflow: str, run_id: str) -> JournalState:
             python = str(head.get("python", ""))
             cloudpickle = str(head.get("cloudpickle", ""))
             out.known.update(head.get("tasks", ()))
-            out.headers += 1
             continue
         try:
             (n,) = unpack(payload, 1)

@@ -181,15 +181,7 @@ class SQLiteStore(StateStore):
         return JournalScan(entries=[(rowid, self._open(f, where)) for rowid, f in rows])
 
     def read_payload(self, workflow: str, run_id: str, location: Any) -> memoryview:
-        rows = self._query(
-            "SELECT frame FROM journal WHERE id = ? AND workflow = ? AND run_id = ?",
-            (location, workflow, run_id),
-        )
-        where = self.where(workflow, run_id)
-        if not rows:
-            msg = f"a record of {where} is gone (was the run deleted or pruned?)"
-            raise StateError(msg, path=self.path)
-        return self._open(rows[0][0], where)
+        return self._one("journal", "id", location, workflow, run_id, "a record")
 
     def put_blob(self, workflow: str, run_id: str, data: bytes) -> str:
         ref = secrets.token_hex(8)
@@ -199,15 +191,21 @@ class SQLiteStore(StateStore):
         return ref
 
     def read_blob(self, workflow: str, run_id: str, ref: str) -> bytes:
+        return bytes(self._one("blobs", "ref", ref, workflow, run_id, "a saved result"))
+
+    def _one(
+        self, table: str, column: str, key: Any, workflow: str, run_id: str, what: str
+    ) -> memoryview:
+        """The verified payload of one stored frame of a run, or a StateError saying so."""
         rows = self._query(
-            "SELECT frame FROM blobs WHERE ref = ? AND workflow = ? AND run_id = ?",
-            (ref, workflow, run_id),
+            f"SELECT frame FROM {table} WHERE {column} = ? AND workflow = ? AND run_id = ?",
+            (key, workflow, run_id),
         )
         where = self.where(workflow, run_id)
         if not rows:
-            msg = f"a saved result of {where} is gone (was the run deleted or pruned?)"
+            msg = f"{what} of {where} is gone (was the run deleted or pruned?)"
             raise StateError(msg, path=self.path)
-        return bytes(self._open(rows[0][0], where))
+        return self._open(rows[0][0], where)
 
     def rewrite_journal(self, workflow: str, run_id: str, payloads: list[bytes]) -> list[Any]:
         frames = [self._seal(p) for p in payloads]

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._private.handoff import materialize_inputs
 from .errors import TaskError
 from .events import TaskSkipped
 from .states import TaskState, check_transition
@@ -166,7 +167,7 @@ class Gating:
             if b.when is None:
                 return True
             try:
-                ok = b.when(**self._arguments(name, b, 1, b.when_args))
+                ok = b.when(**materialize_inputs(self._arguments(name, b, 1, b.when_args)))
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:  # the condition's error fails the task, unretried

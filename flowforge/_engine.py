@@ -68,6 +68,7 @@ from ._binding import FROM_PARAM, FROM_RESOURCE, FROM_TASK, Binding, call_hook
 from ._control import Gate, Gating
 from ._fanout import Fan, Fanning
 from ._private.gcpause import paused_gc
+from ._private.handoff import Spill, finish_run, materialize, materialize_inputs, plan_spills
 from ._recording import HeldResults, Recording
 from ._shared import ResourcePool, ResourceRef, resolve_refs
 from .bus import EventBus
@@ -188,6 +189,7 @@ class Engine(Recording, Fanning, Admitting, Gating):
         self._first_error: BaseException | None = None
         self._timed_out = False
 
+        self._spills: dict[Executor, Spill] = {}  # process executors sharing large results
         self._emit_started = bus.wants(TaskStarted)
         self._emit_succeeded = bus.wants(TaskSucceeded)
         self._emit_failed = bus.wants(TaskFailed)
@@ -212,6 +214,7 @@ class Engine(Recording, Fanning, Admitting, Gating):
             self._run_deadline = self._clock.monotonic() + self._timeout
         cancelled = False
         try:
+            self._plan_spills()
             self._ready.extend(self._ready_set.get_ready())
             self._loop()
         except KeyboardInterrupt:
@@ -222,6 +225,8 @@ class Engine(Recording, Fanning, Admitting, Gating):
                 self._memory.stop()
             self._shutdown_executors()
             self._pool.close()
+            if self._spills:
+                finish_run(self.results, self._spills)
         for name in self._fans:  # a map or loop whose remaining units never started
             self._mark_cancelled(name, "the run stopped before all its items or iterations ran")
         status = self._status(cancelled)
@@ -354,6 +359,8 @@ class Engine(Recording, Fanning, Admitting, Gating):
     ) -> None:
         """Run one attempt (of a task, or of one of its items with ``index`` >= 0): in
         this thread when that is cheaper and safe, else through its executor."""
+        if self._spills and not ex.isolated:  # large results held as handles: map them
+            kwargs = materialize_inputs(kwargs)
         if b.uses_resources and not ex.isolated:  # process workers make their own
             try:
                 resolve_refs(kwargs, self._pool)
@@ -399,7 +406,8 @@ class Engine(Recording, Fanning, Admitting, Gating):
 
                 gpus = self._gpus_of(name, index) if self._grants else None
                 env = None if gpus is None else {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
-                future = ex.submit(run_packed, pack_call(b.task, kwargs, env), name)
+                payload = pack_call(b.task, kwargs, env, self._spills.get(ex))
+                future = ex.submit(run_packed, payload, name)
             elif ex.inline:
                 future = ex.submit_detached(b.call, **kwargs)  # type: ignore[attr-defined]
             else:
@@ -420,6 +428,12 @@ class Engine(Recording, Fanning, Admitting, Gating):
                 self._deadlines, (self._clock.monotonic() + timeout, self._seq, future)
             )
         future.add_done_callback(self._inbox.put)
+
+    def _plan_spills(self) -> None:
+        """Let process workers hand large results over by file (see _private/handoff)."""
+        isolated = {ex for ex in (self._executor, *self._task_executors.values()) if ex.isolated}
+        if isolated:
+            self._spills = plan_spills(isolated, self._session, self.run_id)
 
     def _arguments(
         self,
@@ -514,7 +528,7 @@ class Engine(Recording, Fanning, Admitting, Gating):
             self._release(name, -1)
         if name in self._branches:  # a set lookup: this runs for every success
             try:
-                self._gate.chose(name, value)
+                self._gate.chose(name, materialize(value))
             except TaskError as exc:
                 self._failed(name, exc, duration, retry=False)
                 return

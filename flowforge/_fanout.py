@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._private.handoff import materialize
 from .errors import StateError, TaskError, TaskSerializationError
 from .events import TaskFailed, TaskRetrying, TaskStarted, TaskSucceeded
 from .states import TaskState
@@ -248,7 +249,7 @@ class Fanning:
         assert loop is not None
         if loop.until is not None:
             try:
-                done = bool(loop.until(value))
+                done = bool(loop.until(materialize(value)))
             except Exception as exc:
                 if hasattr(exc, "add_note"):
                     exc.add_note(f"(in the until= of task {name!r}, after iteration {index})")
@@ -279,9 +280,9 @@ def _items(name: str, maps: tuple[str, ...], base: Mapping[str, Any]) -> list[tu
     """The items a mapped task runs over: one tuple per item (several maps: lockstep)."""
     columns = []
     for upstream in maps:
-        value = base.get(upstream)
+        value = materialize(base.get(upstream))
         try:
-            columns.append(list(value))  # type: ignore[arg-type]
+            columns.append(list(value))
         except TypeError:
             msg = (
                 f"task {name!r} maps over {upstream!r}, whose result is {value!r} "

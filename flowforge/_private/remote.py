@@ -23,6 +23,7 @@ import cloudpickle
 
 from .._shared import ResourceRef, resolve_refs, worker_pool
 from ..errors import RemoteTaskError, TaskSerializationError
+from .handoff import Spill, dump_outcome, materialize_inputs
 
 __all__ = ["RemoteTraceback", "init_worker", "pack_call", "run_packed", "unpack_outcome"]
 
@@ -41,11 +42,15 @@ class RemoteTraceback(Exception):
 # -- driver side -----------------------------------------------------------------------
 
 
-def pack_call(task: Any, kwargs: dict[str, Any], env: dict[str, str] | None = None) -> bytes:
+def pack_call(
+    task: Any, kwargs: dict[str, Any], env: dict[str, str] | None = None,
+    spill: Spill | None = None,
+) -> bytes:
     """Pickle one attempt of ``task`` (and the environment variables it runs with, such as
-    ``CUDA_VISIBLE_DEVICES``); on failure name the object that would not pickle."""
+    ``CUDA_VISIBLE_DEVICES``, and where a large result goes: see :mod:`.handoff`); on
+    failure name the object that would not pickle."""
     try:
-        return cloudpickle.dumps((task, kwargs, env), protocol=pickle.HIGHEST_PROTOCOL)
+        return cloudpickle.dumps((task, kwargs, env, spill), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         culprit = _find_culprit(task, kwargs)
         msg = (
@@ -69,6 +74,8 @@ def unpack_outcome(data: bytes, task: str) -> Any:
         raise RemoteTaskError(msg, task=task, original_type=None) from exc
     if outcome[0] == "ok":
         return outcome[1]
+    if outcome[0] == "pickled":
+        return pickle.loads(outcome[1])
     _, error, tb = outcome
     error.__cause__ = RemoteTraceback(tb)
     raise error
@@ -125,7 +132,7 @@ def init_worker(parent_pid: int) -> None:
 def run_packed(payload: bytes, task_name: str) -> bytes:
     """Run one packed attempt in a worker; always returns an outcome, never raises."""
     try:
-        task, kwargs, env = pickle.loads(payload)
+        task, kwargs, env, spill = pickle.loads(payload)
     except BaseException as exc:
         msg = (
             f"task {task_name!r} could not be unpickled in its worker "
@@ -140,6 +147,8 @@ def run_packed(payload: bytes, task_name: str) -> bytes:
             os.environ.update(env)  # for this attempt only: restored below
         if any(isinstance(v, ResourceRef) for v in kwargs.values()):
             resolve_refs(kwargs, worker_pool())  # made once per worker, kept for its life
+        if spill is not None:
+            kwargs = materialize_inputs(kwargs)
         value = task.callable(**kwargs)
     except BaseException as exc:
         return _pack_error(task_name, exc, traceback.format_exc())
@@ -150,7 +159,16 @@ def run_packed(payload: bytes, task_name: str) -> bytes:
             else:
                 os.environ[key] = old
     try:
-        return cloudpickle.dumps(("ok", value), protocol=pickle.HIGHEST_PROTOCOL)
+        return dump_outcome(value, spill)
+    except OSError as exc:
+        assert spill is not None
+        msg = (
+            f"task {task_name!r} returned a large result that could not be written to "
+            f"{spill.folder} ({type(exc).__name__}: {_safe_str(exc)}); free space there, "
+            "or raise ProcessExecutor(share_threshold=...)"
+        )
+        err = TaskSerializationError(msg, task=task_name, what="result")
+        return _pack_error(task_name, err, traceback.format_exc())
     except Exception as exc:
         msg = (
             f"task {task_name!r} returned a {type(value).__name__} that cannot be pickled "

@@ -28,12 +28,19 @@ __all__ = ["ProcessExecutor"]
 
 
 class ProcessExecutor(Executor):
-    """Runs work in up to ``max_workers`` loky worker processes (default: CPU count)."""
+    """Runs work in up to ``max_workers`` loky worker processes (default: CPU count).
+
+    A result whose buffers (NumPy arrays and the like, pickle protocol 5) add up to
+    ``share_threshold`` bytes or more is not sent back through the pipe: the worker writes
+    it once to a file (the state folder with autosave, else ``/dev/shm``) and the tasks
+    that need it map that file. ``None`` turns this off."""
 
     name = "process"
     isolated = True
 
-    def __init__(self, max_workers: int | None = None) -> None:
+    def __init__(
+        self, max_workers: int | None = None, *, share_threshold: int | None = 1 << 20
+    ) -> None:
         if max_workers is None:
             max_workers = default_workers()
         if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
@@ -42,7 +49,17 @@ class ProcessExecutor(Executor):
                 f"got {max_workers!r}"
             )
             raise ValueError(msg)
+        if share_threshold is not None and (
+            not isinstance(share_threshold, int) or isinstance(share_threshold, bool)
+            or share_threshold < 0
+        ):
+            msg = (
+                "ProcessExecutor(share_threshold=...) must be a byte count >= 0, or None to "
+                f"send every result through the pipe, got {share_threshold!r}"
+            )
+            raise ValueError(msg)
         self.max_workers = max_workers
+        self.share_threshold = share_threshold
         self._lock = threading.Lock()
         self._slots = [_Slot(i) for i in range(max_workers)]
         self._queued: deque[tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]]

@@ -211,6 +211,20 @@ class FileStore(StateStore):
         _frames.read_header(data[h_at : h_at + h_len], path)  # refuses a newer format
         return data[at : at + length]
 
+    def shared_folder(self, workflow: str, run_id: str) -> str | None:
+        folder = self._path(workflow, run_id, ".blobs")
+        _frames.make_dirs(folder)
+        return folder
+
+    def load_shared(self, workflow: str, run_id: str, ref: str) -> Any:
+        from .._private.handoff import load_shared
+
+        sealer = self.sealer(create=False)
+        path = os.path.join(self._path(workflow, run_id, ".blobs"), os.path.basename(ref))
+        if sealer is None:
+            raise StateError(_frames.problem_message(path, _frames.FOREIGN), path=path)
+        return load_shared(path, sealer.key)
+
     def rewrite_journal(self, workflow: str, run_id: str, payloads: list[bytes]) -> list[Any]:
         sealer = self.sealer()
         assert sealer is not None

@@ -20,6 +20,8 @@ from . import _frames
 from .records import (
     BLOB,
     INLINE,
+    LOADABLE,
+    SHARED,
     TASK_ENVELOPE_AT,
     TASK_LENGTH,
     UNSAVED,
@@ -118,7 +120,7 @@ def unit_record(
     now = _frames.current_versions()
     return TaskRecord(
         name, TaskState.SUCCEEDED, attempts, started, finished, duration, fingerprint, None,
-        kind in (INLINE, BLOB), extra if kind == UNSAVED else None, now["python"],
+        kind in LOADABLE, extra if kind == UNSAVED else None, now["python"],
         now["cloudpickle"],
     )
 
@@ -126,6 +128,9 @@ def unit_record(
 def load_result(store: StateStore, workflow: str, run_id: str, name: str, slot: Slot) -> Any:
     loc, kind, extra, offset = slot
     where = store.where(workflow, run_id)
+    if kind == SHARED:
+        assert extra is not None
+        return store.load_shared(workflow, run_id, extra)
     if kind == BLOB:
         assert extra is not None
         data: bytes | memoryview = store.read_blob(workflow, run_id, extra)

@@ -31,6 +31,9 @@ INLINE = 1
 BLOB = 2
 UNSAVED = 3
 MAPPED = 4  # a mapped task: its result is the list of its items' records (``extra``: count)
+SHARED = 5  # a large result a process worker wrote to the run's folder (``extra``: its name)
+#: Kinds whose result can be loaded back (MAPPED: through its items).
+LOADABLE = (INLINE, BLOB, SHARED)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,7 +131,7 @@ def record_from(env: tuple[Any, ...], python: str, cloudpickle: str) -> TaskReco
         duration,
         fp,
         error,
-        kind in (INLINE, BLOB, MAPPED),
+        kind in LOADABLE or kind == MAPPED,
         extra if kind == UNSAVED else None,
         python,
         cloudpickle,

@@ -6,12 +6,14 @@ makes one per run, holding the workflow's lock for as long as it lives.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from .._private.handoff import SharedResult, materialize
 from ..errors import StateError
 from ..states import RunStatus, TaskState
 from . import _frames
@@ -26,7 +28,18 @@ from .journal import (
     unit_record,
 )
 from .plan import Plan
-from .records import BLOB, INLINE, MAPPED, NO_RESULT, UNSAVED, RunInfo, TaskRecord, encode_task
+from .records import (
+    BLOB,
+    INLINE,
+    LOADABLE,
+    MAPPED,
+    NO_RESULT,
+    SHARED,
+    UNSAVED,
+    RunInfo,
+    TaskRecord,
+    encode_task,
+)
 from .store import StateStore
 
 if TYPE_CHECKING:
@@ -97,6 +110,7 @@ class RunSession:
         except OSError:
             pass  # the note only helps other processes name or cancel this run
         self._failed: StateError | None = None
+        self._shared_folder: str | None = None
         try:
             store.write_run(self._info)
             self._journal = store.open_journal(
@@ -126,10 +140,15 @@ class RunSession:
         (``index`` >= 0: one of its items); the record's slot."""
         kind = INLINE
         extra: str | None = None
-        try:
-            data = dumps(value)
-        except Exception as exc:
-            kind, extra, data = UNSAVED, f"could not pickle it: {type(exc).__name__}: {exc}", b""
+        data = b""
+        shared = self._shared_ref(value)
+        if shared is not None:
+            kind, extra = SHARED, shared
+        else:
+            try:
+                data = dumps(materialize(value))
+            except Exception as exc:
+                kind, extra = UNSAVED, f"could not pickle it: {type(exc).__name__}: {exc}"
         try:
             if len(data) > BLOB_THRESHOLD:
                 extra = self.store.put_blob(self.workflow, self.run_id, data)
@@ -144,12 +163,29 @@ class RunSession:
             raise self._save_error(what, exc) from exc
         return (loc, kind, extra, len(payload) - len(data))
 
+    def shared_folder(self) -> str | None:
+        """Where process workers write large results themselves, if this store has one;
+        such a file is the saved result (see :mod:`flowforge._private.handoff`)."""
+        if self._shared_folder is None:
+            try:
+                self._shared_folder = self.store.shared_folder(self.workflow, self.run_id) or ""
+            except OSError as exc:
+                raise self._save_error("make the folder for large results", exc) from exc
+        return self._shared_folder or None
+
+    def _shared_ref(self, value: Any) -> str | None:
+        """The name of ``value``'s file when it is a handle to a file in this run's folder."""
+        if type(value) is not SharedResult or not self._shared_folder:
+            return None
+        folder, ref = os.path.split(value.path)
+        return ref if folder == self._shared_folder else None
+
     def mapped_succeeded(self, rec: TaskRun, count: int) -> bool:
         """Save a mapped task's success: its result is its ``count`` items' records. False
         (and a record saying why) when an item's result could not be saved."""
         units = self._units.get(rec.name, {})
         missing = next(
-            (i for i in range(count) if i not in units or units[i][0][1] not in (INLINE, BLOB)),
+            (i for i in range(count) if i not in units or units[i][0][1] not in LOADABLE),
             None,
         )
         kind, extra = MAPPED, str(count)
@@ -199,7 +235,7 @@ class RunSession:
 
     def load_unit(self, name: str, index: int) -> Any:
         found = self._units.get(name, {}).get(index)
-        if found is None or found[0][1] not in (INLINE, BLOB):
+        if found is None or found[0][1] not in LOADABLE:
             msg = f"item {index} of task {name!r} has no saved result in {self._where}"
             raise StateError(msg, path=self._where, task=name)
         return load_result(self.store, self.workflow, self.run_id, f"{name}[{index}]", found[0])
@@ -220,7 +256,7 @@ class RunSession:
     def load(self, name: str) -> Any:
         """A saved result, unpickled; KeyError if none was saved."""
         slot = self._slots.get(name)
-        if slot is None or slot[1] not in (INLINE, BLOB, MAPPED):
+        if slot is None or (slot[1] not in LOADABLE and slot[1] != MAPPED):
             raise KeyError(name)
         try:
             if slot[1] == MAPPED:

@@ -109,6 +109,16 @@ class StateStore(ABC):
     @abstractmethod
     def read_blob(self, workflow: str, run_id: str, ref: str) -> bytes: ...
 
+    def shared_folder(self, workflow: str, run_id: str) -> str | None:
+        """A folder where process workers may write large results themselves (see
+        :mod:`flowforge._private.handoff`), or None when this store keeps none."""
+        return None
+
+    def load_shared(self, workflow: str, run_id: str, ref: str) -> Any:
+        """A large result a worker wrote to :meth:`shared_folder`, mapped, not copied."""
+        msg = f"the {self.kind} store keeps no shared results (asked for {ref!r})"
+        raise StateError(msg, path=self.where(workflow, run_id))
+
     @abstractmethod
     def rewrite_journal(self, workflow: str, run_id: str, payloads: list[bytes]) -> list[Any]:
         """Replace the journal by ``payloads`` at once (compaction); their new locations."""

@@ -1,0 +1,382 @@
+"""Large results between process workers by reference, not by copy.
+
+A process worker whose result pickles (protocol 5) to out-of-band buffers of at least
+the executor's ``share_threshold`` bytes in all (NumPy arrays, pandas and Arrow objects,
+``PickleBuffer``) writes those buffers once to a file and sends the driver only a
+:class:`SharedResult` handle (a path and a size). A consumer in another worker maps the
+same file (``mmap``, copy-on-write) and unpickles with the mapped bytes as its buffers,
+so a 200 MB array crosses without a pipe and without a copy. The driver never holds the
+payload; it maps the file only when it needs the value itself (a thread or sequential
+consumer, a condition, the returned ``RunResult``).
+
+Where the file lives:
+
+* autosave on, file store: in the run's ``<run_id>.blobs/`` folder of the state folder.
+  That file *is* the saved result (journal kind ``SHARED``): written once, it serves the
+  hand-off and the resume.
+* otherwise: in ``/dev/shm`` (a memory file system), named
+  ``flowforge-<driver pid>-<run id>-...``. The driver removes its run's files when the run
+  ends (values it still returns stay mapped, so nothing is lost), and every run first
+  removes files left by drivers that are gone (``kill -9``).
+
+File layout: ``MAGIC | u64 meta length | u64 mac length | meta | mac | padding | buffers``,
+each buffer 64-byte aligned. ``meta`` is a marshal tuple ``(1, in-band pickle, layout)``;
+``mac`` an HMAC-SHA256 of ``meta`` with the state folder's key (state-folder files only).
+The in-band pickle is what can run code, so it is what the HMAC covers; the buffers are
+raw bytes that only fill arrays. Files are created 0600 and written under a temporary
+name, then renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import hashlib
+import hmac
+import marshal
+import mmap
+import os
+import pickle
+import secrets
+import struct
+from typing import Any, NamedTuple
+
+__all__ = [
+    "SHM_FOLDER", "SharedResult", "Spill", "dump_outcome", "has_shared", "load_shared",
+    "finish_run", "materialize", "materialize_inputs", "plan_spills", "remove_run_files",
+    "run_prefix", "sweep_stale",
+]
+
+MAGIC = b"FLOWFORGE-SHRD1\n"
+SUFFIX = ".shr"
+_ALIGN = 64
+_HEAD = struct.Struct("<QQ")
+_MIN_OUT_OF_BAND = 64 * 1024  # smaller buffers stay inside the pickle
+_PLAIN = frozenset({int, float, str, bool, type(None), complex})
+SHM_FOLDER = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+
+class Spill(NamedTuple):
+    """Where and from what size a worker writes a result to a file instead of a pipe."""
+
+    folder: str
+    prefix: str
+    threshold: int
+    key: bytes | None  # HMAC key: set for files in the state folder
+    fsync: bool
+    temporary: bool  # removed when the run ends (``/dev/shm``), not kept as saved state
+
+
+class SharedResult:
+    """A handle to a result in a file: what the driver holds instead of the value."""
+
+    __slots__ = ("path", "nbytes", "_value")
+    _value: Any
+
+    def __init__(self, path: str, nbytes: int) -> None:
+        self.path = path
+        self.nbytes = nbytes
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SharedResult, (self.path, self.nbytes))
+
+    def load(self) -> Any:
+        """The value, its buffers mapped from the file (kept after the first call)."""
+        try:
+            return self._value
+        except AttributeError:
+            value = self._value = load_shared(self.path)
+            return value
+
+    def __repr__(self) -> str:
+        return f"SharedResult({self.path!r}, {self.nbytes} bytes)"
+
+
+def has_shared(value: Any) -> bool:
+    """True when ``value`` is a handle or a list holding one (a mapped task's result)."""
+    if type(value) is SharedResult:
+        return True
+    return type(value) is list and any(type(v) is SharedResult for v in value)
+
+
+def materialize(value: Any) -> Any:
+    """``value`` with handles (at the top or in a list) replaced by what they hold."""
+    if type(value) is SharedResult:
+        return value.load()
+    if type(value) is list and any(type(v) is SharedResult for v in value):
+        return [v.load() if type(v) is SharedResult else v for v in value]
+    return value
+
+
+def materialize_inputs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` of one attempt with every handle replaced, in a ``ctx`` too."""
+    from ..task import TaskContext
+
+    out = {}
+    for name, value in kwargs.items():
+        if isinstance(value, TaskContext):
+            inputs = value.inputs
+            if any(has_shared(v) for v in inputs.values()) or has_shared(value.previous):
+                value = dataclasses.replace(
+                    value,
+                    inputs={k: materialize(v) for k, v in inputs.items()},
+                    previous=materialize(value.previous),
+                )
+        else:
+            value = materialize(value)
+        out[name] = value
+    return out
+
+
+# -- the worker's side -----------------------------------------------------------------
+
+
+def dump_outcome(value: Any, spill: Spill | None) -> bytes:
+    """Pickle a successful outcome for the pipe; a large one goes to a file first."""
+    import cloudpickle
+
+    if spill is None or type(value) in _PLAIN:
+        return cloudpickle.dumps(("ok", value), protocol=pickle.HIGHEST_PROTOCOL)
+    if type(value) in (bytes, bytearray):
+        if len(value) < spill.threshold:
+            return cloudpickle.dumps(("ok", value), protocol=pickle.HIGHEST_PROTOCOL)
+        value = _Raw(value)  # pickle gives these no out-of-band form of their own
+    buffers: list[memoryview] = []
+
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        try:
+            raw = buffer.raw()
+        except BufferError:  # not contiguous: keep it in the pickle
+            return True
+        if raw.nbytes < _MIN_OUT_OF_BAND:
+            return True
+        buffers.append(raw)
+        return False
+
+    inband = cloudpickle.dumps(value, protocol=5, buffer_callback=out_of_band)
+    total = sum(b.nbytes for b in buffers)
+    if not buffers:
+        return pickle.dumps(("pickled", inband), protocol=pickle.HIGHEST_PROTOCOL)
+    if total < spill.threshold:
+        return cloudpickle.dumps(("ok", value), protocol=pickle.HIGHEST_PROTOCOL)
+    path = _write(spill, inband, buffers)
+    return pickle.dumps(("ok", SharedResult(path, total)), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class _Raw:
+    """A large ``bytes`` or ``bytearray`` result, pickled as one out-of-band buffer."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        self.data = data
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        return (_rebuild_raw, (type(self.data) is bytearray, pickle.PickleBuffer(self.data)))
+
+
+def _rebuild_raw(mutable: bool, buffer: Any) -> bytes | bytearray:
+    return bytearray(buffer) if mutable else bytes(buffer)
+
+
+def _write(spill: Spill, inband: bytes, buffers: list[memoryview]) -> str:
+    layout = []
+    end = 0
+    for buf in buffers:
+        end = _aligned(end)
+        layout.append((end, buf.nbytes, buf.readonly))
+        end += buf.nbytes
+    meta = marshal.dumps((1, inband, layout))
+    mac = b"" if spill.key is None else hmac.new(spill.key, meta, hashlib.sha256).digest()
+    head = MAGIC + _HEAD.pack(len(meta), len(mac)) + meta + mac
+    base = _aligned(len(head))
+    path = os.path.join(spill.folder, f"{spill.prefix}{secrets.token_hex(8)}{SUFFIX}")
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.ftruncate(fd, base + end)
+        _pwrite_all(fd, memoryview(head), 0)
+        for (offset, _, _), buf in zip(layout, buffers, strict=True):
+            _pwrite_all(fd, buf, base + offset)
+        if spill.fsync:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.rename(tmp, path)
+    if spill.fsync:
+        from ..persistence._frames import sync_dir
+
+        sync_dir(spill.folder)
+    return path
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    data = data.cast("B") if data.format != "B" else data
+    while data:
+        n = os.pwrite(fd, data, offset)
+        data = data[n:]
+        offset += n
+
+
+def _aligned(n: int) -> int:
+    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+# -- reading ---------------------------------------------------------------------------
+
+
+def load_shared(path: str, key: bytes | None = None) -> Any:
+    """Map ``path`` and unpickle its value over the mapped bytes. With ``key`` the
+    in-band part must carry a valid HMAC (a file from the state folder)."""
+    from ..errors import StateError
+    from ..persistence._frames import check_owner
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        msg = f"the shared result {path} is gone (was the run deleted, or cleaned up?)"
+        raise StateError(msg, path=path) from None
+    try:
+        size = check_owner(fd, path).st_size
+        if size < len(MAGIC) + _HEAD.size:
+            raise StateError(f"{path} is too short to be a FlowForge shared result", path=path)
+        mapped = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE,
+                           prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        os.close(fd)
+    view = memoryview(mapped)
+    problem = _check(view, size, key)
+    if problem is not None:
+        msg = f"{path} {problem}; delete it, or run with fresh=True to compute it again"
+        raise StateError(msg, path=path)
+    at = len(MAGIC)
+    meta_len, mac_len = _HEAD.unpack_from(view, at)
+    at += _HEAD.size
+    _, inband, layout = marshal.loads(view[at : at + meta_len])
+    base = _aligned(at + meta_len + mac_len)
+    buffers = []
+    for offset, length, readonly in layout:
+        piece = view[base + offset : base + offset + length]
+        buffers.append(piece.toreadonly() if readonly else piece)
+    return pickle.loads(inband, buffers=buffers)
+
+
+def _check(view: memoryview, size: int, key: bytes | None) -> str | None:
+    if bytes(view[: len(MAGIC)]) != MAGIC:
+        return "is not a FlowForge shared result (wrong magic)"
+    meta_len, mac_len = _HEAD.unpack_from(view, len(MAGIC))
+    at = len(MAGIC) + _HEAD.size
+    if at + meta_len + mac_len > size:
+        return "is truncated"
+    meta = view[at : at + meta_len]
+    if key is not None:
+        mac = bytes(view[at + meta_len : at + meta_len + mac_len])
+        if not hmac.compare_digest(mac, hmac.new(key, meta, hashlib.sha256).digest()):
+            return "was not written with this state folder's key (or was altered)"
+    try:
+        version, _, layout = marshal.loads(meta)
+    except (ValueError, EOFError, TypeError):
+        return "has a damaged header"
+    if version != 1:
+        return f"has format {version}, newer than this FlowForge reads; upgrade FlowForge"
+    base = _aligned(at + meta_len + mac_len)
+    if any(base + offset + length > size for offset, length, _ in layout):
+        return "is truncated"
+    return None
+
+
+# -- the driver's side -----------------------------------------------------------------
+
+
+def plan_spills(executors: Any, session: Any, run_id: str) -> dict[Any, Spill]:
+    """Each process executor of a run with a ``share_threshold``: where its workers write
+    large results. In the run's state folder when the store has one (the file is then the
+    saved result), else in ``/dev/shm`` (first clearing files that killed drivers left)."""
+    sharing = [ex for ex in executors if getattr(ex, "share_threshold", None) is not None]
+    if not sharing:
+        return {}
+    folder = key = None
+    fsync = False
+    if session is not None:
+        folder = session.shared_folder()
+        if folder is not None:
+            sealer = session.store.sealer()
+            key = None if sealer is None else sealer.key
+            fsync = session.store.durability == "fsync"
+    prefix, temporary = "s-", folder is None
+    if folder is None:
+        import tempfile
+
+        sweep_stale()
+        folder = SHM_FOLDER or tempfile.gettempdir()
+        prefix = run_prefix(run_id)
+    return {
+        ex: Spill(folder, prefix, ex.share_threshold, key, fsync, temporary) for ex in sharing
+    }
+
+
+def finish_run(results: dict[str, Any], spills: dict[Any, Spill]) -> None:
+    """At the end of a run: map every result still held as a handle into ``results``
+    (values stay valid once their files are gone), then delete the run's temporary
+    files (in ``/dev/shm``), including any a crashed worker left half-written."""
+    for name, value in list(results.items()):
+        if has_shared(value):
+            try:
+                results[name] = materialize(value)
+            except Exception:  # pragma: no cover - a file removed under us: keep the handle
+                continue
+    for spill in set(spills.values()):
+        if spill.temporary:
+            remove_run_files(spill.folder, spill.prefix)
+        else:  # only what crashed workers left half-written
+            remove_run_files(spill.folder, spill.prefix, "*.tmp")
+
+
+# -- cleaning up -----------------------------------------------------------------------
+
+
+def run_prefix(run_id: str) -> str:
+    """The name prefix of this driver's files for ``run_id`` in ``/dev/shm``."""
+    return f"flowforge-{os.getpid()}-{run_id}-"
+
+
+def remove_run_files(folder: str, prefix: str, pattern: str = "*") -> int:
+    """Delete the files of one run (and unfinished ``.tmp`` ones); how many were removed."""
+    removed = 0
+    for path in glob.glob(os.path.join(glob.escape(folder), glob.escape(prefix) + pattern)):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            removed += 1
+    return removed
+
+
+def sweep_stale(folder: str | None = SHM_FOLDER) -> int:
+    """Delete ``/dev/shm`` files of FlowForge drivers that no longer run (killed ones)."""
+    if folder is None:
+        return 0
+    import psutil
+
+    removed = 0
+    for path in glob.glob(os.path.join(folder, "flowforge-*")):
+        try:
+            pid = int(os.path.basename(path).split("-", 2)[1])
+            st = os.stat(path)
+        except (ValueError, IndexError, OSError):
+            continue
+        if st.st_uid != os.getuid():
+            continue
+        mtime = st.st_mtime
+        try:
+            alive = psutil.Process(pid).create_time() <= mtime + 1
+        except psutil.Error:
+            alive = False
+        if not alive:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                removed += 1
+    return removed

@@ -301,15 +301,14 @@ class Engine(Recording, Fanning, Admitting, Gating):
             entry = ready[0]
             name = entry if entry.__class__ is str else entry[0]
             ex = task_executors.get(name, default)
-            if inflight.get(ex, 0) >= ex.max_workers:
+            if inflight.get(ex, 0) >= ex.max_workers and not (ex.batching and self._room(ex, name)):
                 if not task_executors:
                     return
                 pick = next(
                     (
                         i
                         for i, e in enumerate(ready)
-                        if inflight.get(task_executors.get(_name_of(e), default), 0)
-                        < task_executors.get(_name_of(e), default).max_workers
+                        if self._room(task_executors.get(_name_of(e), default), _name_of(e))
                     ),
                     None,
                 )
@@ -329,6 +328,19 @@ class Engine(Recording, Fanning, Admitting, Gating):
                 self._expand(name)
             else:
                 self._start(name, ex)
+
+    def _room(self, ex: Executor, name: str) -> bool:
+        """Whether ``ex`` takes one more attempt of ``name`` now: a free worker, or on a
+        batching executor a small task's place in its queue (never a timed task's: its
+        timeout must start when it really starts)."""
+        inflight = self._inflight.get(ex, 0)
+        if inflight < ex.max_workers:
+            return True
+        return (
+            ex.batching
+            and self._bindings[name].task.timeout is None
+            and inflight < ex.room(name)  # type: ignore[attr-defined]
+        )
 
     # -- starting and finishing attempts ---------------------------------------------
 
@@ -402,12 +414,18 @@ class Engine(Recording, Fanning, Admitting, Gating):
         t0 = time.perf_counter()
         try:
             if ex.isolated:
-                from ._private.remote import pack_call, run_packed
-
                 gpus = self._gpus_of(name, index) if self._grants else None
                 env = None if gpus is None else {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
-                payload = pack_call(b.task, kwargs, env, self._spills.get(ex))
-                future = ex.submit(run_packed, payload, name)
+                if ex.batching:  # it pickles attempts itself, several at once
+                    future = ex.submit_task(  # type: ignore[attr-defined]
+                        b.task, kwargs, env, self._spills.get(ex), name,
+                        solo=timeout is not None or self._admission is not None,
+                    )
+                else:
+                    from ._private.remote import pack_call, run_packed
+
+                    payload = pack_call(b.task, kwargs, env, self._spills.get(ex))
+                    future = ex.submit(run_packed, payload, name)
             elif ex.inline:
                 future = ex.submit_detached(b.call, **kwargs)  # type: ignore[attr-defined]
             else:
@@ -477,7 +495,9 @@ class Engine(Recording, Fanning, Admitting, Gating):
         if attempt is None:
             return  # timed out or cancelled earlier; its late answer is ignored
         self._inflight[attempt.executor] -= 1
-        duration = time.perf_counter() - attempt.started
+        duration = getattr(future, "ran_for", None)  # as measured by a batching worker
+        if duration is None:
+            duration = time.perf_counter() - attempt.started
         name = attempt.name
         over = None if self._memory is None else self._memory.exceeded.pop(future, None)
         if over is not None:

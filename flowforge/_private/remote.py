@@ -25,7 +25,10 @@ from .._shared import ResourceRef, resolve_refs, worker_pool
 from ..errors import RemoteTaskError, TaskSerializationError
 from .handoff import Spill, dump_outcome, materialize_inputs
 
-__all__ = ["RemoteTraceback", "init_worker", "pack_call", "run_packed", "unpack_outcome"]
+__all__ = [
+    "RemoteTraceback", "init_worker", "pack_batch", "pack_call", "run_batch", "run_packed",
+    "unpack_outcome",
+]
 
 
 class RemoteTraceback(Exception):
@@ -59,6 +62,12 @@ def pack_call(
             "data instead, or run this task with executor='thread'"
         )
         raise TaskSerializationError(msg, task=task.name, what=culprit) from exc
+
+
+def pack_batch(calls: list[Any]) -> bytes:
+    """Pickle several attempts ``(task, kwargs, env, spill)`` at once: a task shared by
+    them (a map's items) is pickled once. Raises what pickling raises."""
+    return cloudpickle.dumps(calls, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def unpack_outcome(data: bytes, task: str) -> Any:
@@ -134,14 +143,41 @@ def run_packed(payload: bytes, task_name: str) -> bytes:
     try:
         task, kwargs, env, spill = pickle.loads(payload)
     except BaseException as exc:
-        msg = (
-            f"task {task_name!r} could not be unpickled in its worker "
-            f"({type(exc).__name__}: {_safe_str(exc)}); define it in an importable module "
-            "or make sure its inputs are plain data"
-        )
-        err = TaskSerializationError(msg, task=task_name, what="the task or its inputs")
-        return _pack_error(task_name, err, traceback.format_exc())
-    saved = {k: os.environ.get(k) for k in env or {}}
+        return _unpicklable(task_name, exc)
+    return _run_one(task, kwargs, env, spill, task_name)
+
+
+def run_batch(payload: bytes, names: list[str]) -> list[tuple[bytes, float]]:
+    """Run a batch of attempts (``pack_batch``) one after another in a worker: each one's
+    outcome and duration in seconds. Never raises."""
+    try:
+        calls = pickle.loads(payload)
+    except BaseException as exc:
+        return [(_unpicklable(name, exc), 0.0) for name in names]
+    out = []
+    clock = time.perf_counter
+    for (task, kwargs, env, spill), name in zip(calls, names, strict=True):
+        t0 = clock()
+        outcome = _run_one(task, kwargs, env, spill, name)
+        out.append((outcome, clock() - t0))
+    return out
+
+
+def _unpicklable(task_name: str, exc: BaseException) -> bytes:
+    msg = (
+        f"task {task_name!r} could not be unpickled in its worker "
+        f"({type(exc).__name__}: {_safe_str(exc)}); define it in an importable module "
+        "or make sure its inputs are plain data"
+    )
+    err = TaskSerializationError(msg, task=task_name, what="the task or its inputs")
+    return _pack_error(task_name, err, traceback.format_exc())
+
+
+def _run_one(
+    task: Any, kwargs: dict[str, Any], env: dict[str, str] | None, spill: Spill | None,
+    task_name: str,
+) -> bytes:
+    saved = {k: os.environ.get(k) for k in env} if env else None
     try:
         if env:
             os.environ.update(env)  # for this attempt only: restored below
@@ -153,11 +189,12 @@ def run_packed(payload: bytes, task_name: str) -> bytes:
     except BaseException as exc:
         return _pack_error(task_name, exc, traceback.format_exc())
     finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
+        if saved:
+            for key, old in saved.items():
+                if old is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = old
     try:
         return dump_outcome(value, spill)
     except OSError as exc:

@@ -7,7 +7,10 @@ An executor offers ``submit(fn, /, *args, **kwargs) -> Future`` and ``shutdown()
 * ``inline``: it runs work in the caller's thread, so the engine may call the task
   directly and skip the future machinery (the sequential executor);
 * ``isolated``: work crosses a process boundary, so the engine pickles each attempt
-  itself and can name the task and the object at fault when pickling fails.
+  itself and can name the task and the object at fault when pickling fails;
+* ``batching``: it takes task attempts unpickled (``submit_task``), sends small ones to
+  its workers in batches, and says through ``room(task)`` how many attempts of a task
+  the engine may hand it at once (more than ``max_workers`` for small tasks).
 
 ``cancel_running(future)`` stops the attempt behind a future if the executor can (a
 process can be killed) or abandons it (a thread cannot), returning True when stopped.
@@ -39,6 +42,7 @@ class Executor(ABC):
     max_workers: int = 1
     inline: bool = False
     isolated: bool = False
+    batching: bool = False  # offers submit_task() and room(): see executors/process.py
 
     @abstractmethod
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:

@@ -26,6 +26,34 @@ from .base import Executor, default_workers
 
 __all__ = ["ProcessExecutor"]
 
+#: Batches aim at this much work (seconds), so a batch never holds up a slot for long.
+BATCH_SECONDS = 0.005
+#: Small attempts queued per worker beyond the one it runs: at most this much work.
+QUEUE_SECONDS = 0.020
+#: A task whose attempts take less than this on average is small enough to batch.
+SMALL_SECONDS = 0.002
+MAX_BATCH = 512
+_EWMA = 0.2  # weight of the newest duration in a task's running average
+
+
+class _Job:
+    """One piece of work in the queue: a plain call, or one task attempt (``call``)."""
+
+    __slots__ = ("future", "fn", "args", "kwargs", "call", "name", "solo")
+
+    def __init__(
+        self, future: Future[Any], fn: Callable[..., Any] | None, args: tuple[Any, ...],
+        kwargs: dict[str, Any], call: tuple[Any, ...] | None = None, name: str = "",
+        solo: bool = False,
+    ) -> None:
+        self.future = future
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.call = call  # (task, kwargs, env, spill): packed with others into one batch
+        self.name = name
+        self.solo = solo  # never batched: it has a timeout, or its batch's worker died
+
 
 class ProcessExecutor(Executor):
     """Runs work in up to ``max_workers`` loky worker processes (default: CPU count).
@@ -33,10 +61,18 @@ class ProcessExecutor(Executor):
     A result whose buffers (NumPy arrays and the like, pickle protocol 5) add up to
     ``share_threshold`` bytes or more is not sent back through the pipe: the worker writes
     it once to a file (the state folder with autosave, else ``/dev/shm``) and the tasks
-    that need it map that file. ``None`` turns this off."""
+    that need it map that file. ``None`` turns this off.
+
+    Task attempts (:meth:`submit_task`) of a task whose attempts are measured to be small
+    (under ``SMALL_SECONDS`` on average) are sent to a worker in batches of about
+    ``BATCH_SECONDS`` of work, pickled together (the task's function once), and their
+    outcomes come back together; the engine may queue up to :meth:`room` of them. A task
+    not yet measured, a long one, or one with a timeout goes alone.
+    """
 
     name = "process"
     isolated = True
+    batching = True
 
     def __init__(
         self, max_workers: int | None = None, *, share_threshold: int | None = 1 << 20
@@ -62,8 +98,8 @@ class ProcessExecutor(Executor):
         self.share_threshold = share_threshold
         self._lock = threading.Lock()
         self._slots = [_Slot(i) for i in range(max_workers)]
-        self._queued: deque[tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]]
-        self._queued = deque()
+        self._queued: deque[_Job] = deque()
+        self._seconds: dict[str, float] = {}  # task name -> average attempt duration
 
     def start(self) -> None:
         """Start every worker now rather than at first use (they start in parallel)."""
@@ -71,25 +107,68 @@ class ProcessExecutor(Executor):
             slot.ensure_started().submit(os.getpid)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        outer: Future[Any] = Future()
+        return self._enqueue(_Job(Future(), fn, args, kwargs))
+
+    def submit_task(
+        self, task: Any, kwargs: dict[str, Any], env: dict[str, str] | None, spill: Any,
+        name: str, *, solo: bool = False,
+    ) -> Future[Any]:
+        """Run one attempt of ``task`` (see :func:`~flowforge._private.remote.run_batch`);
+        the future's result is the packed outcome, and its ``ran_for`` attribute the
+        attempt's duration in the worker. ``solo``: never batch it (it has a timeout)."""
+        return self._enqueue(_Job(Future(), None, (), {}, (task, kwargs, env, spill), name, solo))
+
+    def room(self, name: str) -> int:
+        """How many attempts of task ``name`` the engine may have here at once: one per
+        worker, or for a small task as many as make ``QUEUE_SECONDS`` of work a worker."""
+        seconds = self._seconds.get(name)
+        if seconds is None or seconds >= SMALL_SECONDS:
+            return self.max_workers
+        per_worker = min(MAX_BATCH * 2, int(QUEUE_SECONDS / max(seconds, 1e-6)))
+        return self.max_workers * (1 + per_worker)
+
+    def _enqueue(self, job: _Job) -> Future[Any]:
         with self._lock:
-            slot = next((s for s in self._slots if s.outer is None), None)
-            if slot is None:
-                self._queued.append((outer, fn, args, kwargs))
-                return outer
-            slot.outer = outer
-        self._launch(slot, outer, fn, args, kwargs)
-        return outer
+            self._queued.append(job)
+            slot = next((s for s in self._slots if s.jobs is None), None)
+            jobs = self._take(slot) if slot is not None else None
+        if jobs:
+            assert slot is not None
+            self._launch(slot, jobs)
+        return job.future
+
+    def _take(self, slot: _Slot) -> list[_Job] | None:
+        """Under the lock: the next jobs for free ``slot``, which it now holds."""
+        queued = self._queued
+        if not queued:
+            return None
+        head = queued.popleft()
+        jobs = [head]
+        if head.call is not None and not head.solo:
+            seconds = self._seconds
+            each = seconds.get(head.name)
+            if each is not None and each < SMALL_SECONDS:
+                free = sum(1 for s in self._slots if s.jobs is None)
+                share = -(-len(queued) // max(free, 1))  # leave work for the other free slots
+                budget = min(MAX_BATCH - 1, share, int(BATCH_SECONDS / max(each, 1e-6)))
+                while budget > 0 and queued:
+                    nxt = queued[0]
+                    if nxt.call is None or nxt.solo or nxt.name != head.name:
+                        break
+                    jobs.append(queued.popleft())
+                    budget -= 1
+        slot.jobs = jobs
+        return jobs
 
     def cancel_running(self, future: Future[Any]) -> bool:
         """Kill the worker running ``future`` (SIGKILL); its slot restarts on next use."""
         with self._lock:
-            for i, item in enumerate(self._queued):
-                if item[0] is future:
+            for i, job in enumerate(self._queued):
+                if job.future is future:
                     del self._queued[i]
                     future.cancel()
                     return True
-            slot = next((s for s in self._slots if s.outer is future), None)
+            slot = next((s for s in self._slots if s.holds(future)), None)
         if slot is None:
             return future.cancel()
         future.cancel()  # never marked running, so this sticks; _launch then skips it
@@ -99,43 +178,68 @@ class ProcessExecutor(Executor):
     def worker_pid(self, future: Future[Any]) -> int | None:
         """The pid of the worker process running ``future``, if it runs now."""
         with self._lock:
-            slot = next((s for s in self._slots if s.outer is future), None)
+            slot = next((s for s in self._slots if s.holds(future)), None)
         proc = None if slot is None else slot._process
         return None if proc is None else proc.pid
 
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:
             queued, self._queued = list(self._queued), deque()
-        for outer, *_ in queued:
-            outer.cancel()
+        for job in queued:
+            job.future.cancel()
         for slot in self._slots:
             slot.stop(wait=wait)
 
-    def _launch(
-        self,
-        slot: _Slot,
-        outer: Future[Any],
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> None:
-        if outer.cancelled():  # cancelled between leaving the queue and reaching here
-            self._finish(slot, outer, None, None)
+    def _launch(self, slot: _Slot, jobs: list[_Job]) -> None:
+        live = [j for j in jobs if not j.future.cancelled()]  # cancelled while queued
+        if len(live) < len(jobs):
+            slot.jobs = jobs = live
+        if not jobs:
+            self._finish(slot, jobs, None, None)
             return
         try:
-            inner = slot.submit(fn, args, kwargs)
+            if jobs[0].call is None:
+                job = jobs[0]
+                assert job.fn is not None
+                inner = slot.submit(job.fn, job.args, job.kwargs)
+            else:
+                jobs, payload = self._pack(jobs)
+                slot.jobs = jobs
+                if not jobs:
+                    self._finish(slot, jobs, None, None)
+                    return
+                from .._private.remote import run_batch
+
+                inner = slot.submit(run_batch, (payload, [j.name for j in jobs]), {})
         except BaseException as exc:
-            self._finish(slot, outer, None, exc)
+            self._finish(slot, jobs, None, exc)
             return
-        inner.add_done_callback(lambda f: self._finish(slot, outer, f, None))
+        inner.add_done_callback(lambda f: self._finish(slot, jobs, f, None))
+
+    @staticmethod
+    def _pack(jobs: list[_Job]) -> tuple[list[_Job], bytes]:
+        """Pickle the attempts of a batch together. One that will not pickle fails alone,
+        with the error that names its culprit; the rest go on."""
+        from .._private.remote import pack_batch, pack_call
+
+        try:
+            return jobs, pack_batch([j.call for j in jobs])
+        except Exception:
+            good = []
+            for job in jobs:
+                try:
+                    pack_call(*job.call)  # type: ignore[misc]
+                except Exception as exc:
+                    job.future.set_exception(exc)
+                else:
+                    good.append(job)
+            return good, pack_batch([j.call for j in good]) if good else b""
 
     def _finish(
-        self,
-        slot: _Slot,
-        outer: Future[Any],
-        inner: Future[Any] | None,
+        self, slot: _Slot, jobs: list[_Job], inner: Future[Any] | None,
         error: BaseException | None,
     ) -> None:
+        outcomes = None
         if inner is not None:
             if inner.cancelled():
                 error = WorkerCrashedError("the worker was stopped", exitcode=None, signal=None)
@@ -143,19 +247,39 @@ class ProcessExecutor(Executor):
                 error = inner.exception()
                 if error is not None and _is_broken_pool(error):
                     error = slot.crash_error()
+                    if len(jobs) > 1 and not slot.killed_on_purpose:
+                        # Which attempt of the batch crashed its worker is unknown: run
+                        # each again alone, so only the one that crashes is charged.
+                        with self._lock:
+                            for job in reversed(jobs):
+                                job.solo = True
+                                self._queued.appendleft(job)
+                        jobs, error = [], None
+                elif error is None and jobs and jobs[0].call is not None:
+                    outcomes = inner.result()
         with self._lock:
-            slot.outer = None
-            nxt = self._queued.popleft() if self._queued else None
-            if nxt is not None:
-                slot.outer = nxt[0]
-        if not outer.done():
+            slot.jobs = None
+            nxt = self._take(slot)
+            if outcomes is not None:
+                seconds = self._seconds
+                for job, (_, ran_for) in zip(jobs, outcomes, strict=True):
+                    old = seconds.get(job.name)
+                    seconds[job.name] = ran_for if old is None else old + _EWMA * (ran_for - old)
+        for i, job in enumerate(jobs):
+            future = job.future
+            if future.done():
+                continue
             if error is not None:
-                outer.set_exception(error)
+                future.set_exception(error)
+            elif outcomes is not None:
+                data, ran_for = outcomes[i]
+                future.ran_for = ran_for  # type: ignore[attr-defined]
+                future.set_result(data)
             else:
                 assert inner is not None
-                outer.set_result(inner.result())
-        if nxt is not None:
-            self._launch(slot, *nxt)
+                future.set_result(inner.result())
+        if nxt:
+            self._launch(slot, nxt)
 
 
 class _Slot:
@@ -163,10 +287,18 @@ class _Slot:
 
     def __init__(self, index: int) -> None:
         self.index = index
-        self.outer: Future[Any] | None = None
+        self.jobs: list[_Job] | None = None  # what it runs now (None: free)
         self._pool: Any = None
         self._process: Any = None
         self._killed = False
+
+    def holds(self, future: Future[Any]) -> bool:
+        jobs = self.jobs
+        return jobs is not None and any(j.future is future for j in jobs)
+
+    @property
+    def killed_on_purpose(self) -> bool:
+        return self._killed
 
     def ensure_started(self) -> Any:
         if self._pool is None:

@@ -133,6 +133,31 @@ def _in_process(n: int, repeat: int) -> tuple[float, float]:
     return _median(lambda: touch(data), repeat), _median(data.copy, repeat)
 
 
+def _dask_rows(n: int, repeat: int) -> list[tuple[str, float]]:
+    """FlowForge on a 2-worker Dask LocalCluster (kept up across repeats), autosave off
+    and on: the array stays on the workers; with autosave its worker writes it."""
+    try:
+        from distributed import LocalCluster
+    except ImportError:
+        return []
+    from flowforge import DaskExecutor
+
+    rows = []
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, \
+            tempfile.TemporaryDirectory(prefix="ff-handoff-dask-") as tmp:
+        for autosave in (True, False):
+            ex = DaskExecutor(address=cluster.scheduler_address)
+            secs = _median_of(flowforge_run(n, ex, autosave, tmp), repeat)
+            rows.append((f"FlowForge on Dask, autosave {'on' if autosave else 'off'}", secs))
+            if autosave:
+                assert ex.fetched == 0, "the driver fetched a held result"
+                rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                print(f"Driver peak RSS after the Dask runs with autosave (scheduler in the "
+                      f"same process, nothing fetched): {rss / 1024:.0f} MB", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a 20 MB array, 2 repeats")
@@ -152,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         on = _median_of(flowforge_run(n, ex, True, tmp), repeat)
         rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before the driver
         once = _median(write_once(n, tmp), repeat)  # itself holds an array, below
+    dask_rows = _dask_rows(n, repeat)
     reading, copy = _in_process(n, repeat)
     rows.append(("FlowForge process, autosave off", off - reading))
     rows.append(("FlowForge process, autosave on", on - reading))
@@ -163,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         cf.submit(int).result()
         rows.append(("concurrent.futures", _median_of(pool_run(cf, n), repeat) - reading))
     rows.append(("in-process copy", copy))
+    rows.extend((name, secs - reading) for name, secs in dask_rows)
 
     mb = n / 1e6
     print(f"\nHand-off of a {mb:.0f} MB NumPy array from task A to task B, 2 process workers "
@@ -175,8 +202,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {name:<34} | {secs:>8.3f} | {n / secs / 1e9:>6.2f} | {loky_s / secs:>6.1f}x |")
     print(f"\nWriting the {mb:.0f} MB array to a new file in the same folder (the autosave "
           f"floor): {once:.3f} s; FlowForge with autosave on: {on - reading:.3f} s")
-    print(f"Driver peak RSS over the FlowForge runs: {rss_peak / 1024:.0f} MB "
-          f"(before them: {rss_before / 1024:.0f} MB)")
+    print(f"Driver peak RSS over the FlowForge process runs: {rss_peak / 1024:.0f} MB "
+          f"(before them: {rss_before / 1024:.0f} MB). With autosave off on Dask the "
+          "driver fetches each result once, at the end, for the RunResult.")
 
 
 if __name__ == "__main__":

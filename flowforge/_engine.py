@@ -68,7 +68,14 @@ from ._binding import FROM_PARAM, FROM_RESOURCE, FROM_TASK, Binding, call_hook
 from ._control import Gate, Gating
 from ._fanout import Fan, Fanning
 from ._private.gcpause import paused_gc
-from ._private.handoff import Spill, finish_run, materialize, materialize_inputs, plan_spills
+from ._private.handoff import (
+    Spill,
+    hold_all,
+    materialize,
+    materialize_inputs,
+    plan_spills,
+    remove_files,
+)
 from ._recording import HeldResults, Recording
 from ._shared import ResourcePool, ResourceRef, resolve_refs
 from .bus import EventBus
@@ -190,6 +197,7 @@ class Engine(Recording, Fanning, Admitting, Gating):
         self._timed_out = False
 
         self._spills: dict[Executor, Spill] = {}  # process executors sharing large results
+        self._handles = False  # results may be handles (see _private/handoff): map them
         self._emit_started = bus.wants(TaskStarted)
         self._emit_succeeded = bus.wants(TaskSucceeded)
         self._emit_failed = bus.wants(TaskFailed)
@@ -223,10 +231,12 @@ class Engine(Recording, Fanning, Admitting, Gating):
         finally:
             if self._memory is not None:
                 self._memory.stop()
+            if self._handles:  # before the executors stop: a cluster's results go too
+                hold_all(self.results)
             self._shutdown_executors()
             self._pool.close()
             if self._spills:
-                finish_run(self.results, self._spills)
+                remove_files(self._spills)
         for name in self._fans:  # a map or loop whose remaining units never started
             self._mark_cancelled(name, "the run stopped before all its items or iterations ran")
         status = self._status(cancelled)
@@ -371,7 +381,7 @@ class Engine(Recording, Fanning, Admitting, Gating):
     ) -> None:
         """Run one attempt (of a task, or of one of its items with ``index`` >= 0): in
         this thread when that is cheaper and safe, else through its executor."""
-        if self._spills and not ex.isolated:  # large results held as handles: map them
+        if self._handles and not ex.isolated:  # large results held as handles: map them
             kwargs = materialize_inputs(kwargs)
         if b.uses_resources and not ex.isolated:  # process workers make their own
             try:
@@ -416,7 +426,8 @@ class Engine(Recording, Fanning, Admitting, Gating):
             if ex.isolated:
                 gpus = self._gpus_of(name, index) if self._grants else None
                 env = None if gpus is None else {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
-                if ex.batching:  # it pickles attempts itself, several at once
+                if ex.takes_tasks:  # it pickles attempts itself (several at once, or
+                    # with their inputs left on a cluster)
                     future = ex.submit_task(  # type: ignore[attr-defined]
                         b.task, kwargs, env, self._spills.get(ex), name,
                         solo=timeout is not None or self._admission is not None,
@@ -452,6 +463,9 @@ class Engine(Recording, Fanning, Admitting, Gating):
         isolated = {ex for ex in (self._executor, *self._task_executors.values()) if ex.isolated}
         if isolated:
             self._spills = plan_spills(isolated, self._session, self.run_id)
+            self._handles = bool(self._spills) or any(
+                getattr(ex, "holds_results", False) for ex in isolated
+            )
 
     def _arguments(
         self,

@@ -43,9 +43,9 @@ import struct
 from typing import Any, NamedTuple
 
 __all__ = [
-    "SHM_FOLDER", "SharedResult", "Spill", "dump_outcome", "has_shared", "load_shared",
-    "finish_run", "materialize", "materialize_inputs", "plan_spills", "remove_run_files",
-    "run_prefix", "sweep_stale",
+    "SHM_FOLDER", "Handle", "SharedResult", "Spill", "dump_outcome", "has_shared", "load_shared",
+    "hold_all", "materialize", "materialize_inputs", "plan_spills", "remove_files",
+    "remove_run_files", "run_prefix", "sweep_stale", "write_file",
 ]
 
 MAGIC = b"FLOWFORGE-SHRD1\n"
@@ -68,7 +68,22 @@ class Spill(NamedTuple):
     temporary: bool  # removed when the run ends (``/dev/shm``), not kept as saved state
 
 
-class SharedResult:
+class Handle:
+    """A result held somewhere other than the driver's memory: in a file
+    (:class:`SharedResult`) or on a Dask worker. ``load()`` brings the value here;
+    ``file`` is the file it is saved in, if any."""
+
+    __slots__ = ()
+
+    def load(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def file(self) -> SharedResult | None:
+        return None
+
+
+class SharedResult(Handle):
     """A handle to a result in a file: what the driver holds instead of the value."""
 
     __slots__ = ("path", "nbytes", "_value")
@@ -89,23 +104,27 @@ class SharedResult:
             value = self._value = load_shared(self.path)
             return value
 
+    @property
+    def file(self) -> SharedResult | None:
+        return self
+
     def __repr__(self) -> str:
         return f"SharedResult({self.path!r}, {self.nbytes} bytes)"
 
 
 def has_shared(value: Any) -> bool:
     """True when ``value`` is a handle or a list holding one (a mapped task's result)."""
-    if type(value) is SharedResult:
+    if isinstance(value, Handle):
         return True
-    return type(value) is list and any(type(v) is SharedResult for v in value)
+    return type(value) is list and any(isinstance(v, Handle) for v in value)
 
 
 def materialize(value: Any) -> Any:
     """``value`` with handles (at the top or in a list) replaced by what they hold."""
-    if type(value) is SharedResult:
+    if isinstance(value, Handle):
         return value.load()
-    if type(value) is list and any(type(v) is SharedResult for v in value):
-        return [v.load() if type(v) is SharedResult else v for v in value]
+    if type(value) is list and any(isinstance(v, Handle) for v in value):
+        return [v.load() if isinstance(v, Handle) else v for v in value]
     return value
 
 
@@ -178,6 +197,28 @@ class _Raw:
 
 def _rebuild_raw(mutable: bool, buffer: Any) -> bytes | bytearray:
     return bytearray(buffer) if mutable else bytes(buffer)
+
+
+def write_file(value: Any, spill: Spill) -> SharedResult:
+    """Write ``value`` to a file of ``spill`` whatever its size or shape (a Dask worker
+    saving a large result for resume); large buffers go out of band, as above."""
+    import cloudpickle
+
+    buffers: list[memoryview] = []
+
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        try:
+            raw = buffer.raw()
+        except BufferError:
+            return True
+        buffers.append(raw)
+        return False
+
+    if type(value) in (bytes, bytearray):
+        value = _Raw(value)
+    inband = cloudpickle.dumps(value, protocol=5, buffer_callback=out_of_band)
+    nbytes = len(inband) + sum(b.nbytes for b in buffers)
+    return SharedResult(_write(spill, inband, buffers), nbytes)
 
 
 def _write(spill: Spill, inband: bytes, buffers: list[memoryview]) -> str:
@@ -294,46 +335,52 @@ def _check(view: memoryview, size: int, key: bytes | None) -> str | None:
 
 
 def plan_spills(executors: Any, session: Any, run_id: str) -> dict[Any, Spill]:
-    """Each process executor of a run with a ``share_threshold``: where its workers write
-    large results. In the run's state folder when the store has one (the file is then the
-    saved result), else in ``/dev/shm`` (first clearing files that killed drivers left)."""
+    """Each executor of a run with a ``share_threshold``: where its workers write large
+    results. In the run's state folder when the store has one (the file is then the
+    saved result); else, for process workers on this machine, in ``/dev/shm`` (first
+    clearing files that killed drivers left). A cluster's workers (``holds_results``)
+    keep large results themselves and write a file only to save one."""
     sharing = [ex for ex in executors if getattr(ex, "share_threshold", None) is not None]
     if not sharing:
         return {}
-    folder = key = None
-    fsync = False
+    saved: Spill | None = None
     if session is not None:
         folder = session.shared_folder()
         if folder is not None:
             sealer = session.store.sealer()
-            key = None if sealer is None else sealer.key
-            fsync = session.store.durability == "fsync"
-    prefix, temporary = "s-", folder is None
-    if folder is None:
-        import tempfile
+            saved = Spill(folder, "s-", 0, None if sealer is None else sealer.key,
+                          session.store.durability == "fsync", False)
+    spills = {}
+    for ex in sharing:
+        if saved is not None:
+            spills[ex] = saved._replace(threshold=ex.share_threshold)
+        elif not getattr(ex, "holds_results", False):
+            import tempfile
 
-        sweep_stale()
-        folder = SHM_FOLDER or tempfile.gettempdir()
-        prefix = run_prefix(run_id)
-    return {
-        ex: Spill(folder, prefix, ex.share_threshold, key, fsync, temporary) for ex in sharing
-    }
+            sweep_stale()
+            spills[ex] = Spill(SHM_FOLDER or tempfile.gettempdir(), run_prefix(run_id),
+                               ex.share_threshold, None, False, True)
+    return spills
 
 
-def finish_run(results: dict[str, Any], spills: dict[Any, Spill]) -> None:
-    """At the end of a run: map every result still held as a handle into ``results``
-    (values stay valid once their files are gone), then delete the run's temporary
-    files (in ``/dev/shm``), including any a crashed worker left half-written."""
+def hold_all(results: dict[str, Any]) -> None:
+    """At the end of a run, before its executors stop: map or fetch every result still
+    held as a handle into ``results`` (mapped values stay valid once files are gone)."""
     for name, value in list(results.items()):
         if has_shared(value):
             try:
                 results[name] = materialize(value)
-            except Exception:  # pragma: no cover - a file removed under us: keep the handle
+            except Exception:  # pragma: no cover - gone under us: keep the handle
                 continue
+
+
+def remove_files(spills: dict[Any, Spill]) -> None:
+    """After a run's workers stopped: delete its temporary files (in ``/dev/shm``), and
+    any file a crashed worker left half-written."""
     for spill in set(spills.values()):
         if spill.temporary:
             remove_run_files(spill.folder, spill.prefix)
-        else:  # only what crashed workers left half-written
+        else:
             remove_run_files(spill.folder, spill.prefix, "*.tmp")
 
 

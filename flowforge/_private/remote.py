@@ -11,23 +11,24 @@ error with the worker's traceback as its ``__cause__``, as ``concurrent.futures`
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import signal
 import threading
 import time
 import traceback
-from typing import Any
+from typing import Any, NamedTuple
 
 import cloudpickle
 
 from .._shared import ResourceRef, resolve_refs, worker_pool
 from ..errors import RemoteTaskError, TaskSerializationError
-from .handoff import Spill, dump_outcome, materialize_inputs
+from .handoff import Spill, dump_outcome, materialize_inputs, write_file
 
 __all__ = [
-    "RemoteTraceback", "init_worker", "pack_batch", "pack_call", "run_batch", "run_packed",
-    "unpack_outcome",
+    "Input", "RemoteTraceback", "init_worker", "pack_batch", "pack_call", "report_held",
+    "Unpacked", "run_batch", "run_held", "run_packed", "unpack_outcome",
 ]
 
 
@@ -70,10 +71,18 @@ def pack_batch(calls: list[Any]) -> bytes:
     return cloudpickle.dumps(calls, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def unpack_outcome(data: bytes, task: str) -> Any:
+class Unpacked(NamedTuple):
+    """An outcome an executor already unpickled (to look inside it)."""
+
+    outcome: tuple[Any, ...]
+
+
+def unpack_outcome(data: bytes | Unpacked, task: str) -> Any:
     """Return the worker's value or raise its error (with its traceback as cause)."""
+    if type(data) is Unpacked:
+        return _value_of(data.outcome)
     try:
-        outcome = pickle.loads(data)
+        outcome = pickle.loads(data)  # type: ignore[arg-type]
     except Exception as exc:
         msg = (
             f"task {task!r} finished in its worker, but its outcome cannot be unpickled in "
@@ -81,6 +90,10 @@ def unpack_outcome(data: bytes, task: str) -> Any:
             "class importable from a module rather than defined in a function"
         )
         raise RemoteTaskError(msg, task=task, original_type=None) from exc
+    return _value_of(outcome)
+
+
+def _value_of(outcome: tuple[Any, ...]) -> Any:
     if outcome[0] == "ok":
         return outcome[1]
     if outcome[0] == "pickled":
@@ -177,6 +190,15 @@ def _run_one(
     task: Any, kwargs: dict[str, Any], env: dict[str, str] | None, spill: Spill | None,
     task_name: str,
 ) -> bytes:
+    ok, value = _call(task, kwargs, env, spill, task_name)
+    return _dump_value(value, spill, task_name) if ok else value
+
+
+def _call(
+    task: Any, kwargs: dict[str, Any], env: dict[str, str] | None, spill: Spill | None,
+    task_name: str,
+) -> tuple[bool, Any]:
+    """Run one attempt: (True, its value) or (False, its packed error)."""
     saved = {k: os.environ.get(k) for k in env} if env else None
     try:
         if env:
@@ -185,9 +207,9 @@ def _run_one(
             resolve_refs(kwargs, worker_pool())  # made once per worker, kept for its life
         if spill is not None:
             kwargs = materialize_inputs(kwargs)
-        value = task.callable(**kwargs)
+        return True, task.callable(**kwargs)
     except BaseException as exc:
-        return _pack_error(task_name, exc, traceback.format_exc())
+        return False, _pack_error(task_name, exc, traceback.format_exc())
     finally:
         if saved:
             for key, old in saved.items():
@@ -195,6 +217,10 @@ def _run_one(
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = old
+
+
+def _dump_value(value: Any, spill: Spill | None, task_name: str) -> bytes:
+    """A success's outcome for the pipe (large results to a file: see handoff)."""
     try:
         return dump_outcome(value, spill)
     except OSError as exc:
@@ -202,7 +228,7 @@ def _run_one(
         msg = (
             f"task {task_name!r} returned a large result that could not be written to "
             f"{spill.folder} ({type(exc).__name__}: {_safe_str(exc)}); free space there, "
-            "or raise ProcessExecutor(share_threshold=...)"
+            "or raise the executor's share_threshold"
         )
         err = TaskSerializationError(msg, task=task_name, what="result")
         return _pack_error(task_name, err, traceback.format_exc())
@@ -214,6 +240,87 @@ def _run_one(
         )
         err = TaskSerializationError(msg, task=task_name, what="result")
         return _pack_error(task_name, err, traceback.format_exc())
+
+
+# -- on a cluster's worker (Dask) ------------------------------------------------------
+
+
+class Input:
+    """Stands in a packed attempt for the upstream result passed beside it (a Dask
+    future the cluster resolves on the worker): the ``index``-th extra argument."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Input, (self.index,))
+
+
+def run_held(payload: bytes, task_name: str, *inputs: Any) -> tuple[bool, Any]:
+    """Run one attempt on a cluster worker and keep its value there: (True, value) or
+    (False, packed error). ``inputs`` are upstream results held the same way (Dask
+    fetches them from the workers that have them)."""
+    try:
+        task, kwargs, env, spill = pickle.loads(payload)
+    except BaseException as exc:
+        return False, _unpicklable(task_name, exc)
+    for held in inputs:
+        if not held[0]:  # pragma: no cover - the engine never passes a failed upstream
+            return False, held[1]
+    if inputs:
+        kwargs = _put_inputs(kwargs, [held[1] for held in inputs])
+    return _call(task, kwargs, env, spill, task_name)
+
+
+def report_held(
+    held: tuple[bool, Any], spill: Spill | None, threshold: int, task_name: str
+) -> bytes | tuple[str, int, str | None]:
+    """What the driver hears of a held attempt: the outcome itself when it is small,
+    else ``("held", size, saved file or None)``: the value stays on the worker, and
+    with autosave the worker itself writes it to the state folder."""
+    ok, value = held
+    if not ok:
+        return value
+    from dask.sizeof import sizeof
+
+    size = sizeof(value)
+    if size < threshold:
+        return _dump_value(value, None, task_name)
+    path = None
+    if spill is not None:
+        try:
+            path = write_file(value, spill).path
+        except Exception as exc:
+            msg = (
+                f"task {task_name!r} returned a large result that could not be saved to "
+                f"{spill.folder} ({type(exc).__name__}: {_safe_str(exc)})"
+            )
+            err = TaskSerializationError(msg, task=task_name, what="result")
+            return _pack_error(task_name, err, traceback.format_exc())
+    return ("held", size, path)
+
+
+def _put_inputs(kwargs: dict[str, Any], values: list[Any]) -> dict[str, Any]:
+    from ..task import TaskContext
+
+    def put(v: Any) -> Any:
+        if type(v) is Input:
+            return values[v.index]
+        if type(v) is list and any(type(x) is Input for x in v):
+            return [values[x.index] if type(x) is Input else x for x in v]
+        return v
+
+    out = {}
+    for name, value in kwargs.items():
+        if isinstance(value, TaskContext):
+            value = dataclasses.replace(
+                value, inputs={k: put(v) for k, v in value.inputs.items()},
+                previous=put(value.previous),
+            )
+        out[name] = put(value)
+    return out
 
 
 def _pack_error(task_name: str, exc: BaseException, tb: str) -> bytes:

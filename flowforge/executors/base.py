@@ -8,9 +8,11 @@ An executor offers ``submit(fn, /, *args, **kwargs) -> Future`` and ``shutdown()
   directly and skip the future machinery (the sequential executor);
 * ``isolated``: work crosses a process boundary, so the engine pickles each attempt
   itself and can name the task and the object at fault when pickling fails;
-* ``batching``: it takes task attempts unpickled (``submit_task``), sends small ones to
-  its workers in batches, and says through ``room(task)`` how many attempts of a task
-  the engine may hand it at once (more than ``max_workers`` for small tasks).
+* ``takes_tasks``: it takes task attempts unpickled (``submit_task``) and pickles them
+  itself: several at once (process), or leaving inputs on the cluster (Dask);
+* ``batching``: it sends small attempts to its workers in batches, and says through
+  ``room(task)`` how many attempts of a task the engine may hand it at once;
+* ``holds_results``: large results stay on its workers; the engine holds handles.
 
 ``cancel_running(future)`` stops the attempt behind a future if the executor can (a
 process can be killed) or abandons it (a thread cannot), returning True when stopped.
@@ -42,7 +44,9 @@ class Executor(ABC):
     max_workers: int = 1
     inline: bool = False
     isolated: bool = False
-    batching: bool = False  # offers submit_task() and room(): see executors/process.py
+    takes_tasks: bool = False  # offers submit_task(): it pickles attempts itself
+    batching: bool = False  # offers room(): small attempts queue and go in batches
+    holds_results: bool = False  # large results stay on its workers (a cluster)
 
     @abstractmethod
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:

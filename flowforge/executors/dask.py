@@ -7,39 +7,101 @@ cluster and leaves it running. The engine keeps the DAG and hands Dask each atte
 its upstreams finish, so retries, conditions, maps, rate limits, events and autosave
 behave as on the local executors.
 
-An attempt travels like one for the process executor: pickled by the driver (so a
-pickling failure names the task), run by ``run_packed`` on a worker, its outcome
-pickled back. ``Resources(gpus=..., memory=...)`` become Dask worker resources
-(``{"GPU": n, "MEMORY": bytes}``): such a task lands only on a worker that declared
-them, and one no worker can satisfy is an error before it is sent. A worker that dies
-mid-task: Dask runs the task again elsewhere; after Dask gives up
-(``distributed.scheduler.allowed-failures``) the attempt fails with
-:class:`~flowforge.errors.WorkerCrashedError`, which retries count.
+Results stay on the workers. Each attempt is pickled by the driver (so a pickling
+failure names the task) and run by ``run_held`` on a worker, which keeps the value there
+as the Dask future's data; a second, tiny Dask task (``report_held``, placed by Dask
+next to that data) tells the driver how it went. A result under ``share_threshold``
+bytes (``dask.sizeof``) comes back in that report; a larger one stays on the worker,
+and the driver holds a :class:`DaskResult` (the Dask future). A downstream attempt gets
+such inputs as Dask futures passed beside its pickled call, so Dask moves them worker
+to worker and the driver never holds them. With autosave, the worker itself writes a
+large result into the run's state folder (a file, as the process executor does): the
+journal records that file, and a resume maps it. The state folder must then be a path
+every worker can write (one machine, or a shared file system); the driver fetches a
+held value only when it needs it itself (a condition, a branch, a map's list, a thread
+task's input) and, with autosave off, for the ``RunResult`` at the end.
 
-Not yet: results still come back through the driver; passing them worker to worker as
-Dask futures is the next step (issue 8).
+``Resources(gpus=..., memory=...)`` become Dask worker resources (``{"GPU": n,
+"MEMORY": bytes}``): such a task lands only on a worker that declared them, and one no
+worker can satisfy is an error before it is sent. A worker that dies mid-task: Dask runs
+the task again elsewhere; after Dask gives up (``distributed.scheduler.allowed-failures``)
+the attempt fails with :class:`~flowforge.errors.WorkerCrashedError`, which retries count.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from concurrent.futures import Future
 from typing import Any
 
+from .._private.handoff import Handle, SharedResult
 from ..errors import WorkerCrashedError
 from .base import Executor
 
-__all__ = ["DaskExecutor"]
+__all__ = ["DaskExecutor", "DaskResult"]
+
+
+class DaskResult(Handle):
+    """A task result held on a Dask worker: the driver's handle to it."""
+
+    __slots__ = ("future", "nbytes", "saved", "_executor", "_value")
+    _value: Any
+
+    def __init__(self, future: Any, nbytes: int, saved: SharedResult | None,
+                 executor: DaskExecutor) -> None:
+        self.future = future
+        self.nbytes = nbytes
+        self.saved = saved
+        self._executor = executor
+
+    @property
+    def file(self) -> SharedResult | None:
+        return self.saved
+
+    def load(self) -> Any:
+        """The value: mapped from its saved file if there is one, else fetched."""
+        try:
+            return self._value
+        except AttributeError:
+            pass
+        if self.saved is not None:
+            value = self.saved.load()
+        else:
+            ok, value = self.future.result()
+            self._executor.fetched += self.nbytes
+        self._value = value
+        return value
+
+    def __reduce__(self) -> tuple[Any, ...]:  # sent to a process worker: send the value
+        return (_identity, (self.load(),))
+
+    def __repr__(self) -> str:
+        return f"DaskResult({self.future.key!r}, {self.nbytes} bytes)"
+
+
+def _identity(value: Any) -> Any:
+    return value
 
 
 class DaskExecutor(Executor):
-    """Runs attempts on a Dask cluster (see the module docstring)."""
+    """Runs attempts on a Dask cluster (see the module docstring).
+
+    ``fetched`` counts the bytes of held results the driver has fetched from workers.
+    """
 
     name = "dask"
     isolated = True
+    takes_tasks = True
+    holds_results = True
 
-    def __init__(self, address: str | None = None, **cluster_options: Any) -> None:
+    def __init__(
+        self, address: str | None = None, *, share_threshold: int = 1 << 20,
+        **cluster_options: Any,
+    ) -> None:
         self.address = address
+        self.share_threshold = share_threshold
+        self.fetched = 0
         self.cluster_options = cluster_options
         self._client: Any = None
         self._cluster: Any = None
@@ -119,7 +181,7 @@ class DaskExecutor(Executor):
         remote = client.submit(fn, *args, pure=False, resources=resources, **kwargs)
         outer: Future[Any] = Future()
         outer.set_running_or_notify_cancel()
-        self._remote[outer] = remote
+        self._remote[outer] = (remote,)
 
         def done(f: Any) -> None:
             self._remote.pop(outer, None)
@@ -128,19 +190,57 @@ class DaskExecutor(Executor):
             try:
                 outer.set_result(f.result())
             except BaseException as exc:  # noqa: BLE001 - every outcome must arrive
-                if type(exc).__name__ == "KilledWorker":
-                    exc = WorkerCrashedError(
-                        f"its Dask worker died while running it, too often to try again "
-                        f"({exc})", exitcode=None, signal=None,
-                    )
-                outer.set_exception(exc)
+                outer.set_exception(_crashed(exc))
 
         remote.add_done_callback(done)
         return outer
 
+    def submit_task(
+        self, task: Any, kwargs: dict[str, Any], env: dict[str, str] | None, spill: Any,
+        name: str, *, solo: bool = False,
+    ) -> Future[Any]:
+        """Run one attempt of ``task``, its held inputs passed as Dask futures; the
+        value stays on the worker (see the module docstring)."""
+        from .._private.remote import pack_call, report_held, run_held
+
+        futures: list[Any] = []
+        payload = pack_call(task, _take_inputs(kwargs, futures), env, spill)
+        client = self.client()
+        resources = self._requests.get(name) or None
+        held = client.submit(run_held, payload, name, *futures, pure=False,
+                             resources=resources)
+        report = client.submit(report_held, held, spill, self.share_threshold, name,
+                               pure=False)
+        outer: Future[Any] = Future()
+        outer.set_running_or_notify_cancel()
+        self._remote[outer] = (held, report)
+
+        def done(f: Any) -> None:
+            self._remote.pop(outer, None)
+            if outer.done():
+                return
+            try:
+                data = f.result()
+            except BaseException as exc:  # noqa: BLE001 - every outcome must arrive
+                outer.set_exception(_crashed(exc))
+                return
+            outer.set_result(self._received(data, held))
+
+        report.add_done_callback(done)
+        return outer
+
+    def _received(self, data: bytes | tuple[str, int, str | None], held: Any) -> Any:
+        """The report's outcome; a held one becomes a :class:`DaskResult`."""
+        from .._private.remote import Unpacked
+
+        if type(data) is not tuple:
+            return data
+        _, size, path = data
+        saved = None if path is None else SharedResult(path, size)
+        return Unpacked(("ok", DaskResult(held, size, saved, self)))
+
     def cancel_running(self, future: Future[Any]) -> bool:
-        remote = self._remote.pop(future, None)
-        if remote is not None:
+        for remote in self._remote.pop(future, ()):
             remote.cancel()
         if not future.done():
             future.set_exception(WorkerCrashedError("cancelled", exitcode=None, signal=None))
@@ -155,3 +255,37 @@ class DaskExecutor(Executor):
             client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _crashed(exc: BaseException) -> BaseException:
+    if type(exc).__name__ == "KilledWorker":
+        return WorkerCrashedError(
+            f"its Dask worker died while running it, too often to try again ({exc})",
+            exitcode=None, signal=None,
+        )
+    return exc
+
+
+def _take_inputs(kwargs: dict[str, Any], futures: list[Any]) -> dict[str, Any]:
+    """``kwargs`` with each held result replaced by an ``Input`` marker, its Dask future
+    appended to ``futures`` (at the top, in a list, or in a ``ctx``'s inputs)."""
+    from .._private.remote import Input
+    from ..task import TaskContext
+
+    def take(v: Any) -> Any:
+        if isinstance(v, DaskResult):
+            futures.append(v.future)
+            return Input(len(futures) - 1)
+        if type(v) is list and any(isinstance(x, DaskResult) for x in v):
+            return [take(x) for x in v]
+        return v  # a file's handle (SharedResult) travels as it is: the worker maps it
+
+    out = {}
+    for name, value in kwargs.items():
+        if isinstance(value, TaskContext):
+            value = dataclasses.replace(
+                value, inputs={k: take(v) for k, v in value.inputs.items()},
+                previous=take(value.previous),
+            )
+        out[name] = take(value)
+    return out

@@ -72,6 +72,7 @@ class ProcessExecutor(Executor):
 
     name = "process"
     isolated = True
+    takes_tasks = True
     batching = True
 
     def __init__(

@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .._private.handoff import SharedResult, materialize
+from .._private.handoff import Handle, materialize
 from ..errors import StateError
 from ..states import RunStatus, TaskState
 from . import _frames
@@ -175,9 +175,12 @@ class RunSession:
 
     def _shared_ref(self, value: Any) -> str | None:
         """The name of ``value``'s file when it is a handle to a file in this run's folder."""
-        if type(value) is not SharedResult or not self._shared_folder:
+        if not isinstance(value, Handle) or not self._shared_folder:
             return None
-        folder, ref = os.path.split(value.path)
+        file = value.file
+        if file is None:
+            return None
+        folder, ref = os.path.split(file.path)
         return ref if folder == self._shared_folder else None
 
     def mapped_succeeded(self, rec: TaskRun, count: int) -> bool:

@@ -43,6 +43,16 @@ downstream still to start; when it reaches zero and the result is saved, the eng
 its reference, so a long pipeline of large objects holds only the ones still needed. A
 save that fails (a full disk) stops the run like a fail-fast failure, with a StateError.
 
+Process workers and clusters
+----------------------------
+An executor that ``takes_tasks`` gets each attempt unpickled and packs it itself. The
+process executor sends a small task's attempts in batches and lets the engine queue more
+of them than it has workers (``room``); the Dask executor leaves large results on its
+workers. A large result never enters the driver: ``results`` holds a handle (a file
+mapped on demand, or a Dask future; see :mod:`flowforge._private.handoff`) that isolated
+workers receive as it is and that the driver maps or fetches only for its own needs (a
+thread task's input, a condition, a branch, a map's list) and at the end of the run.
+
 Failures
 --------
 A failed attempt is retried while attempts remain and the error matches ``retry_on``;
@@ -78,6 +88,7 @@ from ._private.handoff import (
 )
 from ._recording import HeldResults, Recording
 from ._shared import ResourcePool, ResourceRef, resolve_refs
+from ._waiting import Waiting
 from .bus import EventBus
 from .clock import Clock
 from .dag import CompiledDAG
@@ -86,7 +97,6 @@ from .errors import (
     StateError,
     TaskError,
     TaskSerializationError,
-    TaskTimeoutError,
     WorkerCrashedError,
     WorkflowTimeoutError,
 )
@@ -121,7 +131,7 @@ class _Attempt:
     index: int = -1  # a map item or loop iteration; -1 for the task itself
 
 
-class Engine(Recording, Fanning, Admitting, Gating):
+class Engine(Waiting, Recording, Fanning, Admitting, Gating):
     """Runs one workflow run to completion; use once."""
 
     def __init__(
@@ -628,79 +638,6 @@ class Engine(Recording, Fanning, Admitting, Gating):
         rs = self._ready_set
         rs.done(name)
         self._ready.extend(rs.get_ready())
-
-    # -- waiting ---------------------------------------------------------------------
-
-    def _wait(self) -> None:
-        clock = self._clock
-        deadline = self._next_deadline()
-        timeout = None if deadline is None else max(0.0, deadline - clock.monotonic())
-        inbox = self._inbox
-        try:
-            if timeout == 0.0:
-                future = inbox.get_nowait()
-            else:
-                future = inbox.get(timeout=clock.blocking_timeout(timeout))
-        except queue.Empty:
-            pass
-        else:
-            self._collect(future)
-            while True:
-                try:
-                    future = inbox.get_nowait()
-                except queue.Empty:
-                    break
-                self._collect(future)
-        if deadline is not None:
-            self._on_clock(clock.monotonic())
-
-    def _sleep_until_due(self) -> None:
-        clock = self._clock
-        deadline = self._next_deadline()
-        assert deadline is not None
-        clock.sleep(deadline - clock.monotonic())
-        self._on_clock(clock.monotonic())
-
-    def _next_deadline(self) -> float | None:
-        candidates = []
-        if self._deadlines:
-            candidates.append(self._deadlines[0][0])
-        if self._delayed and not self._stopping:
-            candidates.append(self._delayed[0][0])
-        if self._run_deadline is not None:
-            candidates.append(self._run_deadline)
-        if self._token_due is not None and not self._stopping:
-            candidates.append(self._token_due)
-        return min(candidates) if candidates else None
-
-    def _on_clock(self, now: float) -> None:
-        """Expire attempt timeouts, release retries that are due, enforce the run's timeout."""
-        while self._deadlines and self._deadlines[0][0] <= now:
-            _, _, future = heapq.heappop(self._deadlines)
-            attempt = self._running.pop(future, None)
-            if attempt is None:
-                continue
-            self._inflight[attempt.executor] -= 1
-            killed = attempt.executor.cancel_running(future)
-            timeout = self._bindings[attempt.name].task.timeout
-            how = (
-                "its worker process was killed"
-                if killed
-                else "its thread cannot be killed and was abandoned"
-            )
-            error = TaskTimeoutError(
-                f"task {attempt.name!r} attempt {attempt.number} timed out after {timeout}s "
-                f"({how}); raise timeout= or make the task faster",
-                task=attempt.name,
-                timeout=timeout,
-            )
-            self._attempt_failed(attempt, error, time.perf_counter() - attempt.started)
-        while self._delayed and self._delayed[0][0] <= now and not self._stopping:
-            _, _, name = heapq.heappop(self._delayed)
-            self._ready.append(name)
-        if self._run_deadline is not None and now >= self._run_deadline:
-            self._timed_out = True
-            self._cancel_all(f"the workflow timeout of {self._timeout}s passed")
 
     # -- stopping --------------------------------------------------------------------
 

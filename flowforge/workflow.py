@@ -421,13 +421,19 @@ class Workflow:
         show_progress = self.progress
         if show_progress is None:
             show_progress = not self.quiet and _interactive()
+        detachers: list[Callable[[], None]] = []
+        # A dashboard watches this state folder: it sees the run live. (The folder is
+        # listeners.live.WATCHERS, checked here so that unwatched runs import nothing.)
+        if self.autosave and os.path.isdir(os.path.join(os.fspath(self.state_dir), ".watchers")):
+            from .listeners.live import LiveListener
+
+            detachers.append(LiveListener(self.state_dir).attach(self.events))
         if log_file is None and self.quiet and not show_progress:
-            return lambda: None
+            return _detach_all(detachers)
         from ._private.console import Console
         from .listeners.logging import LoggingListener
 
         console = Console(sys.stderr)
-        detachers: list[Callable[[], None]] = []
         if log_file is not None or not self.quiet:
             detachers.append(
                 LoggingListener(log_file, console=None if self.quiet else console).attach(
@@ -440,12 +446,7 @@ class Workflow:
             detachers.append(
                 ProgressListener(len(tasks), console, tasks=tasks).attach(self.events)
             )
-
-        def detach() -> None:
-            for d in reversed(detachers):
-                d()
-
-        return detach
+        return _detach_all(detachers)
 
     # -- binding ---------------------------------------------------------------------
 
@@ -687,6 +688,16 @@ def _new_run_id() -> str:
 
 def _label(ex: Executor) -> str:
     return f"{getattr(ex, 'name', type(ex).__name__)}({getattr(ex, 'max_workers', '?')})"
+
+
+def _detach_all(detachers: list[Callable[[], None]]) -> Callable[[], None]:
+    """One function that detaches every listener in ``detachers``, last first."""
+
+    def detach() -> None:
+        for d in reversed(detachers):
+            d()
+
+    return detach
 
 
 def _interactive() -> bool:

@@ -123,6 +123,19 @@ def _parser() -> argparse.ArgumentParser:
     jobs = sub.add_parser("jobs", help="scheduled jobs known in the state folder")
     jobs.add_argument("--json", action="store_true")
     jobs.set_defaults(func=_jobs)
+
+    ui = sub.add_parser("ui", help="serve the web dashboard and HTTP API (flowforge[web])")
+    ui.add_argument("targets", nargs="*", metavar="TARGET",
+                    help="files or modules of workflows the dashboard may start")
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="address to bind (default 127.0.0.1; any other needs a token)")
+    ui.add_argument("--port", type=int, default=8765)
+    ui.add_argument("--token", default=None,
+                    help="required on every request (default: $FLOWFORGE_UI_TOKEN)")
+    ui.add_argument("--log-file", default=os.path.join("logs", "workflow.log"),
+                    help="the runs' JSON log, for tracebacks and log lines "
+                         "(default: logs/workflow.log)")
+    ui.set_defaults(func=_ui)
     return p
 
 
@@ -297,16 +310,10 @@ def _resume(args: argparse.Namespace) -> int:
 def _cancel(args: argparse.Namespace) -> int:
     import signal
 
-    manager = _manager(args)
-    info = next((r for r in manager.runs() if r.run_id == args.run_id), None)
-    if info is None:
-        raise ValueError(f"no saved run {args.run_id!r} in {args.state_dir!r}")
-    owner = manager.store.owner(info.workflow)
-    if info.status != "running" or not owner or owner.get("run_id") != args.run_id:
-        raise ValueError(f"run {args.run_id} is not running (it is {info.status})")
+    pid = _manager(args).running_pid(args.run_id)
     # The run's process treats this like Ctrl-C: it stops its tasks, saves, ends cancelled.
-    os.kill(int(owner["pid"]), signal.SIGINT)
-    print(f"asked process {owner['pid']} to cancel run {args.run_id}")
+    os.kill(pid, signal.SIGINT)
+    print(f"asked process {pid} to cancel run {args.run_id}")
     return OK
 
 
@@ -386,6 +393,23 @@ def _jobs(args: argparse.Namespace) -> int:
             "last_fire": row.get("last_fire"), "last_status": row.get("last_status"),
         })
     _output(args, rows, ["job", "workflow", "schedule", "enabled", "next_run", "last_status"])
+    return OK
+
+
+def _ui(args: argparse.Namespace) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        print(f"flowforge ui: the dashboard needs the web extra ({exc.name} is missing); "
+              'install it with: pip install "flowforge[web]"', file=sys.stderr)
+        return USAGE
+    from ..web import serve
+
+    token = args.token if args.token is not None else os.environ.get("FLOWFORGE_UI_TOKEN") or None
+    serve(args.state_dir, args.targets, host=args.host, port=args.port, token=token,
+          log_file=args.log_file)
     return OK
 
 

@@ -218,6 +218,7 @@ def describe(event: Event) -> tuple[str, str, dict[str, Any]]:
         fields["error"] = _error_text(event.error)
         fields["error_type"] = type(event.error).__name__
         fields["will_retry"] = event.will_retry
+        fields["traceback"] = _traceback_text(event.error)
         level = "warning" if event.will_retry else "error"
     elif isinstance(event, TaskRetrying):
         fields["delay"] = round(event.delay, 6)
@@ -265,6 +266,21 @@ def _snake(name: str) -> str:
             out.append("_")
         out.append(ch.lower())
     return "".join(out)
+
+
+_TRACEBACK_CHARS = 20_000  # a log line stays readable; the end of a traceback matters most
+
+
+def _traceback_text(error: BaseException) -> str:
+    """The error's formatted traceback, causes included (a process worker's traceback is
+    the ``__cause__``), cut to its last ``_TRACEBACK_CHARS`` characters."""
+    import traceback
+
+    try:
+        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    except Exception:
+        return ""
+    return text if len(text) <= _TRACEBACK_CHARS else "..." + text[-_TRACEBACK_CHARS:]
 
 
 def _error_text(error: BaseException | None) -> str:

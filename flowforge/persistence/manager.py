@@ -51,11 +51,14 @@ class SavedRun:
     records in ``tasks`` and, in ``results``, the saved results (unpickled on access)."""
 
     def __init__(
-        self, info: RunInfo, tasks: dict[str, TaskRecord], results: Mapping[str, Any]
+        self, info: RunInfo, tasks: dict[str, TaskRecord], results: Mapping[str, Any],
+        known: frozenset[str] = frozenset(),
     ) -> None:
         self.info = info
         self.tasks = tasks
         self.results = results
+        #: Every task of the run, finished or not (from the journal's headers).
+        self.known = known | tasks.keys()
 
     @property
     def run_id(self) -> str:
@@ -126,7 +129,20 @@ class PersistenceManager:
         from ..result import Results
 
         names = [n for n, r in journal.records.items() if r.saved]
-        return SavedRun(info, journal.records, Results({}, names, load))
+        return SavedRun(info, journal.records, Results({}, names, load), frozenset(journal.known))
+
+    def running_pid(self, run_id: str, workflow: str | None = None) -> int:
+        """The pid of the process running ``run_id`` now (what ``flowforge cancel``
+        signals); ValueError when the run is not running or not known."""
+        info = next((r for r in self.runs(workflow) if r.run_id == run_id), None)
+        if info is None:
+            msg = f"no saved run {run_id!r} in state folder {self.state_dir!r}"
+            raise ValueError(msg)
+        owner = self.store.owner(info.workflow)
+        if info.status != RunStatus.RUNNING.value or not owner or owner.get("run_id") != run_id:
+            msg = f"run {run_id} is not running (it is {info.status})"
+            raise ValueError(msg)
+        return int(owner["pid"])
 
     def delete(self, run_id: str, workflow: str | None = None) -> None:
         """Remove a saved run; refuses a run that is running now."""

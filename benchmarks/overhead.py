@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -194,6 +196,39 @@ def _have(module: str) -> bool:
     return True
 
 
+def _runner(kind: str, engine: str, n: int, n_iter: int) -> Callable[[], object]:
+    """The measured call for one row (``kind``: chain, fan-out or process)."""
+    from benchmarks.overhead import busy as busy_fn  # pickles as benchmarks.overhead.busy
+
+    table: dict[tuple[str, str], Callable[[], object]] = {
+        ("chain", "plain"): lambda: plain_chain(n),
+        ("chain", "dask"): lambda: dask_chain(n),
+        ("chain", "sequential"): lambda: flowforge_chain(n, "sequential"),
+        ("chain", "thread"): lambda: flowforge_chain(n, "thread"),
+        ("fan-out", "plain"): lambda: plain_fanout(n),
+        ("fan-out", "dask"): lambda: dask_fanout(n),
+        ("fan-out", "sequential"): lambda: flowforge_fanout(n, "sequential"),
+        ("fan-out", "thread"): lambda: flowforge_fanout(n, "thread"),
+        ("process", "ppe"): lambda: process_pool(busy_fn, n_iter, n),
+        ("process", "loky"): lambda: process_loky(busy_fn, n_iter, n),
+        ("process", "flowforge"): lambda: process_flowforge(busy_fn, n_iter, n),
+        ("process", "dask-map"): lambda: process_dask_map(busy_fn, n_iter, n),
+        ("process", "flowforge-dask"): lambda: process_flowforge_dask(busy_fn, n_iter, n),
+    }
+    return table[kind, engine]
+
+
+def _measure(kind: str, engine: str, n: int, n_iter: int, repeat: int) -> float:
+    """Median seconds of one row, in a fresh interpreter: what one library leaves behind
+    (imported modules, objects the garbage collector walks) never slows the next."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.overhead", "--one", kind, engine, "--tasks",
+         str(n), "--n-iter", str(n_iter), "--repeat", str(repeat)],
+        capture_output=True, text=True, check=True,
+    )
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=10_000)
@@ -202,84 +237,64 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="1000 tasks, 3 repeats, 40 process tasks"
     )
+    parser.add_argument("--one", nargs=2, metavar=("KIND", "ENGINE"), help=argparse.SUPPRESS)
+    parser.add_argument("--n-iter", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.one:
+        fn = _runner(args.one[0], args.one[1], args.tasks, args.n_iter)
+        if args.one[0] != "process":
+            fn()  # warm-up (imports, caches)
+        print(json.dumps({"seconds": _median(fn, args.repeat)}))
+        return
     if args.quick:
         args.tasks, args.repeat, args.process_tasks = 1000, 3, 40
     n, repeat = args.tasks, args.repeat
 
-    # Import by module name so busy() pickles as benchmarks.overhead.busy, not __main__.busy.
-    from benchmarks.overhead import busy as busy_fn
-
     rows: list[tuple[str, str, str, str, str]] = []
     notes: list[str] = []
 
-    def add_case(case: str, engines: list[tuple[str, Callable[[], object] | None, str]]) -> None:
+    def add_case(case: str, kind: str, engines: list[tuple[str, str, str]]) -> None:
         baseline = None
-        for engine, fn, skip in engines:
-            if fn is None:
+        for engine, key, skip in engines:
+            if skip:
                 rows.append((case, engine, "-", "", "skipped"))
                 notes.append(f"{engine}: {skip}")
                 continue
-            fn()  # warm-up (imports, caches)
-            per_task_us = _median(fn, repeat) / n * 1e6
+            per_task_us = _measure(kind, key, n, 0, repeat) / n * 1e6
             if baseline is None:
                 baseline = per_task_us
             ratio = f"{per_task_us / baseline:.1f}x"
             rows.append((case, engine, f"{per_task_us:.2f}", "µs/task", ratio))
             print(f"  done: {case} / {engine}", file=sys.stderr, flush=True)
 
-    has_dask = _have("dask")
-    dask_skip = "dask not installed"
-    add_case(
-        f"chain {n}",
-        [
-            ("plain python (baseline)", lambda: plain_chain(n), ""),
-            ("dask.get", (lambda: dask_chain(n)) if has_dask else None, dask_skip),
-            ("flowforge sequential", lambda: flowforge_chain(n, "sequential"), ""),
-            ("flowforge thread(2)", lambda: flowforge_chain(n, "thread"), ""),
-        ],
-    )
-    add_case(
-        f"fan-out {n}",
-        [
-            ("plain python (baseline)", lambda: plain_fanout(n), ""),
-            ("dask.get", (lambda: dask_fanout(n)) if has_dask else None, dask_skip),
-            ("flowforge sequential", lambda: flowforge_fanout(n, "sequential"), ""),
-            ("flowforge thread(2)", lambda: flowforge_fanout(n, "thread"), ""),
-        ],
-    )
+    dask_skip = "" if _have("dask") else "dask not installed"
+    for kind in ("chain", "fan-out"):
+        add_case(f"{kind} {n}", kind, [
+            ("plain python (baseline)", "plain", ""),
+            ("dask.get", "dask", dask_skip),
+            ("flowforge sequential", "sequential", ""),
+            ("flowforge thread(2)", "thread", ""),
+        ])
 
     count = args.process_tasks
     n_iter, single = calibrate()
     ideal = count * single / PROCESS_WORKERS
     case = f"process {count}x{single * 1e3:.0f}ms"
-    proc_engines: list[tuple[str, Callable[[], object] | None, str]] = [
-        ("ProcessPoolExecutor(2)", lambda: process_pool(busy_fn, n_iter, count), ""),
-        (
-            "loky reusable(2)",
-            (lambda: process_loky(busy_fn, n_iter, count)) if _have("loky") else None,
-            "loky not installed",
-        ),
-        ("flowforge process(2)", lambda: process_flowforge(busy_fn, n_iter, count), ""),
-        (
-            "dask client.map(2 workers)",
-            (lambda: process_dask_map(busy_fn, n_iter, count)) if _have("distributed") else None,
-            "dask.distributed not installed",
-        ),
-        (
-            "flowforge dask(2 workers)",
-            (lambda: process_flowforge_dask(busy_fn, n_iter, count))
-            if _have("distributed") else None,
-            "dask.distributed not installed",
-        ),
+    no_distributed = "" if _have("distributed") else "dask.distributed not installed"
+    proc_engines = [
+        ("ProcessPoolExecutor(2)", "ppe", ""),
+        ("loky reusable(2)", "loky", "" if _have("loky") else "loky not installed"),
+        ("flowforge process(2)", "flowforge", ""),
+        ("dask client.map(2 workers)", "dask-map", no_distributed),
+        ("flowforge dask(2 workers)", "flowforge-dask", no_distributed),
     ]
     proc_repeat = min(repeat, 3)
-    for engine, fn, skip in proc_engines:
-        if fn is None:
+    for engine, key, skip in proc_engines:
+        if skip:
             rows.append((case, engine, "-", "", "skipped"))
             notes.append(f"{engine}: {skip}")
             continue
-        wall = _median(fn, proc_repeat)
+        wall = _measure("process", key, count, n_iter, proc_repeat)
         rows.append((case, engine, f"{ideal / wall:.2f}", "efficiency", f"wall {wall:.2f}s"))
         print(f"  done: {case} / {engine}", file=sys.stderr, flush=True)
 
@@ -300,7 +315,8 @@ def main(argv: list[str] | None = None) -> None:
             prev_case = row[0]
         print(fmt(row))
     print()
-    print(f"µs/task: wall time per task, median of {repeat} repeats (after one warm-up run).")
+    print(f"µs/task: wall time per task, median of {repeat} repeats (after one warm-up run);"
+          " every row runs in a fresh interpreter.")
     print(
         "FlowForge rows are end to end: define tasks, build, validate, run "
         "(log_dir=None, quiet=True, progress=False, autosave=False: the cost of saving "

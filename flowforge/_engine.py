@@ -392,7 +392,14 @@ class Engine(Waiting, Recording, Fanning, Admitting, Gating):
         """Run one attempt (of a task, or of one of its items with ``index`` >= 0): in
         this thread when that is cheaper and safe, else through its executor."""
         if self._handles and not ex.isolated:  # large results held as handles: map them
-            kwargs = materialize_inputs(kwargs)
+            try:
+                kwargs = materialize_inputs(kwargs)
+            except Exception as exc:  # a file gone, a Dask result lost: this task fails
+                if index < 0:
+                    self._failed(name, exc, 0.0)
+                else:
+                    self._unit_failed(name, index, exc, 0.0)
+                return
         if b.uses_resources and not ex.isolated:  # process workers make their own
             try:
                 resolve_refs(kwargs, self._pool)
@@ -519,6 +526,8 @@ class Engine(Waiting, Recording, Fanning, Admitting, Gating):
         if attempt is None:
             return  # timed out or cancelled earlier; its late answer is ignored
         self._inflight[attempt.executor] -= 1
+        if self._stopping and attempt.executor.batching:  # what a batch handed back
+            self._drop_queued("the run stopped")
         duration = getattr(future, "ran_for", None)  # as measured by a batching worker
         if duration is None:
             duration = time.perf_counter() - attempt.started
@@ -573,7 +582,7 @@ class Engine(Waiting, Recording, Fanning, Admitting, Gating):
         if name in self._branches:  # a set lookup: this runs for every success
             try:
                 self._gate.chose(name, materialize(value))
-            except TaskError as exc:
+            except Exception as exc:  # not a branch's answer, or a held value lost
                 self._failed(name, exc, duration, retry=False)
                 return
         rec = self.tasks[name]
@@ -633,6 +642,7 @@ class Engine(Waiting, Recording, Fanning, Admitting, Gating):
             self._first_error = error
         if (task.on_error or ("fail_fast" if self._fail_fast else "continue")) == "fail_fast":
             self._stopping = True
+            self._drop_queued(f"task {name!r} failed (fail_fast)")
             return
         self._gate.ended_without_result(name)
         rs = self._ready_set
@@ -652,6 +662,18 @@ class Engine(Waiting, Recording, Fanning, Admitting, Gating):
         if self._inline_task is not None:
             self._mark_cancelled(self._inline_task, reason)
             self._inline_task = None
+
+    def _drop_queued(self, reason: str) -> None:
+        """Attempts a batching executor holds but has not sent to a worker never start:
+        after a fail_fast failure only what runs may finish."""
+        for ex in {a.executor for a in self._running.values() if a.executor.batching}:
+            for future in ex.cancel_queued():  # type: ignore[attr-defined]
+                attempt = self._running.pop(future, None)
+                if attempt is None:
+                    continue
+                self._inflight[ex] -= 1
+                if attempt.index < 0:
+                    self._mark_cancelled(attempt.name, f"it had not started when {reason}")
 
     def _mark_cancelled(self, name: str, reason: str) -> None:
         rec = self.tasks[name]

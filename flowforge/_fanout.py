@@ -280,7 +280,11 @@ def _items(name: str, maps: tuple[str, ...], base: Mapping[str, Any]) -> list[tu
     """The items a mapped task runs over: one tuple per item (several maps: lockstep)."""
     columns = []
     for upstream in maps:
-        value = materialize(base.get(upstream))
+        try:
+            value = materialize(base.get(upstream))
+        except Exception as exc:  # a held result that can no longer be read
+            msg = f"task {name!r} cannot read the list it maps over ({upstream!r}): {exc}"
+            raise TaskError(msg, task=name, upstream=upstream) from exc
         try:
             columns.append(list(value))
         except TypeError:

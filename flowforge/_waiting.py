@@ -101,7 +101,8 @@ class Waiting:
             how = (
                 "its worker process was killed"
                 if killed
-                else "its thread cannot be killed and was abandoned"
+                else "it cannot be interrupted where it runs (a thread, or a Dask task), so "
+                "it was abandoned"
             )
             error = TaskTimeoutError(
                 f"task {attempt.name!r} attempt {attempt.number} timed out after {timeout}s "

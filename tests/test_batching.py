@@ -168,3 +168,55 @@ def test_timed_tasks_are_not_batched(tmp_path, timeout):
         assert max(sizes) > 1
     else:
         assert max(sizes) == 1
+
+
+def test_fail_fast_drops_queued_attempts_and_slow_batches_stop_early(tmp_path):
+    """After a fail_fast failure, attempts still queued never start, and a batch whose
+    items turn out slower than measured hands the rest back: the run ends soon."""
+    import time
+
+    from flowforge.events import WorkflowFinished
+
+    def work(items: int) -> int:
+        if items == 3000:
+            raise ValueError("item 3000 fails")
+        if items > 3000:
+            time.sleep(0.01)  # slower than the average measured so far
+        return items
+
+    wf = _workflow(tmp_path, work, n=6000)
+    rec = RecordingListener.attach_to(wf)
+    result = wf.run()
+    assert result.status.value == "failed"
+    failed_at = min(e.timestamp for e in rec.of_type(TaskFailed))
+    finished_at = rec.of_type(WorkflowFinished)[0].timestamp
+    ran_after = [e for e in rec.of_type(TaskSucceeded) if e.index is not None and e.index > 3000]
+    assert len(ran_after) < 60  # without both: hundreds of 10 ms items, seconds
+    assert finished_at - failed_at < 2.0
+
+
+def test_cancel_queued_returns_only_what_never_started():
+    """cancel_queued() cancels queued task attempts and leaves the running one alone."""
+    from tests import fixture_tasks
+
+    ex = ProcessExecutor(1)
+    try:
+        running = ex.submit(fixture_tasks.double, 21)
+        assert running.result(timeout=60) == 42
+        from flowforge import Task
+
+        slow = Task("slow", _sleep)
+        first = ex.submit_task(slow, {"seconds": 0.5}, None, None, "slow")
+        queued = [ex.submit_task(slow, {"seconds": 0.0}, None, None, "slow") for _ in range(5)]
+        dropped = ex.cancel_queued()
+        assert set(dropped) == set(queued) and all(f.cancelled() for f in queued)
+        assert first.result(timeout=60) is not None
+    finally:
+        ex.shutdown()
+
+
+def _sleep(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds

@@ -120,8 +120,43 @@ def test_altered_shared_file_is_refused(tmp_path):
     data[40] ^= 0xFF  # inside the marshalled header
     Path(path).write_bytes(bytes(data))
     saved = PersistenceManager(tmp_path / "state").load(result.run_id)
-    with pytest.raises(StateError, match="key|damaged|truncated"):
+    with pytest.raises(StateError, match="not the file this run saved"):
         saved.results["a"]
+
+
+def test_damaged_shared_data_is_refused_at_resume(tmp_path):
+    """A saved large result whose array bytes changed fails its checksum on loading."""
+    result = _big_workflow(tmp_path, autosave=True).run()
+    assert result.ok
+    (path,) = glob.glob(str(tmp_path / "state" / "*" / "*.blobs" / "s-*.shr"))
+    with open(path, "r+b") as f:
+        f.seek(-4096, os.SEEK_END)
+        f.write(bytes(4096))
+    saved = PersistenceManager(tmp_path / "state").load(result.run_id)
+    with pytest.raises(StateError, match="fails its checksum"):
+        saved.results["a"]
+
+
+def test_the_state_key_never_travels_to_workers(tmp_path):
+    """Attempts sent to process workers carry no secret of the state folder."""
+    from flowforge._private import remote
+
+    wf = _big_workflow(tmp_path, autosave=True)
+    sent: list[bytes] = []
+    original = remote.pack_batch
+
+    def spy(calls):
+        data = original(calls)
+        sent.append(data)
+        return data
+
+    remote.pack_batch = spy
+    try:
+        assert wf.run().ok
+    finally:
+        remote.pack_batch = original
+    key = (tmp_path / "state" / ".flowforge-key").read_bytes()
+    assert sent and not any(key in data for data in sent)
 
 
 def test_mapped_large_results_and_bytes(tmp_path):
@@ -218,3 +253,32 @@ def test_shared_record_kind_is_written(tmp_path):
     journal = read_journal(store, "big", result.run_id)
     assert journal.slots["a"][1] == SHARED
     assert not glob.glob(str(tmp_path / "state" / "*" / "*.blobs" / "*.pkl"))
+
+
+def test_sweep_trusts_the_run_lock_not_the_pid(tmp_path):
+    """Files of a run whose lock is held survive a sweep even when their pid means
+    nothing here (another PID namespace); once the holder dies they are swept."""
+    from flowforge._private.handoff import sweep_stale
+
+    folder = tmp_path / "shm"
+    folder.mkdir()
+    prefix = "flowforge-999999999-20260101T000000-abcdef-"
+    (folder / (prefix + "0123.shr")).write_bytes(b"data")
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time\n"
+         f"fd = os.open({str(folder / (prefix + 'lock'))!r}, os.O_RDWR | os.O_CREAT, 0o600)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+         "print('locked', flush=True)\n"
+         "sys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        assert sweep_stale(str(folder)) == 0
+        assert (folder / (prefix + "0123.shr")).exists()
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    assert sweep_stale(str(folder)) == 2  # the file and the lock
+    assert not list(folder.iterdir())

@@ -19,12 +19,14 @@ Where the file lives:
   ends (values it still returns stay mapped, so nothing is lost), and every run first
   removes files left by drivers that are gone (``kill -9``).
 
-File layout: ``MAGIC | u64 meta length | u64 mac length | meta | mac | padding | buffers``,
-each buffer 64-byte aligned. ``meta`` is a marshal tuple ``(1, in-band pickle, layout)``;
-``mac`` an HMAC-SHA256 of ``meta`` with the state folder's key (state-folder files only).
-The in-band pickle is what can run code, so it is what the HMAC covers; the buffers are
-raw bytes that only fill arrays. Files are created 0600 and written under a temporary
-name, then renamed, so a reader never sees half a file.
+File layout: ``MAGIC | u64 header length | header | padding | buffers``, each buffer
+64-byte aligned. The header is a marshal tuple ``(format, in-band pickle, layout,
+CRC32 per buffer or None)``. The in-band pickle is what can run code: for a file kept in
+the state folder the driver records the header's SHA-256 in the run's journal, which is
+sealed with the folder's key, and a resume refuses a file whose header differs (and a
+buffer whose CRC differs) before unpickling anything. No key ever leaves the driver.
+Files are created 0600 and written under a temporary name, then renamed, so a reader
+never sees half a file.
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ import os
 import pickle
 import secrets
 import struct
+import zlib
 from typing import Any, NamedTuple
 
 __all__ = [
-    "SHM_FOLDER", "Handle", "SharedResult", "Spill", "dump_outcome", "has_shared", "load_shared",
+    "SHM_FOLDER", "Handle", "SharedResult", "Spill", "dump_outcome", "has_shared",
+    "header_digest", "hold_run_lock", "load_shared", "release_run_lock",
     "hold_all", "materialize", "materialize_inputs", "plan_spills", "remove_files",
     "remove_run_files", "run_prefix", "sweep_stale", "write_file",
 ]
@@ -51,7 +55,8 @@ __all__ = [
 MAGIC = b"FLOWFORGE-SHRD1\n"
 SUFFIX = ".shr"
 _ALIGN = 64
-_HEAD = struct.Struct("<QQ")
+_HEAD = struct.Struct("<Q")
+FORMAT = 2
 _MIN_OUT_OF_BAND = 64 * 1024  # smaller buffers stay inside the pickle
 _PLAIN = frozenset({int, float, str, bool, type(None), complex})
 SHM_FOLDER = "/dev/shm" if os.path.isdir("/dev/shm") else None
@@ -63,7 +68,7 @@ class Spill(NamedTuple):
     folder: str
     prefix: str
     threshold: int
-    key: bytes | None  # HMAC key: set for files in the state folder
+    checksum: bool  # a CRC32 per buffer, checked at resume: files kept in the state folder
     fsync: bool
     temporary: bool  # removed when the run ends (``/dev/shm``), not kept as saved state
 
@@ -228,9 +233,9 @@ def _write(spill: Spill, inband: bytes, buffers: list[memoryview]) -> str:
         end = _aligned(end)
         layout.append((end, buf.nbytes, buf.readonly))
         end += buf.nbytes
-    meta = marshal.dumps((1, inband, layout))
-    mac = b"" if spill.key is None else hmac.new(spill.key, meta, hashlib.sha256).digest()
-    head = MAGIC + _HEAD.pack(len(meta), len(mac)) + meta + mac
+    crcs = [zlib.crc32(buf) for buf in buffers] if spill.checksum else None
+    meta = marshal.dumps((FORMAT, inband, layout, crcs))
+    head = MAGIC + _HEAD.pack(len(meta)) + meta
     base = _aligned(len(head))
     path = os.path.join(spill.folder, f"{spill.prefix}{secrets.token_hex(8)}{SUFFIX}")
     tmp = path + ".tmp"
@@ -271,9 +276,24 @@ def _aligned(n: int) -> int:
 # -- reading ---------------------------------------------------------------------------
 
 
-def load_shared(path: str, key: bytes | None = None) -> Any:
-    """Map ``path`` and unpickle its value over the mapped bytes. With ``key`` the
-    in-band part must carry a valid HMAC (a file from the state folder)."""
+def header_digest(path: str) -> str:
+    """SHA-256 of a file's header (format, in-band pickle, layout, checksums). The driver
+    records it in the run's sealed journal: at resume, a file whose header differs is
+    refused before anything in it is unpickled."""
+    with open(path, "rb", opener=_no_follow) as f:
+        start = f.read(len(MAGIC) + _HEAD.size)
+        (meta_len,) = _HEAD.unpack_from(start, len(MAGIC))
+        return hashlib.sha256(f.read(meta_len)).hexdigest()
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW)
+
+
+def load_shared(path: str, digest: str | None = None) -> Any:
+    """Map ``path`` and unpickle its value over the mapped bytes. With ``digest`` (a file
+    saved in the state folder, loaded at resume) the header must match it and every
+    buffer its checksum; a hand-off within a run skips both."""
     from ..errors import StateError
     from ..persistence._frames import check_owner
 
@@ -291,44 +311,42 @@ def load_shared(path: str, key: bytes | None = None) -> Any:
     finally:
         os.close(fd)
     view = memoryview(mapped)
-    problem = _check(view, size, key)
-    if problem is not None:
-        msg = f"{path} {problem}; delete it, or run with fresh=True to compute it again"
+    parsed = _parse(view, size, digest)
+    if isinstance(parsed, str):
+        msg = f"{path} {parsed}; delete it, or run with fresh=True to compute it again"
         raise StateError(msg, path=path)
-    at = len(MAGIC)
-    meta_len, mac_len = _HEAD.unpack_from(view, at)
-    at += _HEAD.size
-    _, inband, layout = marshal.loads(view[at : at + meta_len])
-    base = _aligned(at + meta_len + mac_len)
-    buffers = []
-    for offset, length, readonly in layout:
-        piece = view[base + offset : base + offset + length]
-        buffers.append(piece.toreadonly() if readonly else piece)
-    return pickle.loads(inband, buffers=buffers)
+    return parsed
 
 
-def _check(view: memoryview, size: int, key: bytes | None) -> str | None:
+def _parse(view: memoryview, size: int, digest: str | None) -> Any:
+    """The value in a mapped file, or why it cannot be trusted."""
     if bytes(view[: len(MAGIC)]) != MAGIC:
         return "is not a FlowForge shared result (wrong magic)"
-    meta_len, mac_len = _HEAD.unpack_from(view, len(MAGIC))
+    (meta_len,) = _HEAD.unpack_from(view, len(MAGIC))
     at = len(MAGIC) + _HEAD.size
-    if at + meta_len + mac_len > size:
+    if at + meta_len > size:
         return "is truncated"
     meta = view[at : at + meta_len]
-    if key is not None:
-        mac = bytes(view[at + meta_len : at + meta_len + mac_len])
-        if not hmac.compare_digest(mac, hmac.new(key, meta, hashlib.sha256).digest()):
-            return "was not written with this state folder's key (or was altered)"
+    if digest is not None and not hmac.compare_digest(
+        hashlib.sha256(meta).hexdigest(), digest
+    ):
+        return "is not the file this run saved (its header differs from the journal's record)"
     try:
-        version, _, layout = marshal.loads(meta)
+        version, inband, layout, crcs = marshal.loads(meta)
     except (ValueError, EOFError, TypeError):
         return "has a damaged header"
-    if version != 1:
-        return f"has format {version}, newer than this FlowForge reads; upgrade FlowForge"
-    base = _aligned(at + meta_len + mac_len)
+    if version != FORMAT:
+        return f"has format {version}, which this FlowForge does not read"
+    base = _aligned(at + meta_len)
     if any(base + offset + length > size for offset, length, _ in layout):
         return "is truncated"
-    return None
+    buffers = []
+    for i, (offset, length, readonly) in enumerate(layout):
+        piece = view[base + offset : base + offset + length]
+        if digest is not None and crcs is not None and zlib.crc32(piece) != crcs[i]:
+            return f"has damaged data (buffer {i} fails its checksum)"
+        buffers.append(piece.toreadonly() if readonly else piece)
+    return pickle.loads(inband, buffers=buffers)
 
 
 # -- the driver's side -----------------------------------------------------------------
@@ -347,9 +365,7 @@ def plan_spills(executors: Any, session: Any, run_id: str) -> dict[Any, Spill]:
     if session is not None:
         folder = session.shared_folder()
         if folder is not None:
-            sealer = session.store.sealer()
-            saved = Spill(folder, "s-", 0, None if sealer is None else sealer.key,
-                          session.store.durability == "fsync", False)
+            saved = Spill(folder, "s-", 0, True, session.store.durability == "fsync", False)
     spills = {}
     for ex in sharing:
         if saved is not None:
@@ -357,9 +373,12 @@ def plan_spills(executors: Any, session: Any, run_id: str) -> dict[Any, Spill]:
         elif not getattr(ex, "holds_results", False):
             import tempfile
 
-            sweep_stale()
-            spills[ex] = Spill(SHM_FOLDER or tempfile.gettempdir(), run_prefix(run_id),
-                               ex.share_threshold, None, False, True)
+            folder = SHM_FOLDER or tempfile.gettempdir()
+            if not spills:
+                sweep_stale(folder)
+                hold_run_lock(folder, run_prefix(run_id))
+            spills[ex] = Spill(folder, run_prefix(run_id), ex.share_threshold, False, False,
+                               True)
     return spills
 
 
@@ -379,7 +398,8 @@ def remove_files(spills: dict[Any, Spill]) -> None:
     any file a crashed worker left half-written."""
     for spill in set(spills.values()):
         if spill.temporary:
-            remove_run_files(spill.folder, spill.prefix)
+            remove_run_files(spill.folder, spill.prefix)  # the lock file too
+            release_run_lock(spill.prefix)
         else:
             remove_run_files(spill.folder, spill.prefix, "*.tmp")
 
@@ -402,28 +422,81 @@ def remove_run_files(folder: str, prefix: str, pattern: str = "*") -> int:
     return removed
 
 
+_LOCKS: dict[str, int] = {}  # run prefix -> the open, locked "lock" file of a live run
+_ORPHAN_AGE = 3600.0  # a file with no lock file beside it is left alone for this long
+
+
+def hold_run_lock(folder: str, prefix: str) -> None:
+    """Create and lock ``<prefix>lock`` for as long as this run lives: a sweeper that can
+    take the lock knows the run's driver is gone (in any PID namespace: the lock is on
+    the file, not on a pid)."""
+    import fcntl
+
+    if prefix in _LOCKS:
+        return
+    fd = os.open(os.path.join(folder, prefix + "lock"),
+                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    _LOCKS[prefix] = fd
+
+
+def release_run_lock(prefix: str) -> None:
+    fd = _LOCKS.pop(prefix, None)
+    if fd is not None:
+        os.close(fd)
+
+
 def sweep_stale(folder: str | None = SHM_FOLDER) -> int:
-    """Delete ``/dev/shm`` files of FlowForge drivers that no longer run (killed ones)."""
+    """Delete ``/dev/shm`` files of runs whose driver is gone (``kill -9``): those whose
+    lock file nobody holds. Only this user's regular files; symlinks are left alone."""
     if folder is None:
         return 0
-    import psutil
+    import fcntl
+    import stat
+    import time
 
     removed = 0
+    live: set[str] = set()
+    for lock in glob.glob(os.path.join(folder, "flowforge-*-lock")):
+        prefix = os.path.basename(lock)[: -len("lock")]
+        if prefix in _LOCKS or not _ours(lock):
+            live.add(prefix)
+            continue
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW)
+        except OSError:
+            live.add(prefix)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            live.add(prefix)  # its driver holds it: still running
+            continue
+        finally:
+            os.close(fd)
+        removed += remove_run_files(folder, prefix)
+    now = time.time()
     for path in glob.glob(os.path.join(folder, "flowforge-*")):
-        try:
-            pid = int(os.path.basename(path).split("-", 2)[1])
-            st = os.stat(path)
-        except (ValueError, IndexError, OSError):
+        name = os.path.basename(path)
+        if any(name.startswith(p) for p in live):
             continue
-        if st.st_uid != os.getuid():
-            continue
-        mtime = st.st_mtime
         try:
-            alive = psutil.Process(pid).create_time() <= mtime + 1
-        except psutil.Error:
-            alive = False
-        if not alive:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() \
+                and now - st.st_mtime > _ORPHAN_AGE:
             with contextlib.suppress(OSError):
                 os.unlink(path)
                 removed += 1
     return removed
+
+
+def _ours(path: str) -> bool:
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid()

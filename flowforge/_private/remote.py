@@ -160,16 +160,23 @@ def run_packed(payload: bytes, task_name: str) -> bytes:
     return _run_one(task, kwargs, env, spill, task_name)
 
 
-def run_batch(payload: bytes, names: list[str]) -> list[tuple[bytes, float]]:
+def run_batch(
+    payload: bytes, names: list[str], budget: float = float("inf")
+) -> list[tuple[bytes, float]]:
     """Run a batch of attempts (``pack_batch``) one after another in a worker: each one's
-    outcome and duration in seconds. Never raises."""
+    outcome and duration in seconds. Once ``budget`` seconds have gone (the attempts were
+    slower than measured before), it stops and returns the outcomes it has: the executor
+    sends the rest again. Never raises."""
     try:
         calls = pickle.loads(payload)
     except BaseException as exc:
         return [(_unpicklable(name, exc), 0.0) for name in names]
-    out = []
+    out: list[tuple[bytes, float]] = []
     clock = time.perf_counter
+    start = clock()
     for (task, kwargs, env, spill), name in zip(calls, names, strict=True):
+        if out and clock() - start > budget:
+            break
         t0 = clock()
         outcome = _run_one(task, kwargs, env, spill, name)
         out.append((outcome, clock() - t0))
@@ -205,8 +212,7 @@ def _call(
             os.environ.update(env)  # for this attempt only: restored below
         if any(isinstance(v, ResourceRef) for v in kwargs.values()):
             resolve_refs(kwargs, worker_pool())  # made once per worker, kept for its life
-        if spill is not None:
-            kwargs = materialize_inputs(kwargs)
+        kwargs = materialize_inputs(kwargs)  # handles to large results (see handoff)
         return True, task.callable(**kwargs)
     except BaseException as exc:
         return False, _pack_error(task_name, exc, traceback.format_exc())

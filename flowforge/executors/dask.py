@@ -21,6 +21,11 @@ every worker can write (one machine, or a shared file system); the driver fetche
 held value only when it needs it itself (a condition, a branch, a map's list, a thread
 task's input) and, with autosave off, for the ``RunResult`` at the end.
 
+A held result whose worker dies is recomputed by Dask from its lineage when a task needs
+it: the task runs again on the cluster without FlowForge counting an attempt (tasks with
+side effects should be idempotent, as under any at-least-once scheduler). Should that
+fail too, the task that needed the result fails with the recomputation's error.
+
 ``Resources(gpus=..., memory=...)`` become Dask worker resources (``{"GPU": n,
 "MEMORY": bytes}``): such a task lands only on a worker that declared them, and one no
 worker can satisfy is an error before it is sent. A worker that dies mid-task: Dask runs
@@ -30,9 +35,10 @@ the attempt fails with :class:`~flowforge.errors.WorkerCrashedError`, which retr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from .._private.handoff import Handle, SharedResult
@@ -69,6 +75,10 @@ class DaskResult(Handle):
             value = self.saved.load()
         else:
             ok, value = self.future.result()
+            if not ok:  # lost with its worker, and Dask's recomputation failed
+                from .._private.remote import unpack_outcome
+
+                unpack_outcome(value, "<held result>")  # raises the recomputation's error
             self._executor.fetched += self.nbytes
         self._value = value
         return value
@@ -188,9 +198,9 @@ class DaskExecutor(Executor):
             if outer.done():
                 return
             try:
-                outer.set_result(f.result())
+                _settle(outer, f.result())
             except BaseException as exc:  # noqa: BLE001 - every outcome must arrive
-                outer.set_exception(_crashed(exc))
+                _settle(outer, error=_crashed(exc))
 
         remote.add_done_callback(done)
         return outer
@@ -222,9 +232,9 @@ class DaskExecutor(Executor):
             try:
                 data = f.result()
             except BaseException as exc:  # noqa: BLE001 - every outcome must arrive
-                outer.set_exception(_crashed(exc))
+                _settle(outer, error=_crashed(exc))
                 return
-            outer.set_result(self._received(data, held))
+            _settle(outer, self._received(data, held))
 
         report.add_done_callback(done)
         return outer
@@ -240,11 +250,13 @@ class DaskExecutor(Executor):
         return Unpacked(("ok", DaskResult(held, size, saved, self)))
 
     def cancel_running(self, future: Future[Any]) -> bool:
+        """Stop waiting for ``future``. Dask cannot interrupt a task a worker has begun:
+        it is abandoned (runs on, its result dropped), so this returns False."""
+        with contextlib.suppress(InvalidStateError):
+            future.set_exception(WorkerCrashedError("cancelled", exitcode=None, signal=None))
         for remote in self._remote.pop(future, ()):
             remote.cancel()
-        if not future.done():
-            future.set_exception(WorkerCrashedError("cancelled", exitcode=None, signal=None))
-        return True
+        return False
 
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:
@@ -289,3 +301,12 @@ def _take_inputs(kwargs: dict[str, Any], futures: list[Any]) -> dict[str, Any]:
             )
         out[name] = take(value)
     return out
+
+
+def _settle(outer: Future[Any], value: Any = None, *, error: BaseException | None = None) -> None:
+    """Set ``outer`` once: it may have been cancelled (a timeout) meanwhile."""
+    with contextlib.suppress(InvalidStateError):
+        if error is not None:
+            outer.set_exception(error)
+        else:
+            outer.set_result(value)

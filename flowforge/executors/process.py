@@ -13,12 +13,13 @@ second when the driver process dies, even in the middle of a task.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from ..errors import WorkerCrashedError
@@ -33,6 +34,9 @@ QUEUE_SECONDS = 0.020
 #: A task whose attempts take less than this on average is small enough to batch.
 SMALL_SECONDS = 0.002
 MAX_BATCH = 512
+#: A batch whose attempts turn out slower than measured stops after this long (seconds)
+#: and hands back the attempts it did not reach.
+BATCH_LIMIT_SECONDS = 0.05
 _EWMA = 0.2  # weight of the newest duration in a task's running average
 
 
@@ -67,7 +71,11 @@ class ProcessExecutor(Executor):
     (under ``SMALL_SECONDS`` on average) are sent to a worker in batches of about
     ``BATCH_SECONDS`` of work, pickled together (the task's function once), and their
     outcomes come back together; the engine may queue up to :meth:`room` of them. A task
-    not yet measured, a long one, or one with a timeout goes alone.
+    not yet measured, a long one, or one with a timeout goes alone. A batch that runs
+    over ``BATCH_LIMIT_SECONDS`` hands back the attempts it did not reach. When a worker
+    dies mid-batch its outcomes are lost: every attempt of the batch runs again alone,
+    those that had finished included (at least once, as after any crash), and only the
+    one that kills its worker again is charged.
     """
 
     name = "process"
@@ -170,11 +178,28 @@ class ProcessExecutor(Executor):
                     future.cancel()
                     return True
             slot = next((s for s in self._slots if s.holds(future)), None)
-        if slot is None:
-            return future.cancel()
-        future.cancel()  # never marked running, so this sticks; _launch then skips it
-        slot.kill()
+            if slot is None:
+                return future.cancel()
+            future.cancel()  # never marked running, so this sticks; _finish then skips it
+            # Killed under the lock: the slot cannot have moved on to its next jobs, whose
+            # worker this would be. The next jobs get a fresh worker.
+            pool = slot.kill()
+        if pool is not None:
+            pool.shutdown(wait=False, kill_workers=True)
         return True
+
+    def cancel_queued(self) -> list[Future[Any]]:
+        """Cancel every task attempt still waiting here for a worker; their futures."""
+        with self._lock:
+            keep: deque[_Job] = deque()
+            dropped = []
+            for job in self._queued:
+                if job.call is not None and job.future.cancel():
+                    dropped.append(job.future)
+                else:
+                    keep.append(job)
+            self._queued = keep
+        return dropped
 
     def worker_pid(self, future: Future[Any]) -> int | None:
         """The pid of the worker process running ``future``, if it runs now."""
@@ -211,7 +236,9 @@ class ProcessExecutor(Executor):
                     return
                 from .._private.remote import run_batch
 
-                inner = slot.submit(run_batch, (payload, [j.name for j in jobs]), {})
+                names = [j.name for j in jobs]
+                budget = BATCH_LIMIT_SECONDS if len(jobs) > 1 else float("inf")
+                inner = slot.submit(run_batch, (payload, names, budget), {})
         except BaseException as exc:
             self._finish(slot, jobs, None, exc)
             return
@@ -231,7 +258,8 @@ class ProcessExecutor(Executor):
                 try:
                     pack_call(*job.call)  # type: ignore[misc]
                 except Exception as exc:
-                    job.future.set_exception(exc)
+                    with contextlib.suppress(InvalidStateError):
+                        job.future.set_exception(exc)
                 else:
                     good.append(job)
             return good, pack_batch([j.call for j in good]) if good else b""
@@ -259,6 +287,10 @@ class ProcessExecutor(Executor):
                 elif error is None and jobs and jobs[0].call is not None:
                     outcomes = inner.result()
         with self._lock:
+            if outcomes is not None and len(outcomes) < len(jobs):
+                # The batch ran over its time limit: what it did not reach goes again.
+                self._queued.extendleft(reversed(jobs[len(outcomes):]))
+                jobs = jobs[: len(outcomes)]
             slot.jobs = None
             nxt = self._take(slot)
             if outcomes is not None:
@@ -266,21 +298,24 @@ class ProcessExecutor(Executor):
                 for job, (_, ran_for) in zip(jobs, outcomes, strict=True):
                     old = seconds.get(job.name)
                     seconds[job.name] = ran_for if old is None else old + _EWMA * (ran_for - old)
-        for i, job in enumerate(jobs):
-            future = job.future
-            if future.done():
-                continue
-            if error is not None:
-                future.set_exception(error)
-            elif outcomes is not None:
-                data, ran_for = outcomes[i]
-                future.ran_for = ran_for  # type: ignore[attr-defined]
-                future.set_result(data)
-            else:
-                assert inner is not None
-                future.set_result(inner.result())
-        if nxt:
-            self._launch(slot, nxt)
+        try:
+            for i, job in enumerate(jobs):
+                future = job.future
+                try:
+                    if error is not None:
+                        future.set_exception(error)
+                    elif outcomes is not None:
+                        data, ran_for = outcomes[i]
+                        future.ran_for = ran_for  # type: ignore[attr-defined]
+                        future.set_result(data)
+                    else:
+                        assert inner is not None
+                        future.set_result(inner.result())
+                except InvalidStateError:  # cancelled meanwhile (a timeout, Ctrl-C)
+                    pass
+        finally:
+            if nxt:
+                self._launch(slot, nxt)
 
 
 class _Slot:
@@ -319,18 +354,18 @@ class _Slot:
         self._process = next(iter(pool._processes.values()), None)
         return inner
 
-    def kill(self) -> None:
-        """SIGKILL the worker; the broken pool is dropped so the next use starts a new one."""
+    def kill(self) -> Any:
+        """SIGKILL the worker and drop its pool, so the next use starts a new one; the
+        caller shuts the returned pool down (outside its lock: that runs callbacks)."""
         proc, pool = self._process, self._pool
         self._killed = True
-        if proc is not None and proc.pid is not None:
+        if pool is not None and proc is not None and proc.pid is not None:
             try:
                 os.kill(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        if pool is not None:
-            self._pool = None
-            pool.shutdown(wait=False, kill_workers=True)
+        self._pool = None
+        return pool
 
     def crash_error(self) -> WorkerCrashedError:
         """Describe how the worker died, and drop the broken pool."""

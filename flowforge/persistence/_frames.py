@@ -54,10 +54,6 @@ class Sealer:
     def __init__(self, key: bytes) -> None:
         self._key = key
 
-    @property
-    def key(self) -> bytes:
-        return self._key
-
     def seal(self, payload: bytes) -> bytes:
         signed = _HEAD.pack(len(payload), zlib.crc32(payload)) + payload
         return signed + hmac.digest(self._key, signed, "sha256")

@@ -219,11 +219,12 @@ class FileStore(StateStore):
     def load_shared(self, workflow: str, run_id: str, ref: str) -> Any:
         from .._private.handoff import load_shared
 
-        sealer = self.sealer(create=False)
-        path = os.path.join(self._path(workflow, run_id, ".blobs"), os.path.basename(ref))
-        if sealer is None:
-            raise StateError(_frames.problem_message(path, _frames.FOREIGN), path=path)
-        return load_shared(path, sealer.key)
+        name, _, digest = ref.partition(":")
+        path = os.path.join(self._path(workflow, run_id, ".blobs"), os.path.basename(name))
+        if not digest:
+            msg = f"the journal's record of {path} has no digest; run with fresh=True"
+            raise StateError(msg, path=path)
+        return load_shared(path, digest)
 
     def rewrite_journal(self, workflow: str, run_id: str, payloads: list[bytes]) -> list[Any]:
         sealer = self.sealer()

@@ -77,13 +77,13 @@ from ._admission import Admission, Admitting, Grant, Request
 from ._binding import FROM_PARAM, FROM_RESOURCE, FROM_TASK, Binding, call_hook
 from ._control import Gate, Gating
 from ._fanout import Fan, Fanning
+from ._placing import Placing
 from ._private.gcpause import paused_gc
 from ._private.handoff import (
     Spill,
     hold_all,
     materialize,
     materialize_inputs,
-    plan_spills,
     remove_files,
 )
 from ._recording import HeldResults, Recording
@@ -131,7 +131,7 @@ class _Attempt:
     index: int = -1  # a map item or loop iteration; -1 for the task itself
 
 
-class Engine(Waiting, Recording, Fanning, Admitting, Gating):
+class Engine(Placing, Waiting, Recording, Fanning, Admitting, Gating):
     """Runs one workflow run to completion; use once."""
 
     def __init__(
@@ -349,19 +349,6 @@ class Engine(Waiting, Recording, Fanning, Admitting, Gating):
             else:
                 self._start(name, ex)
 
-    def _room(self, ex: Executor, name: str) -> bool:
-        """Whether ``ex`` takes one more attempt of ``name`` now: a free worker, or on a
-        batching executor a small task's place in its queue (never a timed task's: its
-        timeout must start when it really starts)."""
-        inflight = self._inflight.get(ex, 0)
-        if inflight < ex.max_workers:
-            return True
-        return (
-            ex.batching
-            and self._bindings[name].task.timeout is None
-            and inflight < ex.room(name)  # type: ignore[attr-defined]
-        )
-
     # -- starting and finishing attempts ---------------------------------------------
 
     def _start(self, name: str, ex: Executor) -> None:
@@ -474,15 +461,6 @@ class Engine(Waiting, Recording, Fanning, Admitting, Gating):
                 self._deadlines, (self._clock.monotonic() + timeout, self._seq, future)
             )
         future.add_done_callback(self._inbox.put)
-
-    def _plan_spills(self) -> None:
-        """Let process workers hand large results over by file (see _private/handoff)."""
-        isolated = {ex for ex in (self._executor, *self._task_executors.values()) if ex.isolated}
-        if isolated:
-            self._spills = plan_spills(isolated, self._session, self.run_id)
-            self._handles = bool(self._spills) or any(
-                getattr(ex, "holds_results", False) for ex in isolated
-            )
 
     def _arguments(
         self,
@@ -662,18 +640,6 @@ class Engine(Waiting, Recording, Fanning, Admitting, Gating):
         if self._inline_task is not None:
             self._mark_cancelled(self._inline_task, reason)
             self._inline_task = None
-
-    def _drop_queued(self, reason: str) -> None:
-        """Attempts a batching executor holds but has not sent to a worker never start:
-        after a fail_fast failure only what runs may finish."""
-        for ex in {a.executor for a in self._running.values() if a.executor.batching}:
-            for future in ex.cancel_queued():  # type: ignore[attr-defined]
-                attempt = self._running.pop(future, None)
-                if attempt is None:
-                    continue
-                self._inflight[ex] -= 1
-                if attempt.index < 0:
-                    self._mark_cancelled(attempt.name, f"it had not started when {reason}")
 
     def _mark_cancelled(self, name: str, reason: str) -> None:
         rec = self.tasks[name]

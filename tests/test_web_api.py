@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -20,20 +19,10 @@ from fastapi.testclient import TestClient  # noqa: E402
 from flowforge.web import create_app  # noqa: E402
 from flowforge.web.auth import check_bind  # noqa: E402
 from tests import fixture_web  # noqa: E402
+from tests.fixture_web import wait_until  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = "tests.fixture_web"
-
-
-def wait_until(check, timeout=60.0, what="the condition"):
-    """Poll ``check`` until it returns something truthy, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 @pytest.fixture

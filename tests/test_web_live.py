@@ -24,17 +24,7 @@ import uvicorn  # noqa: E402
 
 from flowforge.web import create_app  # noqa: E402
 from tests import fixture_web  # noqa: E402
-
-
-def wait_until(check, timeout=30.0, what="the condition"):
-    """Poll ``check`` until it returns something truthy, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
+from tests.fixture_web import wait_until  # noqa: E402
 
 
 class FakeClock:

@@ -43,11 +43,12 @@ import pickle
 import secrets
 import struct
 import zlib
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 __all__ = [
     "SHM_FOLDER", "Handle", "SharedResult", "Spill", "dump_outcome", "has_shared",
-    "header_digest", "hold_run_lock", "load_shared", "release_run_lock",
+    "header_digest", "hold_run_lock", "load_shared", "map_inputs", "release_run_lock",
     "hold_all", "materialize", "materialize_inputs", "plan_spills", "remove_files",
     "remove_run_files", "run_prefix", "sweep_stale", "write_file",
 ]
@@ -133,24 +134,29 @@ def materialize(value: Any) -> Any:
     return value
 
 
-def materialize_inputs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``kwargs`` of one attempt with every handle replaced, in a ``ctx`` too."""
+def map_inputs(kwargs: dict[str, Any], convert: Callable[[Any], Any]) -> dict[str, Any]:
+    """``kwargs`` of one attempt with ``convert`` applied to every input: each argument,
+    and the ``inputs`` and ``previous`` of a ``ctx`` (replaced only when one changed)."""
     from ..task import TaskContext
 
     out = {}
     for name, value in kwargs.items():
         if isinstance(value, TaskContext):
-            inputs = value.inputs
-            if any(has_shared(v) for v in inputs.values()) or has_shared(value.previous):
-                value = dataclasses.replace(
-                    value,
-                    inputs={k: materialize(v) for k, v in inputs.items()},
-                    previous=materialize(value.previous),
-                )
+            inputs = {k: convert(v) for k, v in value.inputs.items()}
+            previous = convert(value.previous)
+            if previous is not value.previous or any(
+                inputs[k] is not v for k, v in value.inputs.items()
+            ):
+                value = dataclasses.replace(value, inputs=inputs, previous=previous)
         else:
-            value = materialize(value)
+            value = convert(value)
         out[name] = value
     return out
+
+
+def materialize_inputs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` of one attempt with every handle replaced, in a ``ctx`` too."""
+    return map_inputs(kwargs, materialize)
 
 
 # -- the worker's side -----------------------------------------------------------------

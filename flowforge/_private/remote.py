@@ -11,7 +11,6 @@ error with the worker's traceback as its ``__cause__``, as ``concurrent.futures`
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pickle
 import signal
@@ -24,7 +23,7 @@ import cloudpickle
 
 from .._shared import ResourceRef, resolve_refs, worker_pool
 from ..errors import RemoteTaskError, TaskSerializationError
-from .handoff import Spill, dump_outcome, materialize_inputs, write_file
+from .handoff import Spill, dump_outcome, map_inputs, materialize_inputs, write_file
 
 __all__ = [
     "Input", "RemoteTraceback", "init_worker", "pack_batch", "pack_call", "report_held",
@@ -189,7 +188,12 @@ def _unpicklable(task_name: str, exc: BaseException) -> bytes:
         f"({type(exc).__name__}: {_safe_str(exc)}); define it in an importable module "
         "or make sure its inputs are plain data"
     )
-    err = TaskSerializationError(msg, task=task_name, what="the task or its inputs")
+    return _serialization_error(task_name, msg, "the task or its inputs")
+
+
+def _serialization_error(task_name: str, msg: str, what: str) -> bytes:
+    """A packed :class:`TaskSerializationError` for the exception being handled."""
+    err = TaskSerializationError(msg, task=task_name, what=what)
     return _pack_error(task_name, err, traceback.format_exc())
 
 
@@ -236,16 +240,14 @@ def _dump_value(value: Any, spill: Spill | None, task_name: str) -> bytes:
             f"{spill.folder} ({type(exc).__name__}: {_safe_str(exc)}); free space there, "
             "or raise the executor's share_threshold"
         )
-        err = TaskSerializationError(msg, task=task_name, what="result")
-        return _pack_error(task_name, err, traceback.format_exc())
+        return _serialization_error(task_name, msg, "result")
     except Exception as exc:
         msg = (
             f"task {task_name!r} returned a {type(value).__name__} that cannot be pickled "
             f"({type(exc).__name__}: {_safe_str(exc)}); return plain data, or run this "
             "task with executor='thread'"
         )
-        err = TaskSerializationError(msg, task=task_name, what="result")
-        return _pack_error(task_name, err, traceback.format_exc())
+        return _serialization_error(task_name, msg, "result")
 
 
 # -- on a cluster's worker (Dask) ------------------------------------------------------
@@ -303,14 +305,11 @@ def report_held(
                 f"task {task_name!r} returned a large result that could not be saved to "
                 f"{spill.folder} ({type(exc).__name__}: {_safe_str(exc)})"
             )
-            err = TaskSerializationError(msg, task=task_name, what="result")
-            return _pack_error(task_name, err, traceback.format_exc())
+            return _serialization_error(task_name, msg, "result")
     return ("held", size, path)
 
 
 def _put_inputs(kwargs: dict[str, Any], values: list[Any]) -> dict[str, Any]:
-    from ..task import TaskContext
-
     def put(v: Any) -> Any:
         if type(v) is Input:
             return values[v.index]
@@ -318,15 +317,7 @@ def _put_inputs(kwargs: dict[str, Any], values: list[Any]) -> dict[str, Any]:
             return [values[x.index] if type(x) is Input else x for x in v]
         return v
 
-    out = {}
-    for name, value in kwargs.items():
-        if isinstance(value, TaskContext):
-            value = dataclasses.replace(
-                value, inputs={k: put(v) for k, v in value.inputs.items()},
-                previous=put(value.previous),
-            )
-        out[name] = put(value)
-    return out
+    return map_inputs(kwargs, put)
 
 
 def _pack_error(task_name: str, exc: BaseException, tb: str) -> bytes:

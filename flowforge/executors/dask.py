@@ -36,7 +36,6 @@ the attempt fails with :class:`~flowforge.errors.WorkerCrashedError`, which retr
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import threading
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
@@ -281,8 +280,8 @@ def _crashed(exc: BaseException) -> BaseException:
 def _take_inputs(kwargs: dict[str, Any], futures: list[Any]) -> dict[str, Any]:
     """``kwargs`` with each held result replaced by an ``Input`` marker, its Dask future
     appended to ``futures`` (at the top, in a list, or in a ``ctx``'s inputs)."""
+    from .._private.handoff import map_inputs
     from .._private.remote import Input
-    from ..task import TaskContext
 
     def take(v: Any) -> Any:
         if isinstance(v, DaskResult):
@@ -292,15 +291,7 @@ def _take_inputs(kwargs: dict[str, Any], futures: list[Any]) -> dict[str, Any]:
             return [take(x) for x in v]
         return v  # a file's handle (SharedResult) travels as it is: the worker maps it
 
-    out = {}
-    for name, value in kwargs.items():
-        if isinstance(value, TaskContext):
-            value = dataclasses.replace(
-                value, inputs={k: take(v) for k, v in value.inputs.items()},
-                previous=take(value.previous),
-            )
-        out[name] = take(value)
-    return out
+    return map_inputs(kwargs, take)
 
 
 def _settle(outer: Future[Any], value: Any = None, *, error: BaseException | None = None) -> None:

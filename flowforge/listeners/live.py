@@ -37,6 +37,7 @@ from ..events import (
     WorkflowFinished,
     WorkflowStarted,
 )
+from .logging import error_text
 
 __all__ = ["WATCHERS", "LiveListener", "encode"]
 
@@ -88,13 +89,7 @@ def encode(event: Event) -> bytes:
 
 
 def _text(error: BaseException | None) -> str:
-    if error is None:
-        return ""
-    try:
-        text = str(error)
-    except Exception:
-        text = "<unprintable>"
-    return (f"{type(error).__name__}: {text}" if text else type(error).__name__)[:MAX_TEXT]
+    return error_text(error)[:MAX_TEXT]
 
 
 class LiveListener:

@@ -31,7 +31,7 @@ from ..events import (
     WorkflowStarted,
 )
 
-__all__ = ["LoggingListener", "task_logger"]
+__all__ = ["LoggingListener", "error_text", "task_logger"]
 
 _SHOWN = 8  # task names per reason on the console when a run resumes
 _LOGGED = 200  # ... and in the log file
@@ -181,7 +181,7 @@ class LoggingListener:
         if isinstance(e, TaskFailed):
             tail = " - will retry" if e.will_retry else ""
             word = c.paint("failed", "yellow" if e.will_retry else "red")
-            return f"{head} {_unit(e)} {word} (attempt {e.attempt}): {_error_text(e.error)}{tail}"
+            return f"{head} {_unit(e)} {word} (attempt {e.attempt}): {error_text(e.error)}{tail}"
         if isinstance(e, TaskRetrying):
             return f"{head} {_unit(e)} retrying in {e.delay:.2f}s (attempt {e.attempt})"
         if isinstance(e, TaskSkipped):
@@ -215,7 +215,7 @@ def describe(event: Event) -> tuple[str, str, dict[str, Any]]:
         fields["duration"] = round(event.duration, 6)
     elif isinstance(event, TaskFailed):
         fields["duration"] = round(event.duration, 6)
-        fields["error"] = _error_text(event.error)
+        fields["error"] = error_text(event.error)
         fields["error_type"] = type(event.error).__name__
         fields["will_retry"] = event.will_retry
         fields["traceback"] = _traceback_text(event.error)
@@ -242,7 +242,7 @@ def describe(event: Event) -> tuple[str, str, dict[str, Any]]:
         fields.update(status=event.status, duration=round(event.duration, 6),
                       succeeded=event.succeeded, failed=event.failed, skipped=event.skipped)
         if event.error is not None:
-            fields["error"] = _error_text(event.error)
+            fields["error"] = error_text(event.error)
         level = "info" if event.status == "succeeded" else "error"
     name = _snake(type(event).__name__)
     return level, name, fields
@@ -283,7 +283,8 @@ def _traceback_text(error: BaseException) -> str:
     return text if len(text) <= _TRACEBACK_CHARS else "..." + text[-_TRACEBACK_CHARS:]
 
 
-def _error_text(error: BaseException | None) -> str:
+def error_text(error: BaseException | None) -> str:
+    """``Type: message`` for an error, safe when its ``__str__`` raises."""
     if error is None:
         return ""
     try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import operator
 import os
 import secrets
 import sys
@@ -169,6 +170,9 @@ class Workflow:
         self.source: str | None = None
         self.shared_resources: dict[str, Resource] = {}
         self._token: Token[Workflow | None] | None = None
+        # What validate() bound, with the definition it bound: run() reuses it once if
+        # nothing that binding reads has changed since (see _definition_key).
+        self._validated: tuple[tuple[Any, ...], dict[str, Binding], CompiledDAG] | None = None
 
     # -- definition ------------------------------------------------------------------
 
@@ -227,9 +231,11 @@ class Workflow:
     def validate(self, params: Mapping[str, Any] | None = None) -> None:
         """Check the definition as ``run(params=...)`` would, without running anything."""
         merged = {**self.params, **(params or {})}
-        self._bind(merged, strict=True)
+        self._validated = None
+        bound = self._bind(merged, strict=True)
         self._resource_refs(merged)
         self._admission()
+        self._validated = (self._definition_key(merged), *bound)
 
     # -- running ---------------------------------------------------------------------
 
@@ -257,7 +263,7 @@ class Workflow:
         from ._engine import Engine  # loaded on the first run: import flowforge stays light
 
         with gcpause.preparing():  # 100,000 tasks make a million long-lived objects
-            bindings, graph = self._bind(merged, strict=True)
+            bindings, graph = self._bound_for_run(merged)
             refs = self._resource_refs(merged) if self.shared_resources else None
             main = resolve(
                 executor if executor is not None else self.executor, self.max_workers,
@@ -450,6 +456,29 @@ class Workflow:
 
     # -- binding ---------------------------------------------------------------------
 
+    def _bound_for_run(
+        self, params: Mapping[str, Any]
+    ) -> tuple[dict[str, Binding], CompiledDAG]:
+        """The binding ``validate()`` just made, if the definition is unchanged since;
+        else a fresh one. Used once: each later run binds again."""
+        validated, self._validated = self._validated, None
+        if validated is not None and validated[0] == self._definition_key(params):
+            return validated[1], validated[2]
+        return self._bind(params, strict=True)
+
+    def _definition_key(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        """Everything binding reads, copied: equal keys bind equally. Built with C-level
+        ``map`` (about 0.3 µs a task) so that validate() then run() binds once."""
+        tasks = self.dag.tasks
+        values = tasks.values()
+        return (
+            list(tasks.items()),  # names and task identities, in order
+            list(map(_BINDING_READS, values)),
+            list(map(tuple, map(_DEPENDS_ON, values))),  # a copy: lists change in place
+            frozenset(params),
+            frozenset(self.shared_resources),
+        )
+
     def _bind(
         self, params: Mapping[str, Any], *, strict: bool
     ) -> tuple[dict[str, Binding], CompiledDAG]:
@@ -468,11 +497,16 @@ class Workflow:
                 "rename one (a parameter of that name would be ambiguous)"
             )
             raise WorkflowDefinitionError(msg, workflow=self.name, task=clash)
+        specs: dict[Any, _Signature] = {}  # 10,000 tasks often share one function
         for name, t in tasks.items():
             call = t.callable
-            spec = _signature(call, name)
+            try:
+                spec = specs.get(call) or specs.setdefault(call, _signature(call, name))
+            except TypeError:  # an unhashable callable object
+                spec = _signature(call, name)
             args: list[tuple[str, int, str]] = []
             inferred: list[str] = []
+            uses = False
             for pname, has_default, is_context in spec.params:
                 if is_context:
                     args.append((pname, FROM_CONTEXT, ""))
@@ -481,6 +515,7 @@ class Workflow:
                     inferred.append(pname)
                 elif pname in resources:
                     args.append((pname, FROM_RESOURCE, pname))
+                    uses = True
                 elif pname in params:
                     args.append((pname, FROM_PARAM, pname))
                 elif not has_default and strict:
@@ -499,10 +534,12 @@ class Workflow:
                 when_args = self._bind_condition(t, params, inferred, strict=strict)
             self.dag.set_inferred(name, tuple(inferred))
             extra: tuple[str, ...] = ()
-            if spec.var_keyword:
-                bound = {a[0] for a in args}
-                extra = tuple(d for d in t.depends_on if d not in bound)
-            uses = any(kind == FROM_RESOURCE for _, kind, _ in args)
+            if spec.var_keyword and t.depends_on:
+                if args:
+                    bound = {a[0] for a in args}
+                    extra = tuple(d for d in t.depends_on if d not in bound)
+                else:
+                    extra = tuple(t.depends_on)
             bindings[name] = Binding(t, call, tuple(args), extra, t.when, when_args, uses)
         return bindings, self.dag.compile()
 
@@ -606,6 +643,10 @@ class _Signature:
         self.params = params
         self.var_keyword = var_keyword
 
+
+# What binding reads from each task, besides depends_on (see _definition_key).
+_BINDING_READS = operator.attrgetter("name", "callable", "when", "map")
+_DEPENDS_ON = operator.attrgetter("depends_on")
 
 _SIGNATURES: weakref.WeakKeyDictionary[Any, _Signature] = weakref.WeakKeyDictionary()
 

@@ -96,3 +96,74 @@ def test_definition_errors_start_nothing(tmp_path):
     with pytest.raises(WorkflowDefinitionError, match="cycle"):
         wf.run()
     assert ran == [] and not (tmp_path / "logs").exists()
+
+
+def _quiet(name="w"):
+    return Workflow(name, executor="sequential", log_dir=None, quiet=True, progress=False,
+                    autosave=False)
+
+
+def _edit_dependency_in_place(wf):
+    wf.tasks["a"].depends_on.append("c")  # the list itself: now a cycle a -> c -> a
+
+
+def _replace_function(wf):
+    wf.tasks["c"].fn = lambda a, b: a + b  # now reads b's result too
+
+
+def _add_task(wf):
+    wf.add_task(Task("d", lambda c: c * 10))
+
+
+def _add_condition(wf):
+    wf.tasks["c"].when = lambda b: b > 100  # false: c is skipped
+
+
+def _rename_param(wf):
+    wf.params = {"other": 1}  # b's parameter k loses its binding
+
+
+@pytest.mark.parametrize(
+    "edit, check",
+    [
+        (_edit_dependency_in_place, "cycle"),
+        (_replace_function, lambda r: r["c"] == 1 + 2),
+        (_add_task, lambda r: r["d"] == 10),
+        (_add_condition, lambda r: r.tasks["c"].state.name == "SKIPPED"),
+        (_rename_param, "parameter 'k'"),
+    ],
+)
+def test_run_after_validate_sees_later_edits(edit, check):
+    """validate() then run() binds once, unless the definition changed in between:
+    every kind of change that binding reads is seen by run()."""
+    wf = _quiet()
+    wf.params = {"k": 2}
+    wf.add_task(Task("a", lambda: 1))
+    wf.add_task(Task("b", lambda k: k))
+    wf.add_task(Task("c", lambda a: a))
+    wf.validate()
+    edit(wf)
+    if isinstance(check, str):  # the edit broke the definition: run() must say so
+        with pytest.raises(WorkflowDefinitionError, match=check):
+            wf.run()
+        return
+    result = wf.run()
+    assert result.ok, result.tasks
+    assert check(result)
+
+
+def test_validate_then_run_binds_once_and_later_runs_bind_again(monkeypatch):
+    """The binding validate() made is used by the next run only."""
+    wf = _quiet()
+    wf.add_task(Task("a", lambda: 1))
+    calls = []
+    real = Workflow._bind
+
+    def counting(self, params, *, strict):
+        calls.append(strict)
+        return real(self, params, strict=strict)
+
+    monkeypatch.setattr(Workflow, "_bind", counting)
+    wf.validate()
+    assert wf.run().ok and calls == [True]
+    assert wf.run().ok and calls == [True, True]

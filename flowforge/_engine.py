@@ -47,11 +47,14 @@ Process workers and clusters
 ----------------------------
 An executor that ``takes_tasks`` gets each attempt unpickled and packs it itself. The
 process executor sends a small task's attempts in batches and lets the engine queue more
-of them than it has workers (``room``); the Dask executor leaves large results on its
-workers. A large result never enters the driver: ``results`` holds a handle (a file
-mapped on demand, or a Dask future; see :mod:`flowforge._private.handoff`) that isolated
-workers receive as it is and that the driver maps or fetches only for its own needs (a
-thread task's input, a condition, a branch, a map's list) and at the end of the run.
+of them than it has workers (``room``). When nothing is saved (autosave off) it also
+sends each busy worker its next attempt ahead, so the worker starts it without waiting
+for the driver; with autosave on it does not, so that a kill -9 re-runs only the attempts
+that were running. The Dask executor leaves large results on its workers. A large result
+never enters the driver: ``results`` holds a handle (a file mapped on demand, or a Dask
+future; see :mod:`flowforge._private.handoff`) that isolated workers receive as it is and
+that the driver maps or fetches only for its own needs (a thread task's input, a
+condition, a branch, a map's list) and at the end of the run.
 
 Failures
 --------
@@ -207,6 +210,9 @@ class Engine(Placing, Waiting, Recording, Fanning, Admitting, Gating):
         self._timed_out = False
 
         self._spills: dict[Executor, Spill] = {}  # process executors sharing large results
+        # Attempts may wait in a busy worker's pipe (see ProcessExecutor.submit_task) when
+        # nothing is saved: with autosave on, a kill -9 re-runs only what was running.
+        self._send_ahead = session is None and admission is None
         self._handles = False  # results may be handles (see _private/handoff): map them
         self._emit_started = bus.wants(TaskStarted)
         self._emit_succeeded = bus.wants(TaskSucceeded)
@@ -435,6 +441,7 @@ class Engine(Placing, Waiting, Recording, Fanning, Admitting, Gating):
                     future = ex.submit_task(  # type: ignore[attr-defined]
                         b.task, kwargs, env, self._spills.get(ex), name,
                         solo=timeout is not None or self._admission is not None,
+                        ahead=self._send_ahead,
                     )
                 else:
                     from ._private.remote import pack_call, run_packed

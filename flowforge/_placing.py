@@ -33,6 +33,7 @@ class Placing:
     _session: RunSession | None
     _spills: dict[Executor, Spill]
     _handles: bool
+    _send_ahead: bool
 
     if TYPE_CHECKING:
         def _mark_cancelled(self, name: str, reason: str) -> None: ...
@@ -47,7 +48,7 @@ class Placing:
         return (
             ex.batching
             and self._bindings[name].task.timeout is None
-            and inflight < ex.room(name)  # type: ignore[attr-defined]
+            and inflight < ex.room(name, ahead=self._send_ahead)  # type: ignore[attr-defined]
         )
 
     def _plan_spills(self) -> None:

@@ -140,6 +140,7 @@ def test_timed_and_unmeasured_tasks_are_never_queued_beyond_the_workers():
     assert ex.room("never-seen") == 2
     ex._seconds["slow"] = 0.5
     assert ex.room("slow") == 2
+    assert ex.room("slow", ahead=True) == 4  # one more each, waiting in its pipe
     ex._seconds["tiny"] = 1e-5
     assert ex.room("tiny") > 2
 
@@ -156,8 +157,8 @@ def test_timed_tasks_are_not_batched(tmp_path, timeout):
     sizes: list[int] = []
     original = ex._take  # type: ignore[attr-defined]
 
-    def spy(slot):
-        jobs = original(slot)
+    def spy(slot, **kwargs):
+        jobs = original(slot, **kwargs)
         if jobs:
             sizes.append(len(jobs))
         return jobs

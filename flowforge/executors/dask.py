@@ -206,10 +206,11 @@ class DaskExecutor(Executor):
 
     def submit_task(
         self, task: Any, kwargs: dict[str, Any], env: dict[str, str] | None, spill: Any,
-        name: str, *, solo: bool = False,
+        name: str, *, solo: bool = False, ahead: bool = False,
     ) -> Future[Any]:
         """Run one attempt of ``task``, its held inputs passed as Dask futures; the
-        value stays on the worker (see the module docstring)."""
+        value stays on the worker (see the module docstring). ``solo`` and ``ahead``
+        are the process executor's; the scheduler places attempts here."""
         from .._private.remote import pack_call, report_held, run_held
 
         futures: list[Any] = []

@@ -43,12 +43,12 @@ _EWMA = 0.2  # weight of the newest duration in a task's running average
 class _Job:
     """One piece of work in the queue: a plain call, or one task attempt (``call``)."""
 
-    __slots__ = ("future", "fn", "args", "kwargs", "call", "name", "solo")
+    __slots__ = ("future", "fn", "args", "kwargs", "call", "name", "solo", "ahead")
 
     def __init__(
         self, future: Future[Any], fn: Callable[..., Any] | None, args: tuple[Any, ...],
         kwargs: dict[str, Any], call: tuple[Any, ...] | None = None, name: str = "",
-        solo: bool = False,
+        solo: bool = False, ahead: bool = False,
     ) -> None:
         self.future = future
         self.fn = fn
@@ -57,6 +57,7 @@ class _Job:
         self.call = call  # (task, kwargs, env, spill): packed with others into one batch
         self.name = name
         self.solo = solo  # never batched: it has a timeout, or its batch's worker died
+        self.ahead = ahead and not solo  # may wait in a busy worker's pipe (see submit_task)
 
 
 class ProcessExecutor(Executor):
@@ -109,6 +110,7 @@ class ProcessExecutor(Executor):
         self._slots = [_Slot(i) for i in range(max_workers)]
         self._queued: deque[_Job] = deque()
         self._seconds: dict[str, float] = {}  # task name -> average attempt duration
+        self._closed = False  # shut down: what a dying worker hands back stays queued
 
     def start(self) -> None:
         """Start every worker now rather than at first use (they start in parallel)."""
@@ -120,36 +122,49 @@ class ProcessExecutor(Executor):
 
     def submit_task(
         self, task: Any, kwargs: dict[str, Any], env: dict[str, str] | None, spill: Any,
-        name: str, *, solo: bool = False,
+        name: str, *, solo: bool = False, ahead: bool = False,
     ) -> Future[Any]:
         """Run one attempt of ``task`` (see :func:`~flowforge._private.remote.run_batch`);
         the future's result is the packed outcome, and its ``ran_for`` attribute the
-        attempt's duration in the worker. ``solo``: never batch it (it has a timeout)."""
-        return self._enqueue(_Job(Future(), None, (), {}, (task, kwargs, env, spill), name, solo))
+        attempt's duration in the worker. ``solo``: never batch it (it has a timeout).
 
-    def room(self, name: str) -> int:
+        ``ahead``: when every worker is busy, the attempt may be sent to one now, to
+        start the instant that worker's attempt ends: no round trip through the driver
+        between them (about 0.5 ms each). Once sent it cannot be called back: it runs
+        even if the run then stops, short of killing the worker."""
+        job = _Job(Future(), None, (), {}, (task, kwargs, env, spill), name, solo, ahead)
+        return self._enqueue(job)
+
+    def room(self, name: str, ahead: bool = False) -> int:
         """How many attempts of task ``name`` the engine may have here at once: one per
-        worker, or for a small task as many as make ``QUEUE_SECONDS`` of work a worker."""
+        worker (two with ``ahead``: see :meth:`submit_task`), or for a small task as
+        many as make ``QUEUE_SECONDS`` of work a worker."""
         seconds = self._seconds.get(name)
         if seconds is None or seconds >= SMALL_SECONDS:
-            return self.max_workers
+            return self.max_workers * (2 if ahead else 1)
         per_worker = min(MAX_BATCH * 2, int(QUEUE_SECONDS / max(seconds, 1e-6)))
         return self.max_workers * (1 + per_worker)
 
     def _enqueue(self, job: _Job) -> Future[Any]:
         with self._lock:
+            self._closed = False
             self._queued.append(job)
             slot = next((s for s in self._slots if s.jobs is None), None)
-            jobs = self._take(slot) if slot is not None else None
+            if slot is not None:
+                jobs = self._take(slot)
+            else:
+                slot = next((s for s in self._slots if s.takes_ahead()), None)
+                jobs = self._take(slot, ahead=True) if slot is not None else None
         if jobs:
             assert slot is not None
             self._launch(slot, jobs)
         return job.future
 
-    def _take(self, slot: _Slot) -> list[_Job] | None:
-        """Under the lock: the next jobs for free ``slot``, which it now holds."""
+    def _take(self, slot: _Slot, *, ahead: bool = False) -> list[_Job] | None:
+        """Under the lock: the next jobs for free ``slot``, which it now holds; with
+        ``ahead``, jobs that may wait behind the attempt ``slot`` runs."""
         queued = self._queued
-        if not queued:
+        if not queued or self._closed or (ahead and not queued[0].ahead):
             return None
         head = queued.popleft()
         jobs = [head]
@@ -162,11 +177,16 @@ class ProcessExecutor(Executor):
                 budget = min(MAX_BATCH - 1, share, int(BATCH_SECONDS / max(each, 1e-6)))
                 while budget > 0 and queued:
                     nxt = queued[0]
-                    if nxt.call is None or nxt.solo or nxt.name != head.name:
+                    if nxt.call is None or nxt.solo or nxt.name != head.name or (
+                        ahead and not nxt.ahead
+                    ):
                         break
                     jobs.append(queued.popleft())
                     budget -= 1
-        slot.jobs = jobs
+        if ahead:
+            slot.ahead = jobs
+        else:
+            slot.jobs = jobs
         return jobs
 
     def cancel_running(self, future: Future[Any]) -> bool:
@@ -182,10 +202,17 @@ class ProcessExecutor(Executor):
                 return future.cancel()
             future.cancel()  # never marked running, so this sticks; _finish then skips it
             # Killed under the lock: the slot cannot have moved on to its next jobs, whose
-            # worker this would be. The next jobs get a fresh worker.
+            # worker this would be. The next jobs get a fresh worker. What was sent ahead
+            # to it stops too (only timed attempts are stopped one by one, and those never
+            # have anything sent ahead behind them: see _Slot.takes_ahead).
             pool = slot.kill()
+            stopped, slot.ahead = slot.ahead or [], None
         if pool is not None:
             pool.shutdown(wait=False, kill_workers=True)
+        error = WorkerCrashedError("the worker was stopped", exitcode=None, signal=None)
+        for job in stopped:
+            with contextlib.suppress(InvalidStateError):
+                job.future.set_exception(error)
         return True
 
     def cancel_queued(self) -> list[Future[Any]]:
@@ -204,22 +231,31 @@ class ProcessExecutor(Executor):
     def worker_pid(self, future: Future[Any]) -> int | None:
         """The pid of the worker process running ``future``, if it runs now."""
         with self._lock:
-            slot = next((s for s in self._slots if s.holds(future)), None)
+            slot = next((s for s in self._slots if s.runs(future)), None)
         proc = None if slot is None else slot._process
         return None if proc is None else proc.pid
 
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:
+            self._closed = True
             queued, self._queued = list(self._queued), deque()
         for job in queued:
             job.future.cancel()
-        for slot in self._slots:
+        busy = [s for s in self._slots if s.started]
+        if wait and len(busy) > 1:  # each waits for its worker to exit: all at once
+            stops = [threading.Thread(target=s.stop, args=(True,)) for s in busy]
+            for t in stops:
+                t.start()
+            for t in stops:
+                t.join()
+            return
+        for slot in busy:
             slot.stop(wait=wait)
 
     def _launch(self, slot: _Slot, jobs: list[_Job]) -> None:
         live = [j for j in jobs if not j.future.cancelled()]  # cancelled while queued
         if len(live) < len(jobs):
-            slot.jobs = jobs = live
+            jobs = slot.swap(jobs, live)
         if not jobs:
             self._finish(slot, jobs, None, None)
             return
@@ -229,8 +265,8 @@ class ProcessExecutor(Executor):
                 assert job.fn is not None
                 inner = slot.submit(job.fn, job.args, job.kwargs)
             else:
-                jobs, payload = self._pack(jobs)
-                slot.jobs = jobs
+                packed, payload = self._pack(jobs)
+                jobs = slot.swap(jobs, packed)
                 if not jobs:
                     self._finish(slot, jobs, None, None)
                     return
@@ -242,7 +278,14 @@ class ProcessExecutor(Executor):
         except BaseException as exc:
             self._finish(slot, jobs, None, exc)
             return
+        more = None
+        with self._lock:
+            if jobs is slot.jobs:  # sent: the next jobs may now wait behind these
+                slot.sent = jobs
+                more = self._take(slot, ahead=True) if slot.takes_ahead() else None
         inner.add_done_callback(lambda f: self._finish(slot, jobs, f, None))
+        if more:
+            self._launch(slot, more)
 
     @staticmethod
     def _pack(jobs: list[_Job]) -> tuple[list[_Job], bytes]:
@@ -268,6 +311,10 @@ class ProcessExecutor(Executor):
         self, slot: _Slot, jobs: list[_Job], inner: Future[Any] | None,
         error: BaseException | None,
     ) -> None:
+        with self._lock:
+            current = jobs is slot.jobs
+            if not current and jobs is not slot.ahead:
+                return  # sent ahead to a worker that then died or was stopped: handled
         outcomes = None
         if inner is not None:
             if inner.cancelled():
@@ -275,13 +322,26 @@ class ProcessExecutor(Executor):
             else:
                 error = inner.exception()
                 if error is not None and _is_broken_pool(error):
+                    if not current and not slot.killed_on_purpose:
+                        # It waited behind the attempt that killed the worker: it never
+                        # started, so it goes again, uncharged. That attempt's own
+                        # callback says what happened.
+                        with self._lock:
+                            if jobs is slot.ahead:
+                                slot.ahead = None
+                                self._queued.extendleft(reversed(jobs))
+                        return
                     error = slot.crash_error()
+                    with self._lock:  # what waited behind it never started: again
+                        waiting, slot.ahead = slot.ahead or [], None
+                        self._queued.extendleft(reversed(waiting))
                     if len(jobs) > 1 and not slot.killed_on_purpose:
                         # Which attempt of the batch crashed its worker is unknown: run
                         # each again alone, so only the one that crashes is charged.
                         with self._lock:
                             for job in reversed(jobs):
                                 job.solo = True
+                                job.ahead = False
                                 self._queued.appendleft(job)
                         jobs, error = [], None
                 elif error is None and jobs and jobs[0].call is not None:
@@ -291,8 +351,15 @@ class ProcessExecutor(Executor):
                 # The batch ran over its time limit: what it did not reach goes again.
                 self._queued.extendleft(reversed(jobs[len(outcomes):]))
                 jobs = jobs[: len(outcomes)]
-            slot.jobs = None
-            nxt = self._take(slot)
+            if current:  # what waited behind it (already sent) runs now
+                slot.jobs, slot.ahead = slot.ahead, None
+                slot.sent = slot.jobs
+            else:  # it ended before the attempt it waited behind reported (or never left)
+                slot.ahead = None
+            if slot.jobs is None:
+                nxt = self._take(slot)
+            else:
+                nxt = self._take(slot, ahead=True) if slot.takes_ahead() else None
             if outcomes is not None:
                 seconds = self._seconds
                 for job, (_, ran_for) in zip(jobs, outcomes, strict=True):
@@ -324,11 +391,41 @@ class _Slot:
     def __init__(self, index: int) -> None:
         self.index = index
         self.jobs: list[_Job] | None = None  # what it runs now (None: free)
+        self.sent: list[_Job] | None = None  # ``jobs`` once they are in the worker's pipe
+        self.ahead: list[_Job] | None = None  # sent to wait behind ``jobs`` in the pipe
         self._pool: Any = None
         self._process: Any = None
         self._killed = False
 
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
+    def takes_ahead(self) -> bool:
+        """Whether jobs may be sent now to wait behind what this worker runs: it runs
+        attempts that may have others wait behind them (never a timed one, which can be
+        killed alone), already sent, and nothing waits yet."""
+        jobs = self.jobs
+        return (
+            jobs is not None and self.ahead is None and self.sent is jobs
+            and self._pool is not None and all(j.ahead for j in jobs)
+        )
+
+    def swap(self, old: list[_Job], new: list[_Job]) -> list[_Job]:
+        """Replace the jobs list ``old`` (``jobs`` or ``ahead``) with ``new``."""
+        if old is self.jobs:
+            self.jobs = new
+        elif old is self.ahead:
+            self.ahead = new
+        return new
+
     def holds(self, future: Future[Any]) -> bool:
+        return any(
+            jobs is not None and any(j.future is future for j in jobs)
+            for jobs in (self.jobs, self.ahead)
+        )
+
+    def runs(self, future: Future[Any]) -> bool:
         jobs = self.jobs
         return jobs is not None and any(j.future is future for j in jobs)
 

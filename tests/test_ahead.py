@@ -1,0 +1,139 @@
+"""Attempts sent ahead: with autosave off, the process executor sends a worker its next
+attempt while it still runs one, so the worker starts it without a round trip through
+the driver (flowforge/executors/process.py, ``submit_task(ahead=True)``)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from flowforge import ProcessExecutor, Task, TaskState, task, workflow
+from flowforge._private.remote import unpack_outcome
+from flowforge.errors import TaskTimeoutError, WorkerCrashedError
+from tests import fixture_tasks
+from tests.fixture_web import wait_until
+
+
+def _touch(path: str) -> str:
+    Path(path).touch()
+    return path
+
+
+def _sleep_then(path: str, seconds: float) -> str:
+    import time
+
+    time.sleep(seconds)
+    return _touch(path)
+
+
+def test_the_attempt_sent_ahead_starts_without_the_driver(tmp_path):
+    """While the driver is stuck handling the first attempt's result, the worker has
+    already started the attempt sent ahead: it needed nothing more from the driver."""
+    ex = ProcessExecutor(1)
+    marker = str(tmp_path / "second-ran")
+    seen: list[bool] = []
+    try:
+        first = ex.submit_task(Task("first", fixture_tasks.pid), {}, None, None, "first",
+                               ahead=True)
+        second = ex.submit_task(Task("second", _touch), {"path": marker}, None, None,
+                                "second", ahead=True)
+        assert ex._slots[0].ahead is not None  # type: ignore[attr-defined]
+
+        def stall(_future: object) -> None:  # runs in the thread that reads results
+            seen.append(bool(wait_until(lambda: os.path.exists(marker), 30, "second")))
+
+        first.add_done_callback(stall)
+        assert unpack_outcome(second.result(timeout=60), "second") == marker
+        assert unpack_outcome(first.result(timeout=60), "first") > 0
+        assert seen == [True]
+    finally:
+        ex.shutdown()
+
+
+def test_a_crash_charges_only_the_attempt_that_crashed(tmp_path):
+    """The worker dies under one attempt while another waits behind it in its pipe: the
+    one behind never started, so it runs again on a new worker, uncharged."""
+    with workflow("crashy", executor=ProcessExecutor(1), autosave=False, log_dir=None,
+                  quiet=True, progress=False, on_error="continue") as wf:
+        wf.add_task(Task("crasher", fixture_tasks.crash))
+        for i in range(3):
+            wf.add_task(Task(f"ok{i}", fixture_tasks.pid))
+    sent_ahead = _count_sent_ahead(wf.executor)
+    result = wf.run()
+    assert sent_ahead, "nothing waited behind the crashing attempt: the test proves nothing"
+    assert result.tasks["crasher"].state is TaskState.FAILED
+    assert isinstance(result.tasks["crasher"].error, WorkerCrashedError)
+    for i in range(3):
+        assert result.tasks[f"ok{i}"].state is TaskState.SUCCEEDED
+        assert result.tasks[f"ok{i}"].attempts == 1
+
+
+def test_a_timed_attempt_never_has_one_waiting_behind_it(tmp_path):
+    """A timed attempt is killed alone at its timeout: nothing is sent behind it, so the
+    next attempt starts on a fresh worker and is not charged."""
+    marker = str(tmp_path / "quick-ran")
+    with workflow("timed", executor=ProcessExecutor(1), autosave=False, log_dir=None,
+                  quiet=True, progress=False, on_error="continue") as wf:
+        wf.add_task(Task("slow", _sleep_then, timeout=0.5))
+        wf.add_task(Task("quick", _touch))
+    result = wf.run(params={"path": marker, "seconds": 60.0})
+    assert isinstance(result.tasks["slow"].error, TaskTimeoutError)
+    assert result.tasks["quick"].state is TaskState.SUCCEEDED
+    assert result.tasks["quick"].attempts == 1 and os.path.exists(marker)
+
+
+@pytest.mark.parametrize("autosave", [False, True])
+def test_only_runs_that_save_nothing_send_attempts_ahead(tmp_path, autosave):
+    """With autosave on, a kill -9 of the driver must re-run at most the attempts
+    running at that instant (tests/test_crash.py): nothing is sent ahead then."""
+    with workflow("flags", executor=ProcessExecutor(2), autosave=autosave,
+                  state_dir=str(tmp_path / "state"), log_dir=None, quiet=True,
+                  progress=False) as wf:
+        for i in range(8):
+            wf.add_task(Task(f"t{i}", fixture_tasks.pid))
+    flags: list[bool] = []
+    original = wf.executor.submit_task  # type: ignore[union-attr]
+
+    def spy(*args: object, **kwargs: object) -> object:
+        flags.append(bool(kwargs.get("ahead")))
+        return original(*args, **kwargs)
+
+    wf.executor.submit_task = spy  # type: ignore[union-attr]
+    assert wf.run().ok
+    assert len(flags) == 8 and set(flags) == {not autosave}
+
+
+def test_fail_fast_lets_the_attempt_sent_ahead_finish_and_starts_nothing_else(tmp_path):
+    """An attempt sent ahead counts as running (its TaskStarted was published): after a
+    fail_fast failure it finishes; what was never sent stays PENDING."""
+    with workflow("ff", executor=ProcessExecutor(1), autosave=False, log_dir=None,
+                  quiet=True, progress=False) as wf:
+        @task
+        def boom() -> None:
+            raise ValueError("boom")
+
+        for i in range(4):
+            wf.add_task(Task(f"after{i}", fixture_tasks.pid))
+    result = wf.run()
+    assert result.status.value == "failed"
+    states = [result.tasks[f"after{i}"].state for i in range(4)]
+    assert states == [TaskState.SUCCEEDED] + [TaskState.PENDING] * 3
+
+
+def _count_sent_ahead(ex: ProcessExecutor) -> list[int]:
+    """Spy on the executor: one entry each time jobs are sent to wait behind others."""
+    sent: list[int] = []
+    original = ex._launch  # type: ignore[attr-defined]
+    lock = threading.Lock()
+
+    def launch(slot: object, jobs: list[object]) -> None:
+        if jobs is getattr(slot, "ahead", None):
+            with lock:
+                sent.append(len(jobs))
+        original(slot, jobs)
+
+    ex._launch = launch  # type: ignore[attr-defined]
+    return sent

@@ -137,3 +137,52 @@ def _count_sent_ahead(ex: ProcessExecutor) -> list[int]:
 
     ex._launch = launch  # type: ignore[attr-defined]
     return sent
+
+
+def _flaky(name: str, folder: str, crash: bool, seconds: float) -> str:
+    """Record this attempt's start, then crash the worker on the first attempt if asked."""
+    import time
+
+    starts = Path(folder, name)
+    with open(starts, "a") as f:
+        f.write("x")
+    if crash and starts.stat().st_size == 1:
+        os._exit(7)
+    time.sleep(seconds)
+    return name
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_crashes_charge_and_start_each_attempt_once(tmp_path, seed):
+    """Random workloads where some attempts kill their worker: every attempt starts
+    exactly once (nothing sent ahead runs twice), only crashers are charged, all end."""
+    import random
+
+    rng = random.Random(seed)
+    folder = tmp_path / "starts"
+    folder.mkdir()
+    crashers = set()
+    with workflow(f"random{seed}", executor=ProcessExecutor(2), autosave=False,
+                  log_dir=None, quiet=True, progress=False) as wf:
+        for i in range(24):
+            name = f"t{i}"
+            crash = rng.random() < 0.2
+            if crash:
+                crashers.add(name)
+            deps = [f"t{j}" for j in range(i) if rng.random() < 0.1]
+            params = {"name": name, "folder": str(folder), "crash": crash,
+                      "seconds": rng.choice([0.0, 0.005, 0.02])}
+            wf.add_task(Task(name, _bound(params), depends_on=deps, retries=1))
+    result = wf.run()
+    assert result.ok, result.error
+    for i in range(24):
+        name = f"t{i}"
+        expected = 2 if name in crashers else 1
+        assert result.tasks[name].attempts == expected, name
+        assert (folder / name).read_text() == "x" * expected, name
+
+
+def _bound(params: dict[str, object]):
+    import functools
+
+    return functools.partial(_flaky, **params)

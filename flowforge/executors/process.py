@@ -206,7 +206,7 @@ class ProcessExecutor(Executor):
             # to it stops too (only timed attempts are stopped one by one, and those never
             # have anything sent ahead behind them: see _Slot.takes_ahead).
             pool = slot.kill()
-            stopped, slot.ahead = slot.ahead or [], None
+            stopped, slot.ahead, slot.sent_ahead = slot.ahead or [], None, None
         if pool is not None:
             pool.shutdown(wait=False, kill_workers=True)
         error = WorkerCrashedError("the worker was stopped", exitcode=None, signal=None)
@@ -255,7 +255,8 @@ class ProcessExecutor(Executor):
     def _launch(self, slot: _Slot, jobs: list[_Job]) -> None:
         live = [j for j in jobs if not j.future.cancelled()]  # cancelled while queued
         if len(live) < len(jobs):
-            jobs = slot.swap(jobs, live)
+            with self._lock:
+                jobs = slot.swap(jobs, live)
         if not jobs:
             self._finish(slot, jobs, None, None)
             return
@@ -263,10 +264,12 @@ class ProcessExecutor(Executor):
             if jobs[0].call is None:
                 job = jobs[0]
                 assert job.fn is not None
-                inner = slot.submit(job.fn, job.args, job.kwargs)
+                fn, args, kwargs = job.fn, job.args, job.kwargs
             else:
                 packed, payload = self._pack(jobs)
-                jobs = slot.swap(jobs, packed)
+                if packed is not jobs:
+                    with self._lock:
+                        jobs = slot.swap(jobs, packed)
                 if not jobs:
                     self._finish(slot, jobs, None, None)
                     return
@@ -274,15 +277,35 @@ class ProcessExecutor(Executor):
 
                 names = [j.name for j in jobs]
                 budget = BATCH_LIMIT_SECONDS if len(jobs) > 1 else float("inf")
-                inner = slot.submit(run_batch, (payload, names, budget), {})
+                fn, args, kwargs = run_batch, (payload, names, budget), {}
         except BaseException as exc:
             self._finish(slot, jobs, None, exc)
             return
         more = None
         with self._lock:
-            if jobs is slot.jobs:  # sent: the next jobs may now wait behind these
-                slot.sent = jobs
-                more = self._take(slot, ahead=True) if slot.takes_ahead() else None
+            ahead = jobs is slot.ahead
+            if ahead:
+                # Into a busy worker's pipe, under the lock: a crash handled meanwhile
+                # finds these either sent (they go again) or not (they run next).
+                try:
+                    inner = slot.submit(fn, args, kwargs, start=False)
+                except BaseException:  # its worker just died: they go again
+                    slot.ahead = None
+                    self._queued.extendleft(reversed(jobs))
+                    return
+                slot.sent_ahead = jobs
+            elif jobs is not slot.jobs:
+                return  # stopped meanwhile (cancel_running failed them)
+        if not ahead:
+            try:
+                inner = slot.submit(fn, args, kwargs)  # may start a worker: not under the lock
+            except BaseException as exc:
+                self._finish(slot, jobs, None, exc)
+                return
+            with self._lock:
+                if jobs is slot.jobs:  # sent: the next jobs may now wait behind these
+                    slot.sent = jobs
+                    more = self._take(slot, ahead=True) if slot.takes_ahead() else None
         inner.add_done_callback(lambda f: self._finish(slot, jobs, f, None))
         if more:
             self._launch(slot, more)
@@ -328,13 +351,15 @@ class ProcessExecutor(Executor):
                         # callback says what happened.
                         with self._lock:
                             if jobs is slot.ahead:
-                                slot.ahead = None
+                                slot.ahead = slot.sent_ahead = None
                                 self._queued.extendleft(reversed(jobs))
                         return
                     error = slot.crash_error()
                     with self._lock:  # what waited behind it never started: again
-                        waiting, slot.ahead = slot.ahead or [], None
-                        self._queued.extendleft(reversed(waiting))
+                        if slot.ahead is not None and slot.sent_ahead is slot.ahead:
+                            self._queued.extendleft(reversed(slot.ahead))
+                            slot.ahead = None
+                        # (not sent yet: it runs next, on the new worker)
                     if len(jobs) > 1 and not slot.killed_on_purpose:
                         # Which attempt of the batch crashed its worker is unknown: run
                         # each again alone, so only the one that crashes is charged.
@@ -351,11 +376,12 @@ class ProcessExecutor(Executor):
                 # The batch ran over its time limit: what it did not reach goes again.
                 self._queued.extendleft(reversed(jobs[len(outcomes):]))
                 jobs = jobs[: len(outcomes)]
-            if current:  # what waited behind it (already sent) runs now
+            if current:  # what waited behind it runs now (or once it is sent)
                 slot.jobs, slot.ahead = slot.ahead, None
-                slot.sent = slot.jobs
+                slot.sent = slot.jobs if slot.sent_ahead is slot.jobs else None
             else:  # it ended before the attempt it waited behind reported (or never left)
                 slot.ahead = None
+            slot.sent_ahead = None
             if slot.jobs is None:
                 nxt = self._take(slot)
             else:
@@ -392,7 +418,8 @@ class _Slot:
         self.index = index
         self.jobs: list[_Job] | None = None  # what it runs now (None: free)
         self.sent: list[_Job] | None = None  # ``jobs`` once they are in the worker's pipe
-        self.ahead: list[_Job] | None = None  # sent to wait behind ``jobs`` in the pipe
+        self.ahead: list[_Job] | None = None  # to wait behind ``jobs`` in the pipe
+        self.sent_ahead: list[_Job] | None = None  # ``ahead`` once it is in the pipe
         self._pool: Any = None
         self._process: Any = None
         self._killed = False
@@ -445,8 +472,15 @@ class _Slot:
             self._killed = False
         return self._pool
 
-    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        pool = self.ensure_started()
+    def submit(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+        *, start: bool = True,
+    ) -> Any:
+        """Send a call to this slot's worker; ``start=False``: only to the worker it has
+        (raises if its pool was dropped: the worker died)."""
+        pool = self.ensure_started() if start else self._pool
+        if pool is None:
+            raise RuntimeError("the worker is gone")
         inner = pool.submit(fn, *args, **kwargs)
         self._process = next(iter(pool._processes.values()), None)
         return inner

@@ -34,13 +34,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
-import hashlib
-import hmac
 import marshal
 import mmap
 import os
 import pickle
-import secrets
 import struct
 import zlib
 from collections.abc import Callable
@@ -243,7 +240,7 @@ def _write(spill: Spill, inband: bytes, buffers: list[memoryview]) -> str:
     meta = marshal.dumps((FORMAT, inband, layout, crcs))
     head = MAGIC + _HEAD.pack(len(meta)) + meta
     base = _aligned(len(head))
-    path = os.path.join(spill.folder, f"{spill.prefix}{secrets.token_hex(8)}{SUFFIX}")
+    path = os.path.join(spill.folder, f"{spill.prefix}{os.urandom(8).hex()}{SUFFIX}")
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
@@ -286,6 +283,8 @@ def header_digest(path: str) -> str:
     """SHA-256 of a file's header (format, in-band pickle, layout, checksums). The driver
     records it in the run's sealed journal: at resume, a file whose header differs is
     refused before anything in it is unpickled."""
+    import hashlib  # here: process workers, which never call this, start sooner
+
     with open(path, "rb", opener=_no_follow) as f:
         start = f.read(len(MAGIC) + _HEAD.size)
         (meta_len,) = _HEAD.unpack_from(start, len(MAGIC))
@@ -324,6 +323,13 @@ def load_shared(path: str, digest: str | None = None) -> Any:
     return parsed
 
 
+def _same_digest(meta: memoryview, digest: str) -> bool:
+    import hashlib
+    import hmac
+
+    return hmac.compare_digest(hashlib.sha256(meta).hexdigest(), digest)
+
+
 def _parse(view: memoryview, size: int, digest: str | None) -> Any:
     """The value in a mapped file, or why it cannot be trusted."""
     if bytes(view[: len(MAGIC)]) != MAGIC:
@@ -333,9 +339,7 @@ def _parse(view: memoryview, size: int, digest: str | None) -> Any:
     if at + meta_len > size:
         return "is truncated"
     meta = view[at : at + meta_len]
-    if digest is not None and not hmac.compare_digest(
-        hashlib.sha256(meta).hexdigest(), digest
-    ):
+    if digest is not None and not _same_digest(meta, digest):
         return "is not the file this run saved (its header differs from the journal's record)"
     try:
         version, inband, layout, crcs = marshal.loads(meta)

@@ -13,6 +13,7 @@ import pytest
 from flowforge import ProcessExecutor, Task, TaskState, task, workflow
 from flowforge._private.remote import unpack_outcome
 from flowforge.errors import TaskTimeoutError, WorkerCrashedError
+from flowforge.executors.process import _has_died
 from tests import fixture_tasks
 from tests.fixture_web import wait_until
 
@@ -186,3 +187,78 @@ def _bound(params: dict[str, object]):
     import functools
 
     return functools.partial(_flaky, **params)
+
+
+def _mark(folder: str, name: str, seconds: float = 0.0, blob: object = None) -> str:
+    """Count this attempt's start in ``folder/name``, then sleep ``seconds``."""
+    import time
+
+    with open(Path(folder, name), "a") as f:
+        f.write("x")
+    time.sleep(seconds)
+    return name
+
+
+def _starts(folder: Path, name: str) -> int:
+    path = folder / name
+    return len(path.read_text()) if path.exists() else 0
+
+
+def _submit(ex: ProcessExecutor, folder: Path, name: str, **kwargs: object):
+    inputs = {"folder": str(folder), "name": name, **kwargs}
+    return ex.submit_task(Task(name, _mark), inputs, None, None, name, ahead=True)
+
+
+def test_a_worker_that_died_idle_is_replaced_and_charges_nobody(tmp_path):
+    """The OOM killer (here kill -9) takes an idle worker: the next attempts start on a
+    new one instead of failing, never started, with the dead pool's error."""
+    import signal
+
+    ex = ProcessExecutor(1)
+    try:
+        assert unpack_outcome(_submit(ex, tmp_path, "j0").result(timeout=60), "j0") == "j0"
+        worker = ex._slots[0]._process  # type: ignore[attr-defined]
+        os.kill(worker.pid, signal.SIGKILL)
+        # Until its end is visible to the driver, a death looks like a crash of the next
+        # attempt (a window of milliseconds); the OOM killer's victims die long before.
+        wait_until(lambda: _has_died(worker), 30, "the worker's end to be visible")
+        for name in ("j1", "j2"):
+            assert unpack_outcome(_submit(ex, tmp_path, name).result(timeout=60), name) == name
+            assert _starts(tmp_path, name) == 1
+    finally:
+        ex.shutdown()
+
+
+def test_shutdown_while_an_attempt_is_packed_leaves_no_future_waiting(tmp_path):
+    """shutdown() while the next attempt is still being pickled (a large input): that
+    attempt is cancelled, never started, and a later use of the executor does not run
+    it."""
+    ex = ProcessExecutor(1)
+    blob = list(range(2_000_000))  # pickling this takes a while
+    first = _submit(ex, tmp_path, "j0", seconds=0.3)
+    behind = _submit(ex, tmp_path, "j1", seconds=1.0)
+    packed = _submit(ex, tmp_path, "j2", blob=blob)
+    first.result(timeout=60)
+    ex.shutdown(wait=True)
+    wait_until(lambda: behind.done() and packed.done(), 30, "every future to end")
+    assert packed.cancelled() and _starts(tmp_path, "j2") == 0
+    try:
+        later = _submit(ex, tmp_path, "j3")
+        assert unpack_outcome(later.result(timeout=60), "j3") == "j3"
+        assert _starts(tmp_path, "j2") == 0
+    finally:
+        ex.shutdown()
+
+
+def test_cancelling_the_attempt_behind_leaves_the_running_one_alone(tmp_path):
+    """cancel_running() of an attempt waiting in a busy worker's pipe does not kill the
+    attempt in front of it: that one finishes normally."""
+    ex = ProcessExecutor(1)
+    try:
+        running = _submit(ex, tmp_path, "j1", seconds=0.5)
+        waiting = _submit(ex, tmp_path, "A")
+        wait_until(lambda: _starts(tmp_path, "j1") == 1, 60, "j1 to start")
+        assert ex.cancel_running(waiting) and waiting.cancelled()
+        assert unpack_outcome(running.result(timeout=60), "j1") == "j1"
+    finally:
+        ex.shutdown()

@@ -20,6 +20,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
+from functools import partial
 from typing import Any
 
 from ..errors import WorkerCrashedError
@@ -106,7 +107,7 @@ class ProcessExecutor(Executor):
             raise ValueError(msg)
         self.max_workers = max_workers
         self.share_threshold = share_threshold
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: see _launch
         self._slots = [_Slot(i) for i in range(max_workers)]
         self._queued: deque[_Job] = deque()
         self._seconds: dict[str, float] = {}  # task name -> average attempt duration
@@ -190,7 +191,12 @@ class ProcessExecutor(Executor):
         return jobs
 
     def cancel_running(self, future: Future[Any]) -> bool:
-        """Kill the worker running ``future`` (SIGKILL); its slot restarts on next use."""
+        """Stop the attempt behind ``future``: drop it if no worker has it yet, else kill
+        (SIGKILL) the worker running it, whose slot restarts on next use. An attempt
+        waiting in a busy worker's pipe cannot be called back: it is cancelled, and runs
+        unreported unless the attempt in front is stopped too (only cancel-all paths
+        stop such attempts; timed ones never have one waiting behind them)."""
+        stopped: list[_Job] = []
         with self._lock:
             for i, job in enumerate(self._queued):
                 if job.future is future:
@@ -201,12 +207,14 @@ class ProcessExecutor(Executor):
             if slot is None:
                 return future.cancel()
             future.cancel()  # never marked running, so this sticks; _finish then skips it
+            if not slot.runs(future) or slot.sent is not slot.jobs:
+                return True  # not started: _launch drops it, or it waits behind another
             # Killed under the lock: the slot cannot have moved on to its next jobs, whose
-            # worker this would be. The next jobs get a fresh worker. What was sent ahead
-            # to it stops too (only timed attempts are stopped one by one, and those never
-            # have anything sent ahead behind them: see _Slot.takes_ahead).
+            # worker this would be. The next jobs get a fresh worker; those sent behind
+            # these die with it.
             pool = slot.kill()
-            stopped, slot.ahead, slot.sent_ahead = slot.ahead or [], None, None
+            if slot.ahead is not None and slot.sent_ahead is slot.ahead:
+                stopped, slot.ahead, slot.sent_ahead = slot.ahead, None, None
         if pool is not None:
             pool.shutdown(wait=False, kill_workers=True)
         error = WorkerCrashedError("the worker was stopped", exitcode=None, signal=None)
@@ -237,78 +245,107 @@ class ProcessExecutor(Executor):
 
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:
-            self._closed = True
+            self._closed = True  # from now on nothing starts a worker or queues again
             queued, self._queued = list(self._queued), deque()
+            busy = [s for s in self._slots if s.started]
         for job in queued:
             job.future.cancel()
-        busy = [s for s in self._slots if s.started]
         if wait and len(busy) > 1:  # each waits for its worker to exit: all at once
             stops = [threading.Thread(target=s.stop, args=(True,)) for s in busy]
             for t in stops:
                 t.start()
             for t in stops:
                 t.join()
-            return
-        for slot in busy:
-            slot.stop(wait=wait)
+        else:
+            for slot in busy:
+                slot.stop(wait=wait)
+
+    def _requeue(self, jobs: list[_Job]) -> None:
+        """Under the lock: put ``jobs`` (which never started) back at the queue's head;
+        after shutdown, cancel them instead, so no future waits forever."""
+        if self._closed:
+            for job in jobs:
+                job.future.cancel()
+        else:
+            self._queued.extendleft(reversed(jobs))
 
     def _launch(self, slot: _Slot, jobs: list[_Job]) -> None:
-        live = [j for j in jobs if not j.future.cancelled()]  # cancelled while queued
-        if len(live) < len(jobs):
-            with self._lock:
-                jobs = slot.swap(jobs, live)
-        if not jobs:
-            self._finish(slot, jobs, None, None)
-            return
-        try:
-            if jobs[0].call is None:
-                job = jobs[0]
-                assert job.fn is not None
-                fn, args, kwargs = job.fn, job.args, job.kwargs
-            else:
-                packed, payload = self._pack(jobs)
-                if packed is not jobs:
-                    with self._lock:
-                        jobs = slot.swap(jobs, packed)
-                if not jobs:
-                    self._finish(slot, jobs, None, None)
-                    return
-                from .._private.remote import run_batch
-
-                names = [j.name for j in jobs]
-                budget = BATCH_LIMIT_SECONDS if len(jobs) > 1 else float("inf")
-                fn, args, kwargs = run_batch, (payload, names, budget), {}
-        except BaseException as exc:
-            self._finish(slot, jobs, None, exc)
-            return
-        more = None
-        with self._lock:
-            ahead = jobs is slot.ahead
-            if ahead:
-                # Into a busy worker's pipe, under the lock: a crash handled meanwhile
-                # finds these either sent (they go again) or not (they run next).
-                try:
-                    inner = slot.submit(fn, args, kwargs, start=False)
-                except BaseException:  # its worker just died: they go again
-                    slot.ahead = None
-                    self._queued.extendleft(reversed(jobs))
-                    return
-                slot.sent_ahead = jobs
-            elif jobs is not slot.jobs:
-                return  # stopped meanwhile (cancel_running failed them)
-        if not ahead:
+        """Send ``jobs`` (``slot.jobs``, or ``slot.ahead`` to wait behind them) to the
+        slot's worker. Packing happens outside the lock; sending, under it, so that a
+        stop, a crash or a shutdown handled meanwhile finds them either sent or not."""
+        while True:
+            live = [j for j in jobs if not j.future.cancelled()]  # cancelled meanwhile
+            if len(live) < len(jobs):
+                with self._lock:
+                    jobs = slot.swap(jobs, live)
+            if not jobs:
+                self._finish(slot, jobs, None, None)
+                return
             try:
-                inner = slot.submit(fn, args, kwargs)  # may start a worker: not under the lock
+                if jobs[0].call is None:
+                    job = jobs[0]
+                    assert job.fn is not None
+                    fn, args, kwargs = job.fn, job.args, job.kwargs
+                else:
+                    packed, payload = self._pack(jobs)
+                    if packed is not jobs:
+                        with self._lock:
+                            jobs = slot.swap(jobs, packed)
+                    if not jobs:
+                        self._finish(slot, jobs, None, None)
+                        return
+                    from .._private.remote import run_batch
+
+                    names = [j.name for j in jobs]
+                    budget = BATCH_LIMIT_SECONDS if len(jobs) > 1 else float("inf")
+                    fn, args, kwargs = run_batch, (payload, names, budget), {}
             except BaseException as exc:
                 self._finish(slot, jobs, None, exc)
                 return
+            failed: BaseException | None = None
+            more = None
             with self._lock:
-                if jobs is slot.jobs:  # sent: the next jobs may now wait behind these
-                    slot.sent = jobs
-                    more = self._take(slot, ahead=True) if slot.takes_ahead() else None
-        inner.add_done_callback(lambda f: self._finish(slot, jobs, f, None))
-        if more:
-            self._launch(slot, more)
+                if any(j.future.cancelled() for j in jobs):
+                    continue  # cancelled while packing: pack the rest again
+                current = jobs is slot.jobs
+                if not current and jobs is not slot.ahead:
+                    return  # stopped meanwhile
+                if self._closed:
+                    for job in jobs:
+                        job.future.cancel()
+                    slot.swap(jobs, None)
+                    return
+                try:  # a new worker starts here: under the lock, nothing stops it meanwhile
+                    inner = slot.submit(fn, args, kwargs, start=current)
+                except BaseException as exc:
+                    if current and not _is_broken_pool(exc):
+                        failed = exc
+                    elif current:  # its worker died while idle: these go to a new one
+                        dead = slot.kill()
+                        if dead is not None:
+                            dead.shutdown(wait=False, kill_workers=True)
+                        continue
+                    else:  # the worker in front died: these never started, they go again
+                        slot.swap(jobs, None)
+                        self._requeue(jobs)
+                        return
+                else:
+                    if current:
+                        slot.sent = jobs
+                    else:
+                        slot.sent_ahead = jobs
+                    # Registered before anything can be sent behind these, so loky's
+                    # thread always reports them first (the lock is re-entrant: if they
+                    # are done already, _finish runs here).
+                    inner.add_done_callback(partial(self._finish, slot, jobs, error=None))
+                    if current and slot.takes_ahead():
+                        more = self._take(slot, ahead=True)
+            if failed is not None:
+                self._finish(slot, jobs, None, failed)
+                return
+            if not more:
+                return
+            jobs = more
 
     @staticmethod
     def _pack(jobs: list[_Job]) -> tuple[list[_Job], bytes]:
@@ -334,10 +371,10 @@ class ProcessExecutor(Executor):
         self, slot: _Slot, jobs: list[_Job], inner: Future[Any] | None,
         error: BaseException | None,
     ) -> None:
+        held = jobs  # the list as the slot knows it (``jobs`` may shrink below)
         with self._lock:
-            current = jobs is slot.jobs
-            if not current and jobs is not slot.ahead:
-                return  # sent ahead to a worker that then died or was stopped: handled
+            if held is not slot.jobs and held is not slot.ahead:
+                return  # sent behind a worker that then died or was stopped: handled
         outcomes = None
         if inner is not None:
             if inner.cancelled():
@@ -345,43 +382,42 @@ class ProcessExecutor(Executor):
             else:
                 error = inner.exception()
                 if error is not None and _is_broken_pool(error):
-                    if not current and not slot.killed_on_purpose:
-                        # It waited behind the attempt that killed the worker: it never
-                        # started, so it goes again, uncharged. That attempt's own
-                        # callback says what happened.
-                        with self._lock:
-                            if jobs is slot.ahead:
-                                slot.ahead = slot.sent_ahead = None
-                                self._queued.extendleft(reversed(jobs))
+                    with self._lock:
+                        waited = held is slot.ahead and not slot.killed_on_purpose
+                        if waited:  # it never started: its worker died under the one
+                            # in front, whose own report says what happened
+                            slot.ahead = slot.sent_ahead = None
+                            self._requeue(held)
+                    if waited:
                         return
                     error = slot.crash_error()
                     with self._lock:  # what waited behind it never started: again
                         if slot.ahead is not None and slot.sent_ahead is slot.ahead:
-                            self._queued.extendleft(reversed(slot.ahead))
-                            slot.ahead = None
-                        # (not sent yet: it runs next, on the new worker)
+                            self._requeue(slot.ahead)
+                            slot.ahead = slot.sent_ahead = None
+                        # (not sent yet: it runs next, on a new worker)
                     if len(jobs) > 1 and not slot.killed_on_purpose:
                         # Which attempt of the batch crashed its worker is unknown: run
                         # each again alone, so only the one that crashes is charged.
                         with self._lock:
-                            for job in reversed(jobs):
+                            for job in jobs:
                                 job.solo = True
                                 job.ahead = False
-                                self._queued.appendleft(job)
+                            self._requeue(jobs)
                         jobs, error = [], None
                 elif error is None and jobs and jobs[0].call is not None:
                     outcomes = inner.result()
         with self._lock:
             if outcomes is not None and len(outcomes) < len(jobs):
                 # The batch ran over its time limit: what it did not reach goes again.
-                self._queued.extendleft(reversed(jobs[len(outcomes):]))
+                self._requeue(jobs[len(outcomes):])
                 jobs = jobs[: len(outcomes)]
-            if current:  # what waited behind it runs now (or once it is sent)
+            if held is slot.jobs:  # what waited behind it runs now (or once it is sent)
                 slot.jobs, slot.ahead = slot.ahead, None
                 slot.sent = slot.jobs if slot.sent_ahead is slot.jobs else None
-            else:  # it ended before the attempt it waited behind reported (or never left)
-                slot.ahead = None
-            slot.sent_ahead = None
+                slot.sent_ahead = None
+            elif held is slot.ahead:  # it ended before the one in front reported
+                slot.ahead = slot.sent_ahead = None
             if slot.jobs is None:
                 nxt = self._take(slot)
             else:
@@ -438,12 +474,17 @@ class _Slot:
             and self._pool is not None and all(j.ahead for j in jobs)
         )
 
-    def swap(self, old: list[_Job], new: list[_Job]) -> list[_Job]:
-        """Replace the jobs list ``old`` (``jobs`` or ``ahead``) with ``new``."""
+    def swap(self, old: list[_Job], new: Any) -> Any:
+        """Replace the jobs list ``old`` (``jobs`` or ``ahead``) with ``new`` (None:
+        drop it)."""
         if old is self.jobs:
             self.jobs = new
+            if new is None:
+                self.sent = None
         elif old is self.ahead:
             self.ahead = new
+            if new is None:
+                self.sent_ahead = None
         return new
 
     def holds(self, future: Future[Any]) -> bool:
@@ -478,6 +519,13 @@ class _Slot:
     ) -> Any:
         """Send a call to this slot's worker; ``start=False``: only to the worker it has
         (raises if its pool was dropped: the worker died)."""
+        proc = self._process
+        if self._pool is not None and proc is not None and _has_died(proc):
+            # It died while idle (the OOM killer, a kill -9): nothing of ours ran there.
+            if not start:
+                raise RuntimeError("the worker is gone")
+            dead, self._pool = self._pool, None
+            dead.shutdown(wait=False, kill_workers=True)
         pool = self.ensure_started() if start else self._pool
         if pool is None:
             raise RuntimeError("the worker is gone")
@@ -529,6 +577,17 @@ class _Slot:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=wait, kill_workers=not wait)
+
+
+def _has_died(proc: Any) -> bool:
+    """Whether a worker process has ended (its sentinel is readable; works whoever
+    reaped it)."""
+    from multiprocessing.connection import wait
+
+    try:
+        return bool(wait([proc.sentinel], timeout=0))
+    except (OSError, ValueError):  # its sentinel is closed: it is gone
+        return True
 
 
 def _is_broken_pool(error: BaseException) -> bool:

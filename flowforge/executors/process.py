@@ -7,6 +7,12 @@ segfault, ``os._exit``, the OOM killer, or FlowForge killing it for a timeout), 
 attempt that crashed from its bystanders. With one worker per slot the future that fails
 is the attempt that crashed: nothing else is charged, and only that slot is restarted.
 
+A slot may also hold a second submission already in its worker's pipe (``ahead``), which
+the worker starts the instant the first ends, without a round trip through the driver.
+If the worker dies, that one never started: it runs again on the next worker, uncharged.
+Anything sent to a worker is sent under the executor's lock, so a stop, a crash or a
+shutdown handled meanwhile finds it either sent or not.
+
 Workers ignore SIGINT (the driver decides what Ctrl-C stops) and exit within about half a
 second when the driver process dies, even in the middle of a task.
 """

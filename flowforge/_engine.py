@@ -458,6 +458,9 @@ class Engine(Placing, Waiting, Recording, Fanning, Admitting, Gating):
             else:
                 self._unit_failed(name, index, exc, time.perf_counter() - t0)
             return
+        except KeyboardInterrupt:  # while it was handed over: it never started
+            self._mark_cancelled(name, "interrupted (Ctrl-C)")
+            raise
         self._running[future] = _Attempt(name, attempt, t0, ex, index)
         if ex.isolated and self._grants:
             self._watch_memory(name, index, future, ex)
@@ -639,6 +642,7 @@ class Engine(Placing, Waiting, Recording, Fanning, Admitting, Gating):
     def _cancel_all(self, reason: str) -> None:
         self._stopping = True
         self._delayed.clear()
+        self._drop_queued(reason)  # first: a worker stopped below must not pick them up
         for future, attempt in list(self._running.items()):
             attempt.executor.cancel_running(future)
             self._release(attempt.name, attempt.index)

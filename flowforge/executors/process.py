@@ -254,6 +254,10 @@ class ProcessExecutor(Executor):
             self._closed = True  # from now on nothing starts a worker or queues again
             queued, self._queued = list(self._queued), deque()
             busy = [s for s in self._slots if s.started]
+            if not wait:  # their workers are killed: what waits behind never starts
+                for slot in self._slots:
+                    queued.extend(slot.ahead or ())
+                    slot.ahead = slot.sent_ahead = None
         for job in queued:
             job.future.cancel()
         if wait and len(busy) > 1:  # each waits for its worker to exit: all at once
@@ -305,7 +309,13 @@ class ProcessExecutor(Executor):
                     names = [j.name for j in jobs]
                     budget = BATCH_LIMIT_SECONDS if len(jobs) > 1 else float("inf")
                     fn, args, kwargs = run_batch, (payload, names, budget), {}
-            except BaseException as exc:
+            except KeyboardInterrupt:  # the run stops: they never start
+                with self._lock:
+                    slot.swap(jobs, None)
+                for job in jobs:
+                    job.future.cancel()
+                raise
+            except Exception as exc:
                 self._finish(slot, jobs, None, exc)
                 return
             failed: BaseException | None = None
@@ -324,17 +334,23 @@ class ProcessExecutor(Executor):
                 try:  # a new worker starts here: under the lock, nothing stops it meanwhile
                     inner = slot.submit(fn, args, kwargs, start=current)
                 except BaseException as exc:
-                    if current and not _is_broken_pool(exc):
-                        failed = exc
-                    elif current:  # its worker died while idle: these go to a new one
-                        dead = slot.kill()
+                    if current:  # a pool that refused them (its worker died while idle)
+                        # or failed to start a worker may still hold them: never use it
+                        dead = slot.drop()
                         if dead is not None:
                             dead.shutdown(wait=False, kill_workers=True)
-                        continue
-                    else:  # the worker in front died: these never started, they go again
+                    if not isinstance(exc, Exception):  # the run stops: never started
+                        slot.swap(jobs, None)
+                        for job in jobs:
+                            job.future.cancel()
+                        raise
+                    if not current:  # the worker in front died: they never started
                         slot.swap(jobs, None)
                         self._requeue(jobs)
                         return
+                    if _is_broken_pool(exc):
+                        continue  # its worker died while idle: a new one takes them
+                    failed = exc
                 else:
                     if current:
                         slot.sent = jobs
@@ -387,7 +403,11 @@ class ProcessExecutor(Executor):
                 error = WorkerCrashedError("the worker was stopped", exitcode=None, signal=None)
             else:
                 error = inner.exception()
-                if error is not None and _is_broken_pool(error):
+                if error is not None and self._closed and _is_shutdown(error):
+                    for job in jobs:  # stopped by shutdown(wait=False): cancelled
+                        job.future.cancel()
+                    jobs, error = [], None
+                elif error is not None and _is_broken_pool(error):
                     with self._lock:
                         waited = held is slot.ahead and not slot.killed_on_purpose
                         if waited:  # it never started: its worker died under the one
@@ -514,7 +534,11 @@ class _Slot:
             from .._private.remote import init_worker
 
             self._pool = loky.ProcessPoolExecutor(
-                max_workers=1, initializer=init_worker, initargs=(os.getpid(),)
+                max_workers=1, initializer=init_worker, initargs=(os.getpid(),),
+                # loky swaps a worker whose memory grew by 300 MB for a new one between
+                # calls: the slot would then name (and kill) a pid that is gone. A run's
+                # workers live for that run; memory limits are the engine's (Resources).
+                env={"LOKY_MAX_MEMORY_LEAK_SIZE": str(10**18)},
             )
             self._killed = False
         return self._pool
@@ -538,6 +562,12 @@ class _Slot:
         inner = pool.submit(fn, *args, **kwargs)
         self._process = next(iter(pool._processes.values()), None)
         return inner
+
+    def drop(self) -> Any:
+        """Forget the pool without signalling its worker (it may be gone and its pid
+        reused); the caller shuts the returned pool down."""
+        pool, self._pool = self._pool, None
+        return pool
 
     def kill(self) -> Any:
         """SIGKILL the worker and drop its pool, so the next use starts a new one; the
@@ -594,6 +624,12 @@ def _has_died(proc: Any) -> bool:
         return bool(wait([proc.sentinel], timeout=0))
     except (OSError, ValueError):  # its sentinel is closed: it is gone
         return True
+
+
+def _is_shutdown(error: BaseException) -> bool:
+    from loky.process_executor import ShutdownExecutorError
+
+    return isinstance(error, ShutdownExecutorError)
 
 
 def _is_broken_pool(error: BaseException) -> bool:

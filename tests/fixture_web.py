@@ -9,18 +9,6 @@ import time
 from flowforge import task, workflow
 
 
-def wait_until(check, timeout=60.0, what="the condition"):
-    """Poll ``check`` until it returns something truthy, or fail after ``timeout``
-    (shared by the dashboard tests)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
 def wait_for(path: str, timeout: float = 60.0) -> None:
     """Block until ``path`` exists (the test's go signal), or fail after ``timeout``."""
     deadline = time.monotonic() + timeout

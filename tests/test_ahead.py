@@ -15,7 +15,7 @@ from flowforge._private.remote import unpack_outcome
 from flowforge.errors import TaskTimeoutError, WorkerCrashedError
 from flowforge.executors.process import _has_died
 from tests import fixture_tasks
-from tests.fixture_web import wait_until
+from tests.waiting import wait_until
 
 
 def _touch(path: str) -> str:

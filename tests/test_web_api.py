@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from flowforge.web import create_app  # noqa: E402
 from flowforge.web.auth import check_bind  # noqa: E402
 from tests import fixture_web  # noqa: E402
-from tests.fixture_web import wait_until  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = "tests.fixture_web"

@@ -24,7 +24,7 @@ import uvicorn  # noqa: E402
 
 from flowforge.web import create_app  # noqa: E402
 from tests import fixture_web  # noqa: E402
-from tests.fixture_web import wait_until  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402
 
 
 class FakeClock:

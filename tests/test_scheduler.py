@@ -294,6 +294,8 @@ def test_isolated_job_runs_in_a_child_process(opts, tmp_path):
     sched.run_pending()
     assert sched.jobs()[0].last_status == "succeeded"
     assert int(marker.read_text()) != os.getpid()
+    run_id = sched.jobs()[0].last_run_id  # reported by the child: it names the saved run
+    assert run_id and PersistenceManager(wf.state_dir).load(run_id).status == "succeeded"
     sched.remove("ok")  # the same workflow: two jobs firing at once would meet its lock
     sched.add(wf, cron="0 * * * *", isolate=True, params={"crash": True}, name="crashes")
     clock.advance(hours=1)

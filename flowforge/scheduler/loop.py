@@ -312,7 +312,7 @@ class Scheduler:
             status, run_id = "failed", None
             try:
                 if job.isolate:
-                    status = _run_isolated(job)
+                    status, run_id = _run_isolated(job)
                 else:
                     result = job.workflow.run(job.params, fresh=not job.resume, job=job.name)
                     status, run_id = result.status.value, result.run_id
@@ -403,17 +403,33 @@ class Scheduler:
         return now.astimezone(UTC)
 
 
-def _run_isolated(job: _Job) -> str:
-    """Run the job's workflow in a forked child; its exit code says how it went."""
+def _run_isolated(job: _Job) -> tuple[str, str | None]:
+    """Run the job's workflow in a forked child: its status and run id, as the child
+    reports them through a pipe, or from its exit code if it died first."""
     ctx = multiprocessing.get_context("fork")
-    proc = ctx.Process(target=_child, args=(job.workflow, job.params, not job.resume, job.name))
+    reader, writer = ctx.Pipe(duplex=False)
+    proc = ctx.Process(
+        target=_child, args=(job.workflow, job.params, not job.resume, job.name, writer)
+    )
     proc.start()
+    writer.close()  # the child's copy stays open: EOF means it ended without a report
+    report: tuple[str, str | None] | None = None
+    try:
+        report = reader.recv()
+    except EOFError:  # it died (a crash, the OOM killer) before reporting
+        pass
+    finally:
+        reader.close()
     proc.join()
-    return {0: "succeeded", 1: "failed"}.get(proc.exitcode or 0, f"crashed ({proc.exitcode})")
+    if report is not None and proc.exitcode in (0, 1):
+        return report
+    code = proc.exitcode
+    return {0: "succeeded", 1: "failed"}.get(code or 0, f"crashed ({code})"), None
 
 
-def _child(wf: Workflow, params: dict[str, Any], fresh: bool, name: str) -> None:
+def _child(wf: Workflow, params: dict[str, Any], fresh: bool, name: str, report: Any) -> None:
     import os
 
     result = wf.run(params, fresh=fresh, job=name)
+    report.send((result.status.value, result.run_id))
     os._exit(0 if result.ok else 1)

@@ -26,6 +26,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from benchmarks._timing import median_seconds
+
 SIZE = 200_000_000
 
 
@@ -51,15 +53,6 @@ def warm() -> float:
 def consume(produced: dict[str, object]) -> tuple[float, int]:
     total = touch(produced["array"])  # type: ignore[arg-type]
     return time.time() - produced["t"], total  # type: ignore[operator]
-
-
-def _median(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _median_of(fn: Callable[[], float], repeat: int) -> float:
@@ -127,7 +120,7 @@ def write_floor(n: int, path: str) -> float:
 def _in_process(n: int, repeat: int) -> tuple[float, float]:
     """B's own reading of an array in memory, and one in-process copy of it."""
     data = make(n)
-    return _median(lambda: touch(data), repeat), _median(data.copy, repeat)
+    return median_seconds(lambda: touch(data), repeat), median_seconds(data.copy, repeat)
 
 
 def _dask_rows(n: int, repeat: int) -> list[tuple[str, float]]:

@@ -14,6 +14,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from benchmarks._timing import median_seconds
+
 PROCESS_WORKERS = 2
 BUSY_TARGET_S = 0.020
 
@@ -34,15 +36,6 @@ def busy(n: int) -> int:
     for i in range(n):
         total += i * i
     return total
-
-
-def _median(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 # ---------------------------------------------------------------- chain
@@ -130,7 +123,7 @@ def calibrate() -> tuple[int, float]:
             break
         n *= 2
     n = max(1, int(n * BUSY_TARGET_S / elapsed))
-    single = _median(lambda: busy(n), 9)
+    single = median_seconds(lambda: busy(n), 9)
     return n, single
 
 
@@ -249,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
         fn = _runner(args.one[0], args.one[1], args.tasks, args.n_iter)
         if args.one[0] != "process":
             fn()  # warm-up (imports, caches)
-        print(json.dumps({"seconds": _median(fn, args.repeat)}))
+        print(json.dumps({"seconds": median_seconds(fn, args.repeat)}))
         return
     if args.quick:
         args.tasks, args.repeat, args.process_tasks, args.process_rounds = 1000, 3, 40, 1

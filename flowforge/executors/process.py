@@ -202,7 +202,6 @@ class ProcessExecutor(Executor):
         waiting in a busy worker's pipe cannot be called back: it is cancelled, and runs
         unreported unless the attempt in front is stopped too (only cancel-all paths
         stop such attempts; timed ones never have one waiting behind them)."""
-        stopped: list[_Job] = []
         with self._lock:
             for i, job in enumerate(self._queued):
                 if job.future is future:
@@ -219,8 +218,7 @@ class ProcessExecutor(Executor):
             # worker this would be. The next jobs get a fresh worker; those sent behind
             # these die with it.
             pool = slot.kill()
-            if slot.ahead is not None and slot.sent_ahead is slot.ahead:
-                stopped, slot.ahead, slot.sent_ahead = slot.ahead, None, None
+            stopped = slot.pop_sent_ahead()
         if pool is not None:
             pool.shutdown(wait=False, kill_workers=True)
         error = WorkerCrashedError("the worker was stopped", exitcode=None, signal=None)
@@ -418,10 +416,7 @@ class ProcessExecutor(Executor):
                         return
                     error = slot.crash_error()
                     with self._lock:  # what waited behind it never started: again
-                        if slot.ahead is not None and slot.sent_ahead is slot.ahead:
-                            self._requeue(slot.ahead)
-                            slot.ahead = slot.sent_ahead = None
-                        # (not sent yet: it runs next, on a new worker)
+                        self._requeue(slot.pop_sent_ahead())
                     if len(jobs) > 1 and not slot.killed_on_purpose:
                         # Which attempt of the batch crashed its worker is unknown: run
                         # each again alone, so only the one that crashes is charged.
@@ -512,6 +507,14 @@ class _Slot:
             if new is None:
                 self.sent_ahead = None
         return new
+
+    def pop_sent_ahead(self) -> list[_Job]:
+        """What waits behind ``jobs`` in the worker's pipe, which dies with that worker
+        (now cleared); not yet sent, it stays: it runs next, on a new worker."""
+        if self.ahead is None or self.sent_ahead is not self.ahead:
+            return []
+        waiting, self.ahead, self.sent_ahead = self.ahead, None, None
+        return waiting
 
     def holds(self, future: Future[Any]) -> bool:
         return any(

@@ -57,7 +57,7 @@ class Placing:
         if isolated:
             self._spills = plan_spills(isolated, self._session, self.run_id)
             self._handles = bool(self._spills) or any(
-                getattr(ex, "holds_results", False) for ex in isolated
+                ex.holds_results for ex in isolated
             )
 
     def _drop_queued(self, reason: str) -> None:

@@ -380,7 +380,7 @@ def plan_spills(executors: Any, session: Any, run_id: str) -> dict[Any, Spill]:
     for ex in sharing:
         if saved is not None:
             spills[ex] = saved._replace(threshold=ex.share_threshold)
-        elif not getattr(ex, "holds_results", False):
+        elif not ex.holds_results:
             import tempfile
 
             folder = SHM_FOLDER or tempfile.gettempdir()

@@ -207,11 +207,9 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _manager(args: argparse.Namespace) -> Any:
-    from ..persistence import PersistenceManager
+    from ..persistence.manager import PersistenceManager, folder_store
 
-    sqlite = os.path.exists(os.path.join(args.state_dir, "flowforge.sqlite3"))
-    store = "sqlite" if sqlite else "files"
-    return PersistenceManager(args.state_dir, store=store)
+    return PersistenceManager(args.state_dir, store=folder_store(args.state_dir))
 
 
 def _list(args: argparse.Namespace) -> int:

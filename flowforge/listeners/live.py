@@ -37,7 +37,7 @@ from ..events import (
     WorkflowFinished,
     WorkflowStarted,
 )
-from .logging import error_text
+from .logging import _snake, error_text
 
 __all__ = ["WATCHERS", "LiveListener", "encode"]
 
@@ -52,10 +52,7 @@ _KINDS: dict[type[Event], str] = {}
 def _kind(event: Event) -> str:
     kind = _KINDS.get(type(event))
     if kind is None:
-        name = type(event).__name__
-        kind = "".join(f"_{c.lower()}" if c.isupper() and i else c.lower()
-                       for i, c in enumerate(name))
-        _KINDS[type(event)] = kind
+        kind = _KINDS[type(event)] = _snake(type(event).__name__)
     return kind
 
 

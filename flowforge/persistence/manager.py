@@ -22,14 +22,22 @@ from . import _frames
 from .files import FileStore
 from .journal import JournalState, load_result, read_journal
 from .plan import Plan, make_plan
-from .records import MAPPED, RunInfo, TaskRecord
+from .records import DB_FILE, MAPPED, RunInfo, TaskRecord
 from .session import RunSession
 from .store import StateStore
 
 if TYPE_CHECKING:
     pass
 
-__all__ = ["PersistenceManager", "RunSession", "SavedRun"]  # RunSession: see .session
+__all__ = [  # RunSession: see .session
+    "PersistenceManager", "RunSession", "SavedRun", "folder_store",
+]
+
+
+def folder_store(state_dir: str | os.PathLike[str]) -> str:
+    """The store kind a state folder holds: ``"sqlite"`` when its database is there,
+    else ``"files"`` (what the CLI and the dashboard open an existing folder with)."""
+    return "sqlite" if os.path.exists(os.path.join(state_dir, DB_FILE)) else "files"
 
 def make_store(
     state_dir: str | os.PathLike[str], store: str | StateStore, durability: str
@@ -133,11 +141,8 @@ class PersistenceManager:
 
     def running_pid(self, run_id: str, workflow: str | None = None) -> int:
         """The pid of the process running ``run_id`` now (what ``flowforge cancel``
-        signals); ValueError when the run is not running or not known."""
-        info = next((r for r in self.runs(workflow) if r.run_id == run_id), None)
-        if info is None:
-            msg = f"no saved run {run_id!r} in state folder {self.state_dir!r}"
-            raise ValueError(msg)
+        signals); KeyError when the run is not known, ValueError when it is not running."""
+        info = self._find(run_id, workflow)
         owner = self.store.owner(info.workflow)
         if info.status != RunStatus.RUNNING.value or not owner or owner.get("run_id") != run_id:
             msg = f"run {run_id} is not running (it is {info.status})"

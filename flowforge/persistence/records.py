@@ -26,6 +26,9 @@ TASK_LENGTH = struct.Struct(">I")  # the envelope's length, after the tag
 TASK_ENVELOPE_AT = 1 + TASK_LENGTH.size
 
 #: How a record holds its result.
+#: The SQLite store's database, in the state folder: its presence says which store it is.
+DB_FILE = "flowforge.sqlite3"
+
 NO_RESULT = 0
 INLINE = 1
 BLOB = 2

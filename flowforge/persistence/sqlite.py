@@ -20,12 +20,10 @@ from typing import Any
 from ..errors import StateError
 from . import _frames
 from .files import check_run_id, workflow_dir_name
-from .records import RunInfo
+from .records import DB_FILE, RunInfo
 from .store import Journal, JournalScan, StateStore
 
 __all__ = ["SQLiteStore"]
-
-DB_FILE = "flowforge.sqlite3"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

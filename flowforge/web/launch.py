@@ -105,9 +105,10 @@ class Launcher:
         """Ask the process running ``run_id`` to stop it; that process's pid."""
         try:
             pid = self.reader.manager().running_pid(run_id)
+        except KeyError as exc:
+            raise LaunchError(str(exc.args[0]), 404) from None
         except ValueError as exc:
-            status = 404 if "no saved run" in str(exc) else 409
-            raise LaunchError(str(exc), status) from None
+            raise LaunchError(str(exc), 409) from None
         try:
             os.kill(pid, signal.SIGINT)
         except ProcessLookupError:

@@ -67,7 +67,6 @@ class LiveHub:
         self.folder = os.path.join(os.path.abspath(state_dir), WATCHERS)
         self.path: str | None = None
         self.problem: str | None = None  # why live events are off, when they are
-        self.received = 0
         self.on_message = on_message
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -179,8 +178,7 @@ class LiveHub:
                 self.handle(msg)
 
     def handle(self, msg: dict[str, Any]) -> None:
-        """Take one event (a decoded datagram): remember, count and fan it out."""
-        self.received += 1
+        """Take one event (a decoded datagram): remember it and fan it out."""
         run_id = msg["run_id"]
         state = state_of(msg)
         if state is not None:

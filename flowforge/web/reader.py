@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from ..persistence.manager import PersistenceManager, SavedRun
+from ..persistence.manager import PersistenceManager, SavedRun, folder_store
 from ..persistence.records import RunInfo
 from .layout import MAX_DRAWN, grid, layered
 
@@ -58,8 +58,7 @@ class StateReader:
 
     def manager(self) -> PersistenceManager:
         """The manager for the folder's store (SQLite when its database is there)."""
-        sqlite = os.path.exists(os.path.join(self.state_dir, "flowforge.sqlite3"))
-        kind = "sqlite" if sqlite else "files"
+        kind = folder_store(self.state_dir)
         found = self._managers.get(kind)
         if found is None:
             found = self._managers[kind] = PersistenceManager(self.state_dir, store=kind)
@@ -67,12 +66,11 @@ class StateReader:
 
     # -- runs ------------------------------------------------------------------------
 
-    def runs(self, workflow: str | None = None, status: str | None = None) -> list[RunInfo]:
-        """Saved runs, newest first, filtered by workflow and status."""
+    def runs(self, workflow: str | None = None) -> list[RunInfo]:
+        """Saved runs, newest first (of ``workflow`` only, if given)."""
         if not os.path.isdir(self.state_dir):
             return []
-        found = self.manager().runs(workflow)
-        return [r for r in found if status is None or r.status == status]
+        return self.manager().runs(workflow)
 
     def find(self, run_id: str, workflow: str | None = None) -> RunInfo | None:
         return next((r for r in self.runs(workflow) if r.run_id == run_id), None)
@@ -83,10 +81,13 @@ class StateReader:
     ) -> dict[str, Any] | None:
         """The run page's data: summary, tasks (merged with ``live`` task states) and,
         with ``details``, the DAG and each failure's traceback. None if no such run."""
-        info = self.find(run_id)
-        if info is None:
+        if not os.path.isdir(self.state_dir):
             return None
-        saved = self.manager().load(run_id, info.workflow)
+        try:
+            saved = self.manager().load(run_id)  # one listing of the runs, not two
+        except KeyError:
+            return None
+        info = saved.info
         order = self._order(info.workflow, saved)
         running = info.status == "running"
         failures = self.failures(run_id) if details else {}
@@ -107,7 +108,7 @@ class StateReader:
     def _order(self, workflow: str, saved: SavedRun) -> list[str]:
         """The run's tasks: in the DAG's order when the workflow is known, else in the
         order they finished, then the rest by name."""
-        known = set(saved.known)
+        known = saved.known
         wf = self.workflows.get(workflow)
         order: list[str] = []
         if wf is not None:

@@ -332,11 +332,11 @@
       const row = taskBody.querySelector(`tr[data-task="${CSS.escape(task.name)}"]`);
       if (row) row.replaceWith(taskRow(merged));
       else taskBody.appendChild(taskRow(merged));
-      recolour();
+      recolour(`g.node[data-task="${CSS.escape(task.name)}"]`);  // this task's node only
     }
 
-    function recolour() {
-      for (const g of graphBox.querySelectorAll("g.node")) {
+    function recolour(nodes = "g.node") {
+      for (const g of graphBox.querySelectorAll(nodes)) {
         const task = state.tasks.get(g.dataset.task);
         g.setAttribute("class", "node state-" + (task ? task.state : "pending"));
       }

@@ -165,23 +165,9 @@ def dump_outcome(value: Any, spill: Spill | None) -> bytes:
 
     if spill is None or type(value) in _PLAIN:
         return cloudpickle.dumps(("ok", value), protocol=pickle.HIGHEST_PROTOCOL)
-    if type(value) in (bytes, bytearray):
-        if len(value) < spill.threshold:
-            return cloudpickle.dumps(("ok", value), protocol=pickle.HIGHEST_PROTOCOL)
-        value = _Raw(value)  # pickle gives these no out-of-band form of their own
-    buffers: list[memoryview] = []
-
-    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
-        try:
-            raw = buffer.raw()
-        except BufferError:  # not contiguous: keep it in the pickle
-            return True
-        if raw.nbytes < _MIN_OUT_OF_BAND:
-            return True
-        buffers.append(raw)
-        return False
-
-    inband = cloudpickle.dumps(value, protocol=5, buffer_callback=out_of_band)
+    if type(value) in (bytes, bytearray) and len(value) < spill.threshold:
+        return cloudpickle.dumps(("ok", value), protocol=pickle.HIGHEST_PROTOCOL)
+    inband, buffers = _split(value, _MIN_OUT_OF_BAND)
     total = sum(b.nbytes for b in buffers)
     if not buffers:
         return pickle.dumps(("pickled", inband), protocol=pickle.HIGHEST_PROTOCOL)
@@ -210,23 +196,32 @@ def _rebuild_raw(mutable: bool, buffer: Any) -> bytes | bytearray:
 def write_file(value: Any, spill: Spill) -> SharedResult:
     """Write ``value`` to a file of ``spill`` whatever its size or shape (a Dask worker
     saving a large result for resume); large buffers go out of band, as above."""
+    inband, buffers = _split(value, 0)
+    nbytes = len(inband) + sum(b.nbytes for b in buffers)
+    return SharedResult(_write(spill, inband, buffers), nbytes)
+
+
+def _split(value: Any, min_size: int) -> tuple[bytes, list[memoryview]]:
+    """Pickle ``value`` with protocol 5: the in-band bytes, and its contiguous buffers of
+    ``min_size`` bytes or more, left out of band (a ``bytes`` or ``bytearray`` value is
+    one such buffer: pickle gives those no out-of-band form of their own)."""
     import cloudpickle
 
+    if type(value) in (bytes, bytearray):
+        value = _Raw(value)
     buffers: list[memoryview] = []
 
     def out_of_band(buffer: pickle.PickleBuffer) -> bool:
         try:
             raw = buffer.raw()
-        except BufferError:
+        except BufferError:  # not contiguous: keep it in the pickle
+            return True
+        if raw.nbytes < min_size:
             return True
         buffers.append(raw)
         return False
 
-    if type(value) in (bytes, bytearray):
-        value = _Raw(value)
-    inband = cloudpickle.dumps(value, protocol=5, buffer_callback=out_of_band)
-    nbytes = len(inband) + sum(b.nbytes for b in buffers)
-    return SharedResult(_write(spill, inband, buffers), nbytes)
+    return cloudpickle.dumps(value, protocol=5, buffer_callback=out_of_band), buffers
 
 
 def _write(spill: Spill, inband: bytes, buffers: list[memoryview]) -> str:

@@ -71,15 +71,15 @@ def pack_batch(calls: list[Any]) -> bytes:
 
 
 class Unpacked(NamedTuple):
-    """An outcome an executor already unpickled (to look inside it)."""
+    """A successful outcome an executor already unpickled (to look inside it)."""
 
-    outcome: tuple[Any, ...]
+    value: Any
 
 
 def unpack_outcome(data: bytes | Unpacked, task: str) -> Any:
     """Return the worker's value or raise its error (with its traceback as cause)."""
     if type(data) is Unpacked:
-        return _value_of(data.outcome)
+        return data.value
     try:
         outcome = pickle.loads(data)  # type: ignore[arg-type]
     except Exception as exc:

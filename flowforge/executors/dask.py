@@ -247,7 +247,7 @@ class DaskExecutor(Executor):
             return data
         _, size, path = data
         saved = None if path is None else SharedResult(path, size)
-        return Unpacked(("ok", DaskResult(held, size, saved, self)))
+        return Unpacked(DaskResult(held, size, saved, self))
 
     def cancel_running(self, future: Future[Any]) -> bool:
         """Stop waiting for ``future``. Dask cannot interrupt a task a worker has begun:

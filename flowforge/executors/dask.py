@@ -188,21 +188,7 @@ class DaskExecutor(Executor):
         task = args[-1] if args and isinstance(args[-1], str) else None
         resources = self._requests.get(task or "") or None
         remote = client.submit(fn, *args, pure=False, resources=resources, **kwargs)
-        outer: Future[Any] = Future()
-        outer.set_running_or_notify_cancel()
-        self._remote[outer] = (remote,)
-
-        def done(f: Any) -> None:
-            self._remote.pop(outer, None)
-            if outer.done():
-                return
-            try:
-                _settle(outer, f.result())
-            except BaseException as exc:  # noqa: BLE001 - every outcome must arrive
-                _settle(outer, error=_crashed(exc))
-
-        remote.add_done_callback(done)
-        return outer
+        return self._follow((remote,), _same)
 
     def submit_task(
         self, task: Any, kwargs: dict[str, Any], env: dict[str, str] | None, spill: Any,
@@ -221,9 +207,14 @@ class DaskExecutor(Executor):
                              resources=resources)
         report = client.submit(report_held, held, spill, self.share_threshold, name,
                                pure=False)
+        return self._follow((held, report), lambda data: self._received(data, held))
+
+    def _follow(self, remotes: tuple[Any, ...], convert: Any) -> Future[Any]:
+        """A local future for the last of ``remotes`` (Dask futures, kept so that
+        cancelling can release them): ``convert`` of its result, or WorkerCrashedError."""
         outer: Future[Any] = Future()
         outer.set_running_or_notify_cancel()
-        self._remote[outer] = (held, report)
+        self._remote[outer] = remotes
 
         def done(f: Any) -> None:
             self._remote.pop(outer, None)
@@ -234,9 +225,9 @@ class DaskExecutor(Executor):
             except BaseException as exc:  # noqa: BLE001 - every outcome must arrive
                 _settle(outer, error=_crashed(exc))
                 return
-            _settle(outer, self._received(data, held))
+            _settle(outer, convert(data))
 
-        report.add_done_callback(done)
+        remotes[-1].add_done_callback(done)
         return outer
 
     def _received(self, data: bytes | tuple[str, int, str | None], held: Any) -> Any:
@@ -293,6 +284,10 @@ def _take_inputs(kwargs: dict[str, Any], futures: list[Any]) -> dict[str, Any]:
         return v  # a file's handle (SharedResult) travels as it is: the worker maps it
 
     return map_inputs(kwargs, take)
+
+
+def _same(data: Any) -> Any:
+    return data
 
 
 def _settle(outer: Future[Any], value: Any = None, *, error: BaseException | None = None) -> None:

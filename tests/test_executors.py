@@ -258,6 +258,34 @@ def test_no_worker_left_after_run(opts):
     assert not ({result["a"], result["b"]} & left)
 
 
+def test_workers_hide_their_start_up_objects_from_the_collector(opts):
+    """A worker freezes what its start-up made (gc.freeze): its collections, and its exit
+    that run() waits for, no longer walk loky's and cloudpickle's objects. Garbage its
+    tasks make is still collected."""
+    with workflow("w", executor="process", max_workers=1, **opts) as wf:
+
+        @task
+        def probe():
+            import gc
+            import weakref
+
+            class Node:
+                pass
+
+            node = Node()
+            node.me = node  # a cycle only the collector can free
+            gone = weakref.ref(node)
+            del node
+            gc.collect()
+            return gc.get_freeze_count(), gone() is None
+
+    result = wf.run()
+    assert result.ok, result.error
+    frozen, collected = result["probe"]
+    assert frozen > 10_000
+    assert collected
+
+
 MAIN_SCRIPT = textwrap.dedent(
     """
     import sys

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import threading
 from collections import deque
@@ -620,11 +621,11 @@ class _Slot:
 
 def _has_died(proc: Any) -> bool:
     """Whether a worker process has ended (its sentinel is readable; works whoever
-    reaped it)."""
-    from multiprocessing.connection import wait
-
+    reaped it). One ``poll`` call: this runs before every send."""
+    poller = select.poll()
     try:
-        return bool(wait([proc.sentinel], timeout=0))
+        poller.register(proc.sentinel, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):  # its sentinel is closed: it is gone
         return True
 

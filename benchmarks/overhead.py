@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -36,6 +37,13 @@ def busy(n: int) -> int:
     for i in range(n):
         total += i * i
     return total
+
+
+def timed_busy(n: int) -> float:
+    """``busy(n)``, returning the CPU seconds it took in the worker that ran it."""
+    start = time.thread_time()
+    busy(n)
+    return time.thread_time() - start
 
 
 # ---------------------------------------------------------------- chain
@@ -127,7 +135,7 @@ def calibrate() -> tuple[int, float]:
     return n, single
 
 
-def process_flowforge(busy_fn: Callable[[int], int], n_iter: int, count: int) -> None:
+def process_flowforge(busy_fn: Callable[[int], float], n_iter: int, count: int) -> list[float]:
     from flowforge import Task, Workflow
 
     wf = Workflow(
@@ -146,30 +154,34 @@ def process_flowforge(busy_fn: Callable[[int], int], n_iter: int, count: int) ->
     result = wf.run()
     if not result.ok:
         raise RuntimeError("FlowForge process run failed")
+    return list(result.results.values())
 
 
-def process_pool(busy_fn: Callable[[int], int], n_iter: int, count: int) -> None:
+def process_pool(busy_fn: Callable[[int], float], n_iter: int, count: int) -> list[float]:
     with concurrent.futures.ProcessPoolExecutor(PROCESS_WORKERS) as pool:
-        list(pool.map(busy_fn, [n_iter] * count))
+        return list(pool.map(busy_fn, [n_iter] * count))
 
 
-def process_loky(busy_fn: Callable[[int], int], n_iter: int, count: int) -> None:
+def process_loky(busy_fn: Callable[[int], float], n_iter: int, count: int) -> list[float]:
     import loky
 
     executor = loky.get_reusable_executor(PROCESS_WORKERS)
-    list(executor.map(busy_fn, [n_iter] * count))
+    work = list(executor.map(busy_fn, [n_iter] * count))
     executor.shutdown(wait=True)  # so the next repeat pays start-up again
+    return work
 
 
-def process_dask_map(busy_fn: Callable[[int], int], n_iter: int, count: int) -> None:
+def process_dask_map(busy_fn: Callable[[int], float], n_iter: int, count: int) -> list[float]:
     from distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=PROCESS_WORKERS, threads_per_worker=1,
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        client.gather(client.map(busy_fn, [n_iter] * count, pure=False))
+        return list(client.gather(client.map(busy_fn, [n_iter] * count, pure=False)))
 
 
-def process_flowforge_dask(busy_fn: Callable[[int], int], n_iter: int, count: int) -> None:
+def process_flowforge_dask(
+    busy_fn: Callable[[int], float], n_iter: int, count: int
+) -> list[float]:
     from flowforge import DaskExecutor, Task, Workflow
 
     wf = Workflow("bench", log_dir=None, quiet=True, progress=False, autosave=False,
@@ -177,8 +189,10 @@ def process_flowforge_dask(busy_fn: Callable[[int], int], n_iter: int, count: in
     for i in range(count):
         wf.add_task(Task(f"p{i}", busy_fn))
     ex = DaskExecutor(n_workers=PROCESS_WORKERS, threads_per_worker=1)
-    if not wf.run(executor=ex).ok:
+    result = wf.run(executor=ex)
+    if not result.ok:
         raise RuntimeError("FlowForge Dask run failed")
+    return list(result.results.values())
 
 
 # ---------------------------------------------------------------- main
@@ -194,7 +208,8 @@ def _have(module: str) -> bool:
 
 def _runner(kind: str, engine: str, n: int, n_iter: int) -> Callable[[], object]:
     """The measured call for one row (``kind``: chain, fan-out or process)."""
-    from benchmarks.overhead import busy as busy_fn  # pickles as benchmarks.overhead.busy
+    # pickles by reference, as benchmarks.overhead.timed_busy
+    from benchmarks.overhead import timed_busy as busy_fn
 
     table: dict[tuple[str, str], Callable[[], object]] = {
         ("chain", "plain"): lambda: plain_chain(n),
@@ -214,15 +229,33 @@ def _runner(kind: str, engine: str, n: int, n_iter: int) -> Callable[[], object]
     return table[kind, engine]
 
 
-def _measure(kind: str, engine: str, n: int, n_iter: int, repeat: int) -> float:
-    """Median seconds of one row, in a fresh interpreter: what one library leaves behind
-    (imported modules, objects the garbage collector walks) never slows the next."""
+def _measure(kind: str, engine: str, n: int, n_iter: int, repeat: int) -> dict[str, float]:
+    """One row, in a fresh interpreter, so that what one library leaves behind (imported
+    modules, objects the garbage collector walks) never slows the next: ``seconds``, the
+    median wall time; for process rows also ``work``, the worker CPU seconds its tasks
+    took in that median repeat."""
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.overhead", "--one", kind, engine, "--tasks",
          str(n), "--n-iter", str(n_iter), "--repeat", str(repeat)],
         capture_output=True, text=True, check=True,
     )
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _run_one(fn: Callable[[], object], repeat: int) -> dict[str, float]:
+    """``seconds``: the median wall time of ``repeat`` calls. When ``fn`` returns its tasks'
+    worker CPU seconds (the process rows): ``work``, their sum in the middle call (by
+    wall time), and ``work_wall``, that call's wall time."""
+    runs = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        work = fn()
+        runs.append((time.perf_counter() - start, work))
+    out = {"seconds": statistics.median(run[0] for run in runs)}
+    wall, work = sorted(runs, key=lambda run: run[0])[len(runs) // 2]
+    if isinstance(work, list):
+        out["work"], out["work_wall"] = math.fsum(work), wall
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -242,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
         fn = _runner(args.one[0], args.one[1], args.tasks, args.n_iter)
         if args.one[0] != "process":
             fn()  # warm-up (imports, caches)
-        print(json.dumps({"seconds": median_seconds(fn, args.repeat)}))
+        print(json.dumps(_run_one(fn, args.repeat)))
         return
     if args.quick:
         args.tasks, args.repeat, args.process_tasks, args.process_rounds = 1000, 3, 40, 1
@@ -258,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append((case, engine, "-", "", "skipped"))
                 notes.append(f"{engine}: {skip}")
                 continue
-            per_task_us = _measure(kind, key, n, 0, repeat) / n * 1e6
+            per_task_us = _measure(kind, key, n, 0, repeat)["seconds"] / n * 1e6
             if baseline is None:
                 baseline = per_task_us
             ratio = f"{per_task_us / baseline:.1f}x"
@@ -289,11 +322,16 @@ def main(argv: list[str] | None = None) -> None:
     proc_repeat = min(repeat, 3)
     rounds = args.process_rounds
     walls: dict[str, list[float]] = {}
+    by_work: dict[str, list[float]] = {}  # efficiency against the worker CPU each round
     for i in range(rounds):  # engines take turns, so a drift in CPU speed hits them all
         for engine, key, skip in proc_engines:
             if skip or (key in ("dask-map", "flowforge-dask") and i > 0):
                 continue  # the Dask rows take long: one round
-            walls.setdefault(key, []).append(_measure("process", key, count, n_iter, proc_repeat))
+            got = _measure("process", key, count, n_iter, proc_repeat)
+            walls.setdefault(key, []).append(got["seconds"])
+            by_work.setdefault(key, []).append(
+                got["work"] / PROCESS_WORKERS / got["work_wall"]
+            )
             print(f"  done: {case} / {engine} (round {i + 1})", file=sys.stderr, flush=True)
     ppe = statistics.median(walls["ppe"])
     for engine, key, skip in proc_engines:
@@ -307,6 +345,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         rows.append((case, engine, f"{ideal / wall:.2f}{spread}", "efficiency",
                      f"{ppe / wall:.2f}x ppe"))
+    for engine, key, skip in proc_engines:
+        if not skip:
+            rows.append((f"{case} vs worker CPU", engine,
+                         f"{statistics.median(by_work[key]):.2f}", "efficiency", ""))
 
     header = ("case", "engine", "value", "unit", "ratio")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -343,6 +385,14 @@ def main(argv: list[str] | None = None) -> None:
     print(
         "Every process wall time includes pool start-up "
         "(the loky executor is shut down between repeats)."
+    )
+    print(
+        "vs worker CPU: the same runs, with the ideal time taken from the CPU seconds the"
+        " tasks used in their workers in that very run (summed / workers), so the single"
+        " call measured alone does not count against the engines when two busy workers"
+        " run slower than one (shared cores, a noisy host); what is left is the engine's"
+        " own cost: start-up, hand-overs, shutdown, and the CPU the driver takes from the"
+        " workers. Median over the rounds."
     )
     print(f"python {sys.version.split()[0]}")
     for note in notes:

@@ -258,6 +258,33 @@ def test_no_worker_left_after_run(opts):
     assert not ({result["a"], result["b"]} & left)
 
 
+def test_started_workers_run_the_first_attempts_and_stop_with_the_run(opts):
+    """ProcessExecutor.start() boots the workers before the run; its attempts then run
+    in those very workers, and none is left once run() returns."""
+    ex = ProcessExecutor(max_workers=2)
+    ex.start()
+    booted = {slot._process.pid for slot in ex._slots}
+    assert len(booted) == 2 and all(psutil.pid_exists(pid) for pid in booted)
+    with workflow("w", executor=ex, **opts) as wf:
+
+        @task
+        def a():
+            return os.getpid()
+
+        @task
+        def b():
+            return os.getpid()
+
+    result = wf.run()
+    assert result.ok, result.error
+    assert {result["a"], result["b"]} <= booted
+    for pid in booted:
+        with pytest.raises(psutil.NoSuchProcess):
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                raise psutil.NoSuchProcess(pid)
+
+
 def test_workers_hide_their_start_up_objects_from_the_collector(opts):
     """A worker freezes what its start-up made (gc.freeze): its collections, and its exit
     that run() waits for, no longer walk loky's and cloudpickle's objects. Garbage its

@@ -121,9 +121,14 @@ class ProcessExecutor(Executor):
         self._closed = False  # shut down: what a dying worker hands back stays queued
 
     def start(self) -> None:
-        """Start every worker now rather than at first use (they start in parallel)."""
-        for slot in self._slots:
-            slot.ensure_started().submit(os.getpid)
+        """Start every worker now rather than at first use (they boot in parallel), so
+        that their start-up (a fresh interpreter each) is over before the first attempt
+        comes. ``shutdown()`` (which ``run()`` calls at its end) stops them."""
+        with self._lock:
+            self._closed = False
+            for slot in self._slots:
+                if not slot.started:
+                    slot.submit(os.getpid, (), {})
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         return self._enqueue(_Job(Future(), fn, args, kwargs))

@@ -182,7 +182,8 @@ class Fanning:
         if session is not None:
             try:
                 session.unit_succeeded(
-                    name, index, attempt, time.time() - duration, duration, value, fan.inputs
+                    name, index, attempt, time.time() - duration, duration, value, fan.inputs,
+                    iteration=not self._bindings[name].task.map,
                 )
             except StateError as exc:
                 self._state_failed(exc)

@@ -5,6 +5,7 @@ Every behaviour runs on both stores (files and SQLite) through the ``store`` fix
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import os
@@ -23,6 +24,7 @@ from flowforge.events import TaskStarted, WorkflowStarted
 from flowforge.persistence import PersistenceManager, _frames
 from flowforge.persistence.files import FileStore
 from flowforge.persistence.plan import RESTORE, RUN
+from flowforge.persistence.records import DB_FILE
 from flowforge.testing import RecordingListener
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -408,6 +410,45 @@ def test_large_results_go_in_their_own_file_and_come_back(opts, store, tmp_path)
     open("go", "w").close()
     result = wf.run()
     assert result.resumed and result["b"] == len(big) and result["a"] == big
+
+
+def _large_results_kept(tmp_path, store):
+    """How many large results the state folder holds (files, or SQLite rows)."""
+    if store == "files":
+        return len(list((tmp_path / "state").glob("*/*.blobs/*")))
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(tmp_path / "state" / DB_FILE)) as db:
+        return db.execute("SELECT COUNT(*) FROM blobs").fetchone()[0]
+
+
+@pytest.mark.parametrize("executor", ["sequential", "process"])
+def test_a_loop_keeps_one_large_result_not_one_per_iteration(opts, store, tmp_path, executor):
+    """Each saved iteration supersedes the one before: its large result is deleted, yet a
+    failed loop still resumes from its last iteration, and once the loop is done only
+    its own result is kept."""
+    from flowforge import Loop
+
+    size = 1_300_000  # over the 1 MiB at which a result is kept on its own
+
+    with workflow("w", executor=executor, max_workers=1, state_store=store, **opts) as wf:
+
+        @task(loop=Loop(max_iterations=5), retry_delay=0)
+        def grow(ctx):
+            if ctx.iteration == 3 and not os.path.exists("go"):
+                raise RuntimeError("not yet")
+            return bytes([ctx.iteration]) * size if ctx.previous is None or (
+                ctx.previous[:1] == bytes([ctx.iteration - 1])
+            ) else b"wrong previous"
+
+    first = wf.run()
+    assert first.status == "failed"
+    assert _large_results_kept(tmp_path, store) == 1  # iteration 2's, to resume from
+    open("go", "w").close()
+    second = wf.run()
+    assert second.ok and second.resumed, second.error
+    assert second["grow"] == bytes([4]) * size
+    assert _large_results_kept(tmp_path, store) == 1  # the loop's own result
 
 
 def test_unpicklable_result_keeps_the_run_going_and_reruns_on_resume(opts, store):

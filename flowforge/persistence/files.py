@@ -194,6 +194,11 @@ class FileStore(StateStore):
         )
         return ref
 
+    def delete_blob(self, workflow: str, run_id: str, ref: str) -> None:
+        name = ref.partition(":")[0]  # a shared file's reference carries its digest
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self._path(workflow, run_id, ".blobs"), os.path.basename(name)))
+
     def read_blob(self, workflow: str, run_id: str, ref: str) -> bytes:
         path = os.path.join(self._path(workflow, run_id, ".blobs"), os.path.basename(ref))
         try:

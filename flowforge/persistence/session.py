@@ -123,12 +123,16 @@ class RunSession:
     # -- called by the engine --------------------------------------------------------
 
     def succeeded(self, rec: TaskRun, value: Any) -> bool:
-        """Save a success; True when its result can be loaded back (so may be dropped)."""
+        """Save a success; True when its result can be loaded back (so may be dropped).
+        A loop's own record holds its result: its last iteration's large one goes."""
         slot = self._save_value(
             rec.name, -1, rec.attempts, rec.started, rec.finished, rec.duration, value,
             f"save the result of task {rec.name!r}",
         )
         self._note_slot(rec.name, slot)
+        if slot[1] in LOADABLE:
+            for unit_slot, _ in self._units.get(rec.name, {}).values():
+                self._drop_large(unit_slot, slot)
         return slot[1] != UNSAVED
 
     def _save_value(
@@ -212,10 +216,15 @@ class RunSession:
 
     def unit_succeeded(
         self, name: str, index: int, attempts: int, started: float, duration: float,
-        value: Any, inputs: str,
+        value: Any, inputs: str, *, iteration: bool = False,
     ) -> None:
         """Save one map item's (or loop iteration's) result as soon as it is there;
-        ``inputs`` identifies the upstream results it came from."""
+        ``inputs`` identifies the upstream results it came from.
+
+        A loop resumes from its last iteration saved, so once iteration ``index`` is
+        saved, the large result of the one before (its own file or row) is deleted:
+        a long loop keeps one, not one per iteration. Its record stays, so the count of
+        iterations saved in a row still holds."""
         now = time.time()
         fingerprint = f"{self._fingerprints[name]}#{inputs}"
         slot = self._save_value(
@@ -227,6 +236,20 @@ class RunSession:
             self._dead += 1
         units[index] = (slot, unit_record(name, attempts, started, now, duration, slot[1],
                                            slot[2], fingerprint))
+        before = units.get(index - 1) if iteration else None
+        if before is not None:
+            self._drop_large(before[0], slot)
+
+    def _drop_large(self, old: Slot, new: Slot) -> None:
+        """Delete the large result of record ``old``, superseded by ``new`` (unless both
+        name one file: an iteration that returned the result it was given)."""
+        kind, ref = old[1], old[2]
+        if kind not in (BLOB, SHARED) or ref is None or ref == new[2]:
+            return
+        try:
+            self.store.delete_blob(self.workflow, self.run_id, ref)
+        except (OSError, StateError):  # left for the run's deletion to remove
+            pass
 
     def saved_units(self, name: str, inputs: str) -> dict[int, Any]:
         """Items (iterations) of ``name`` saved earlier in this run from the same upstream

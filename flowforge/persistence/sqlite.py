@@ -188,6 +188,12 @@ class SQLiteStore(StateStore):
         )
         return ref
 
+    def delete_blob(self, workflow: str, run_id: str, ref: str) -> None:
+        self._query(
+            "DELETE FROM blobs WHERE ref = ? AND workflow = ? AND run_id = ?",
+            (ref, workflow, run_id),
+        )
+
     def read_blob(self, workflow: str, run_id: str, ref: str) -> bytes:
         return bytes(self._one("blobs", "ref", ref, workflow, run_id, "a saved result"))
 

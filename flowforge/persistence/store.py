@@ -109,6 +109,11 @@ class StateStore(ABC):
     @abstractmethod
     def read_blob(self, workflow: str, run_id: str, ref: str) -> bytes: ...
 
+    def delete_blob(self, workflow: str, run_id: str, ref: str) -> None:  # noqa: B027
+        """Remove a large result no record needs any more (from :meth:`put_blob`, or a
+        file in :meth:`shared_folder`); gone already is not an error. A store that
+        cannot keeps it until the run is deleted."""
+
     def shared_folder(self, workflow: str, run_id: str) -> str | None:
         """A folder where process workers may write large results themselves (see
         :mod:`flowforge._private.handoff`), or None when this store keeps none."""

@@ -47,6 +47,8 @@ class Expression:
             msg = f"${{{source}}} is not a valid expression ({exc.msg})"
             raise ExpressionError(msg) from None
         self.names = sorted(_names(self.tree))
+        #: The names it looks up (``true``, ``null`` and the like excluded).
+        self.reads = set(self.names) - set(_CONSTANTS)
 
     def evaluate(self, scope: Mapping[str, Any]) -> Any:
         return _eval(self.tree, scope, self.source)
@@ -62,14 +64,14 @@ def references(value: Any) -> set[str]:
     found: set[str] = set()
     if isinstance(value, str):
         for expr in find(value):
-            found.update(expr.names)
+            found |= expr.reads
     elif isinstance(value, Mapping):
         for v in value.values():
             found |= references(v)
     elif isinstance(value, (list, tuple)):
         for v in value:
             found |= references(v)
-    return found - set(_CONSTANTS)
+    return found
 
 
 def evaluate(value: Any, scope: Mapping[str, Any]) -> Any:

@@ -250,7 +250,11 @@ class Fanning:
         assert loop is not None
         if loop.until is not None:
             try:
-                done = bool(loop.until(materialize(value)))
+                scoped = getattr(loop.until, "scoped", None)  # a YAML until: expression
+                done = bool(
+                    scoped(materialize(value), index, self._params) if scoped is not None
+                    else loop.until(materialize(value))
+                )
             except Exception as exc:
                 if hasattr(exc, "add_note"):
                     exc.add_note(f"(in the until= of task {name!r}, after iteration {index})")

@@ -146,6 +146,8 @@ class DefinitionTask(Task):
 
     def run(self, ctx: TaskContext, **inputs: Any) -> Any:  # type: ignore[override]
         scope: dict[str, Any] = {**inputs, "params": dict(ctx.params)}
+        if self.loop is not None:
+            scope["iteration"], scope["previous"] = ctx.iteration, ctx.previous
         if self.item_from is not None:
             scope["item"] = inputs.pop(self.item_from)
             scope.pop(self.item_from, None)
@@ -230,13 +232,30 @@ class ExpressionCondition:
 
 
 class ExpressionUntil:
-    """A loop's ``until:`` expression; ``${result}`` is the last iteration's result."""
+    """A loop's ``until:`` expression. It reads ``${result}`` (the iteration's result),
+    ``${iteration}`` (its number, from 0) and ``${params.NAME}``."""
+
+    NAMES = ("result", "iteration", "params")
 
     def __init__(self, source: str) -> None:
         self.source = source
+        self._expr = condition(source)
+        unknown = sorted(self._expr.reads - set(self.NAMES))
+        if unknown:
+            msg = (
+                f"loop until: ${{{unknown[0]}}} is not known there; it reads ${{result}}, "
+                "${iteration} and ${params.NAME} (use a task's result through with: and "
+                "return what until: needs)"
+            )
+            raise WorkflowDefinitionError(msg, option="until")
 
     def __call__(self, result: Any) -> bool:
-        return bool(condition(self.source).evaluate({"result": result}))
+        return self.scoped(result, None, {})
+
+    def scoped(self, result: Any, iteration: int | None, params: Mapping[str, Any]) -> bool:
+        """Whether the loop is done after ``iteration`` gave ``result``."""
+        scope = {"result": result, "iteration": iteration, "params": dict(params)}
+        return bool(self._expr.evaluate(scope))
 
 
 def load_definition(path: str) -> Workflow:
@@ -312,6 +331,8 @@ def _tasks_of(t: Mapping[str, Any], ids: list[str], params: set[str], routed_by:
     refs = (references(args) | references(t.get("if", "")) | references(t.get("map", ""))
             | references(t.get("when", "")))
     refs -= {"params", "item"}
+    if t.get("loop"):
+        refs -= {"iteration", "previous"}
     uses = tuple(sorted(refs & shared))
     refs -= shared
     unknown = sorted(refs - set(ids))
@@ -319,7 +340,9 @@ def _tasks_of(t: Mapping[str, Any], ids: list[str], params: set[str], routed_by:
         msg = (f"${{{unknown[0]}}} refers to no task (its tasks: {', '.join(ids)}); "
                "write ${params.NAME} for a param")
         raise WorkflowDefinitionError(msg, task=name)
-    for used in _param_refs(args, t.get("if", ""), t.get("map", ""), t.get("when", "")) - params:
+    until = (t.get("loop") or {}).get("until", "")
+    for used in _param_refs(args, t.get("if", ""), t.get("map", ""), t.get("when", ""),
+                            until) - params:
         msg = f"${{params.{used}}} names no param; declare it under params:"
         raise WorkflowDefinitionError(msg, task=name)
     depends = sorted(set(t.get("depends_on", [])) | refs | set(routed_by))

@@ -48,3 +48,7 @@ def boom() -> None:
 def square(numbers: int) -> int:
     """Mapped over ``numbers``: gets one item under the upstream's name."""
     return numbers * numbers
+
+
+def plus_one(x: int | None) -> int:
+    return (x or 0) + 1

@@ -235,6 +235,46 @@ def test_when_loop_resources_and_limits_have_a_yaml_form(tmp_path):
     assert again.run(fresh=True)["only_if_small"] == 12
 
 
+UNTIL = """\
+name: until
+params:
+  target: {type: integer, default: 3}
+tasks:
+  - id: step
+    call: tests.fixture_definition:plus_one
+    with: {x: "${previous}"}
+    loop: {max_iterations: 10, until: "UNTIL"}
+"""
+
+
+def test_a_yaml_loop_reads_its_previous_result_and_until_its_iteration_and_params(tmp_path):
+    """A looping task's with: sees ${previous} (None at first) and ${iteration}; until:
+    sees ${result}, ${iteration} (from 0) and ${params.NAME}."""
+    path = tmp_path / "until.yaml"
+    path.write_text(UNTIL.replace("UNTIL", "${result} >= ${params.target} and ${iteration} >= 1"))
+    wf = load_definition(str(path))
+    assert wf.run(fresh=True)["step"] == 3
+    assert wf.run(params={"target": 5}, fresh=True)["step"] == 5
+    assert wf.run(params={"target": 0}, fresh=True)["step"] == 2  # iteration 1 at least
+    (tmp_path / "again.yaml").write_text(wf.to_yaml())
+    assert load_definition(str(tmp_path / "again.yaml")).to_yaml() == wf.to_yaml()
+
+
+@pytest.mark.parametrize(("until", "fault"), [
+    ("${reslt} > 2", "${reslt} is not known there"),
+    ("${result} > threshold", "${threshold} is not known there"),
+    ("${result} > ${params.nope}", "${params.nope} names no param"),
+])
+def test_loop_until_names_are_checked_when_the_file_loads(tmp_path, until, fault):
+    """A name until: cannot read is an error with the file, line and task, before any run."""
+    path = tmp_path / "until.yaml"
+    path.write_text(UNTIL.replace("UNTIL", until))
+    with pytest.raises(WorkflowDefinitionError) as err:
+        load_definition(str(path))
+    assert fault in str(err.value) and f"{path}:5" in str(err.value)
+    assert "'step'" in str(err.value)
+
+
 SHARED = """\
 name: shared
 params:

@@ -78,6 +78,7 @@ class Fanning:
     _fans: dict[str, Fan]
     _seq: int
     _clock: Any
+    _params: Mapping[str, Any]
 
     if TYPE_CHECKING:  # provided by the engine and the Recording mixin
 

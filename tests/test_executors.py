@@ -238,9 +238,9 @@ def test_process_timeout_kills_worker(opts):
     assert result.tasks["after"].state is TaskState.SUCCEEDED
 
 
-def test_no_worker_left_after_run(opts):
-    """When run() returns, no worker process of the run is alive."""
-    with workflow("w", executor="process", max_workers=2, **opts) as wf:
+def _two_pids(executor, opts):
+    """Two independent tasks, a and b, that return the pid of the process they ran in."""
+    with workflow("w", executor=executor, max_workers=2, **opts) as wf:
 
         @task
         def a():
@@ -250,6 +250,12 @@ def test_no_worker_left_after_run(opts):
         def b():
             return os.getpid()
 
+    return wf
+
+
+def test_no_worker_left_after_run(opts):
+    """When run() returns, no worker process of the run is alive."""
+    wf = _two_pids("process", opts)
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     result = wf.run()
     assert result.ok
@@ -265,17 +271,7 @@ def test_started_workers_run_the_first_attempts_and_stop_with_the_run(opts):
     ex.start()
     booted = {slot._process.pid for slot in ex._slots}
     assert len(booted) == 2 and all(psutil.pid_exists(pid) for pid in booted)
-    with workflow("w", executor=ex, **opts) as wf:
-
-        @task
-        def a():
-            return os.getpid()
-
-        @task
-        def b():
-            return os.getpid()
-
-    result = wf.run()
+    result = _two_pids(ex, opts).run()
     assert result.ok, result.error
     assert {result["a"], result["b"]} <= booted
     for pid in booted:

@@ -144,11 +144,11 @@ class Fanning:
             try:
                 value = session.load_unit(name, k - 1)
             except StateError:
-                k, value = 0, None  # start over rather than trust what cannot be read
-            if k and self._loop_next(name, fan, k - 1, value):
+                pass  # start over rather than trust what cannot be read
+            else:
+                self._loop_next(name, fan, k - 1, value)  # finishes, or queues the next
                 return
-        else:
-            self._ready.append((name, 0))
+        self._ready.append((name, 0))
 
     def _start_unit(self, name: str, index: int, ex: Executor) -> None:
         fan = self._fans[name]

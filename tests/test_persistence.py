@@ -451,6 +451,62 @@ def test_a_loop_keeps_one_large_result_not_one_per_iteration(opts, store, tmp_pa
     assert _large_results_kept(tmp_path, store) == 1  # the loop's own result
 
 
+def test_a_loop_resumes_past_an_iteration_that_could_not_be_saved(opts, store, tmp_path):
+    """An iteration whose result cannot be pickled is not saved, so the one before keeps
+    its large result: the resume goes on from there."""
+    import threading
+
+    from flowforge import Loop
+
+    size = 1_300_000
+    ran = []
+
+    with workflow("w", executor="sequential", state_store=store, **opts) as wf:
+
+        @task(loop=Loop(max_iterations=6))
+        def grow(ctx):
+            ran.append(ctx.iteration)
+            if ctx.iteration == 4 and not os.path.exists("go"):
+                raise RuntimeError("not yet")
+            if ctx.iteration == 3:
+                return bytes([3]) * size, threading.Lock()  # cannot be saved
+            return bytes([ctx.iteration]) * size
+
+    assert wf.run().status == "failed"
+    assert ran == [0, 1, 2, 3, 4]
+    open("go", "w").close()
+    ran.clear()
+    result = wf.run()
+    assert result.ok and result.resumed, result.error
+    assert ran == [3, 4, 5] and result["grow"] == bytes([5]) * size
+
+
+def test_a_loop_whose_saved_iteration_is_unreadable_starts_over(opts, tmp_path):
+    """If the last saved iteration cannot be loaded back (its file is gone), the resumed
+    loop starts again from its first iteration rather than stalling."""
+    from flowforge import Loop
+
+    ran = []
+
+    with workflow("w", executor="sequential", **opts) as wf:
+
+        @task(loop=Loop(max_iterations=4))
+        def grow(ctx):
+            ran.append(ctx.iteration)
+            if ctx.iteration == 2 and not os.path.exists("go"):
+                raise RuntimeError("not yet")
+            return bytes([ctx.iteration]) * 1_300_000
+
+    assert wf.run().status == "failed"
+    for blob in (tmp_path / "state").glob("*/*.blobs/*"):
+        blob.unlink()
+    open("go", "w").close()
+    ran.clear()
+    result = wf.run()
+    assert result.ok and result.resumed, result.error
+    assert ran == [0, 1, 2, 3]
+
+
 def test_unpicklable_result_keeps_the_run_going_and_reruns_on_resume(opts, store):
     """A result that cannot be pickled is kept in memory; a resume runs that task again."""
     calls = []

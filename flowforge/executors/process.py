@@ -127,8 +127,8 @@ class ProcessExecutor(Executor):
         with self._lock:
             self._closed = False
             for slot in self._slots:
-                if not slot.started:
-                    slot.submit(os.getpid, (), {})
+                if not slot.started and slot.jobs is None:  # a slot whose worker was
+                    slot.submit(os.getpid, (), {})  # killed restarts with its next jobs
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         return self._enqueue(_Job(Future(), fn, args, kwargs))

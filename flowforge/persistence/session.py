@@ -222,9 +222,10 @@ class RunSession:
         ``inputs`` identifies the upstream results it came from.
 
         A loop resumes from its last iteration saved, so once iteration ``index`` is
-        saved, the large result of the one before (its own file or row) is deleted:
-        a long loop keeps one, not one per iteration. Its record stays, so the count of
-        iterations saved in a row still holds."""
+        saved (its result can be loaded back), the large result of the one before (its
+        own file or row) is deleted, as is that of an earlier record of the same
+        iteration: a long loop keeps one, not one per iteration. Records stay, so the
+        count of iterations saved in a row still holds."""
         now = time.time()
         fingerprint = f"{self._fingerprints[name]}#{inputs}"
         slot = self._save_value(
@@ -232,13 +233,15 @@ class RunSession:
             f"save item {index} of task {name!r}", fingerprint=fingerprint,
         )
         units = self._units.setdefault(name, {})
-        if index in units:
+        replaced = units.get(index)
+        if replaced is not None:
             self._dead += 1
         units[index] = (slot, unit_record(name, attempts, started, now, duration, slot[1],
                                            slot[2], fingerprint))
-        before = units.get(index - 1) if iteration else None
-        if before is not None:
-            self._drop_large(before[0], slot)
+        if iteration and slot[1] in LOADABLE:  # else a resume needs the one before
+            for old in (units.get(index - 1), replaced):  # replaced: a rerun iteration
+                if old is not None:
+                    self._drop_large(old[0], slot)
 
     def _drop_large(self, old: Slot, new: Slot) -> None:
         """Delete the large result of record ``old``, superseded by ``new`` (unless both

@@ -231,6 +231,10 @@ class ExpressionCondition:
         return bool(condition(self.source).evaluate({**inputs, "params": dict(ctx.params)}))
 
 
+#: What a looping task's ``with:`` reads besides tasks and params.
+LOOP_NAMES = ("previous", "iteration")
+
+
 class ExpressionUntil:
     """A loop's ``until:`` expression. It reads ``${result}`` (the iteration's result),
     ``${iteration}`` (its number, from 0) and ``${params.NAME}``."""
@@ -328,17 +332,24 @@ def _tasks_of(t: Mapping[str, Any], ids: list[str], params: set[str], routed_by:
     kind = t.get("type", "task")
     name = t["id"]
     args = t.get("with") or {}
-    refs = (references(args) | references(t.get("if", "")) | references(t.get("map", ""))
+    reads = references(args)
+    if t.get("loop"):  # its with: reads the loop's own names, and they hide no task
+        taken = sorted(reads & set(LOOP_NAMES) & set(ids))
+        if taken:
+            msg = (f"it loops, so ${{{taken[0]}}} in its with: is its loop's, yet a task is "
+                   f"named {taken[0]!r} too: rename that task")
+            raise WorkflowDefinitionError(msg, task=name)
+        reads -= set(LOOP_NAMES)
+    refs = (reads | references(t.get("if", "")) | references(t.get("map", ""))
             | references(t.get("when", "")))
     refs -= {"params", "item"}
-    if t.get("loop"):
-        refs -= {"iteration", "previous"}
     uses = tuple(sorted(refs & shared))
     refs -= shared
     unknown = sorted(refs - set(ids))
     if unknown:
-        msg = (f"${{{unknown[0]}}} refers to no task (its tasks: {', '.join(ids)}); "
-               "write ${params.NAME} for a param")
+        hint = ("only the with: of a looping task reads it" if unknown[0] in LOOP_NAMES
+                else "write ${params.NAME} for a param")
+        msg = f"${{{unknown[0]}}} refers to no task (its tasks: {', '.join(ids)}); {hint}"
         raise WorkflowDefinitionError(msg, task=name)
     until = (t.get("loop") or {}).get("until", "")
     for used in _param_refs(args, t.get("if", ""), t.get("map", ""), t.get("when", ""),
@@ -529,6 +540,8 @@ def _definition_entry(t: DefinitionTask, upstream: tuple[str, ...], wf: Workflow
     """The YAML entry a task loaded from a definition came from."""
     entry: dict[str, Any] = {"id": t.name}
     implied = references(t.args) | references(t.test or "")
+    if t.loop is not None:  # its loop's names, not tasks: a dependency on such a task
+        implied -= set(LOOP_NAMES)  # stays in depends_on
     if t.test is not None:
         entry.update({"type": "condition", "if": t.test, "then": t.then, "else": t.otherwise})
         implied |= set(upstream)

@@ -275,6 +275,35 @@ def test_loop_until_names_are_checked_when_the_file_loads(tmp_path, until, fault
     assert "'step'" in str(err.value)
 
 
+LOOP_AND_TASK = """\
+name: names
+tasks:
+  - id: previous
+    call: tests.fixture_definition:plus_one
+    with: {x: 9}
+  - id: step
+    call: tests.fixture_definition:plus_one
+    WITH
+    loop: {max_iterations: 2}
+"""
+
+
+@pytest.mark.parametrize(("with_", "fault"), [
+    ('with: {x: "${previous}"}', "rename that task"),
+    ('with: {x: "${iteration}"}\n    when: "${iteration} > 0"',
+     "only the with: of a looping task reads it"),
+])
+def test_loop_names_never_hide_a_task_of_that_name(tmp_path, with_, fault):
+    """In a looping task's with:, ${previous} and ${iteration} are the loop's: a task of
+    that name is refused rather than silently hidden, and outside with: they are
+    nobody's."""
+    path = tmp_path / "names.yaml"
+    path.write_text(LOOP_AND_TASK.replace("WITH", with_))
+    with pytest.raises(WorkflowDefinitionError) as err:
+        load_definition(str(path))
+    assert fault in str(err.value) and "'step'" in str(err.value)
+
+
 SHARED = """\
 name: shared
 params:

@@ -145,7 +145,9 @@ def init_worker(parent_pid: int) -> None:
     some 100,000 objects) out of the garbage collector's sight (``gc.freeze``), as
     pre-forking servers do: they live as long as the worker, and the collector no longer
     walks them, neither in the tasks' collections nor at exit, where walking them took
-    most of a worker's shutdown (16 ms of it down to 5 here); ``run()`` waits for that."""
+    most of a worker's shutdown (16 ms of it down to 5 here); ``run()`` waits for that.
+    Debugging helpers in a task (``gc.get_objects``, ``gc.get_referrers``) no longer see
+    them either; ``gc.unfreeze()`` in a task gives them back."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.freeze()
 

@@ -20,13 +20,14 @@ import concurrent.futures
 import os
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 
 import numpy as np
 
-from benchmarks._timing import median_seconds
+from benchmarks._timing import compile_sources, median_seconds
 
 SIZE = 200_000_000
 
@@ -152,6 +153,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a 20 MB array, 2 repeats")
     args = parser.parse_args(argv)
+    if compile_sources():
+        print("(bytecode caching is off here: FlowForge was byte-compiled first, as an "
+              "installed copy is)", file=sys.stderr)
     n = SIZE // 10 if args.quick else SIZE
     repeat = 2 if args.quick else 5
 

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from benchmarks._timing import median_seconds
+from benchmarks._timing import compile_sources, median_seconds
 
 PROCESS_WORKERS = 2
 BUSY_TARGET_S = 0.020
@@ -279,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.quick:
         args.tasks, args.repeat, args.process_tasks, args.process_rounds = 1000, 3, 40, 1
+    compiled = compile_sources()
     n, repeat = args.tasks, args.repeat
 
     rows: list[tuple[str, str, str, str, str]] = []
@@ -395,6 +396,9 @@ def main(argv: list[str] | None = None) -> None:
         " workers. Median over the rounds."
     )
     print(f"python {sys.version.split()[0]}")
+    if compiled:
+        print("bytecode caching is off here (PYTHONDONTWRITEBYTECODE): FlowForge and these"
+              " benchmarks were byte-compiled first, as an installed copy is")
     for note in notes:
         print(f"note: {note}")
 

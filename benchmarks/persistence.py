@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from benchmarks._timing import compile_sources
+
 if TYPE_CHECKING:
     from flowforge import Workflow
 
@@ -456,6 +458,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--dir", default=None, help="where the temporary folders go")
     args = parser.parse_args(argv)
+    if compile_sources():
+        print("(bytecode caching is off here: FlowForge was byte-compiled first, as an "
+              "installed copy is)", file=sys.stderr)
     if args.quick:
         args.repeat, args.big = 3, 20_000
     repeat = args.repeat

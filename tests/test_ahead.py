@@ -30,6 +30,13 @@ def _sleep_then(path: str, seconds: float) -> str:
     return _touch(path)
 
 
+def _measure(ex: ProcessExecutor, *names: str) -> None:
+    """Run a quick attempt of each task name once, so the executor knows them as short:
+    only behind those does it send an attempt ahead."""
+    for name in names:
+        ex.submit_task(Task(name, fixture_tasks.pid), {}, None, None, name).result(timeout=60)
+
+
 def test_the_attempt_sent_ahead_starts_without_the_driver(tmp_path):
     """While the driver is stuck handling the first attempt's result, the worker has
     already started the attempt sent ahead: it needed nothing more from the driver."""
@@ -37,6 +44,7 @@ def test_the_attempt_sent_ahead_starts_without_the_driver(tmp_path):
     marker = str(tmp_path / "second-ran")
     seen: list[bool] = []
     try:
+        _measure(ex, "first")
         first = ex.submit_task(Task("first", fixture_tasks.pid), {}, None, None, "first",
                                ahead=True)
         second = ex.submit_task(Task("second", _touch), {"path": marker}, None, None,
@@ -57,7 +65,9 @@ def test_the_attempt_sent_ahead_starts_without_the_driver(tmp_path):
 def test_a_crash_charges_only_the_attempt_that_crashed(tmp_path):
     """The worker dies under one attempt while another waits behind it in its pipe: the
     one behind never started, so it runs again on a new worker, uncharged."""
-    with workflow("crashy", executor=ProcessExecutor(1), autosave=False, log_dir=None,
+    ex = ProcessExecutor(1)
+    _measure(ex, "crasher")  # it is short: what comes next may wait behind it
+    with workflow("crashy", executor=ex, autosave=False, log_dir=None,
                   quiet=True, progress=False, on_error="continue") as wf:
         wf.add_task(Task("crasher", fixture_tasks.crash))
         for i in range(3):
@@ -110,7 +120,9 @@ def test_only_runs_that_save_nothing_send_attempts_ahead(tmp_path, autosave):
 def test_fail_fast_lets_the_attempt_sent_ahead_finish_and_starts_nothing_else(tmp_path):
     """An attempt sent ahead counts as running (its TaskStarted was published): after a
     fail_fast failure it finishes; what was never sent stays PENDING."""
-    with workflow("ff", executor=ProcessExecutor(1), autosave=False, log_dir=None,
+    ex = ProcessExecutor(1)
+    _measure(ex, "boom")
+    with workflow("ff", executor=ex, autosave=False, log_dir=None,
                   quiet=True, progress=False) as wf:
         @task
         def boom() -> None:
@@ -234,6 +246,7 @@ def test_shutdown_while_an_attempt_is_packed_leaves_no_future_waiting(tmp_path):
     attempt is cancelled, never started, and a later use of the executor does not run
     it."""
     ex = ProcessExecutor(1)
+    _measure(ex, "j0", "j1")  # measured short: j1, then j2, are sent behind them
     blob = list(range(2_000_000))  # pickling this takes a while
     first = _submit(ex, tmp_path, "j0", seconds=0.3)
     behind = _submit(ex, tmp_path, "j1", seconds=1.0)
@@ -255,10 +268,63 @@ def test_cancelling_the_attempt_behind_leaves_the_running_one_alone(tmp_path):
     attempt in front of it: that one finishes normally."""
     ex = ProcessExecutor(1)
     try:
+        _measure(ex, "j1")
         running = _submit(ex, tmp_path, "j1", seconds=0.5)
         waiting = _submit(ex, tmp_path, "A")
+        assert ex._slots[0].ahead is not None  # type: ignore[attr-defined]
         wait_until(lambda: _starts(tmp_path, "j1") == 1, 60, "j1 to start")
         assert ex.cancel_running(waiting) and waiting.cancelled()
         assert unpack_outcome(running.result(timeout=60), "j1") == "j1"
     finally:
         ex.shutdown()
+
+
+def _wait_for(path: str) -> str:
+    """Wait (up to 20 s) until ``path`` exists: whether it did."""
+    import time
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            return "saw it"
+        time.sleep(0.01)
+    return "gave up"
+
+
+def test_nothing_waits_behind_a_long_or_unmeasured_attempt(tmp_path):
+    """Two workers: `long` runs until `after` has started; `after` depends on `short2`.
+    Were `short2` sent ahead behind `long`, it could not start before `long` ends, and
+    neither could `after`: `long` would give up. It is sent to the free worker."""
+    marker = str(tmp_path / "after-started")
+    with workflow("stall", executor=ProcessExecutor(2), autosave=False, log_dir=None,
+                  quiet=True, progress=False) as wf:
+        wf.add_task(Task("long", _wait_for, depends_on=[]))
+        for name in ("short1", "short2", "short3"):
+            wf.add_task(Task(name, fixture_tasks.pid))
+        wf.add_task(Task("after", _touch, depends_on=["short2"]))
+    result = wf.run(params={"path": marker})
+    assert result.ok, result.error
+    assert result["long"] == "saw it"
+
+
+def test_attempts_of_a_short_task_are_still_sent_ahead(tmp_path):
+    """A map of short items: once measured, its attempts wait in busy workers' pipes."""
+    ex = ProcessExecutor(2)
+    with workflow("short", executor=ex, autosave=False, log_dir=None, quiet=True,
+                  progress=False) as wf:
+
+        @task
+        def items() -> list[int]:
+            return list(range(60))
+
+        @task(map="items")
+        def nap(items: int) -> int:
+            import time
+
+            time.sleep(0.005)
+            return items
+
+    sent_ahead = _count_sent_ahead(ex)
+    result = wf.run()
+    assert result.ok and result["nap"] == list(range(60))
+    assert sent_ahead

@@ -9,7 +9,10 @@ is the attempt that crashed: nothing else is charged, and only that slot is rest
 
 A slot may also hold a second submission already in its worker's pipe (``ahead``), which
 the worker starts the instant the first ends, without a round trip through the driver.
-If the worker dies, that one never started: it runs again on the next worker, uncharged.
+That happens only behind attempts of tasks measured to be short (``AHEAD_SECONDS``), on
+the worker expected to be free first: behind a long or unmeasured one, it could wait
+while other workers idle. If the worker dies, that one never started: it runs again on
+the next worker, uncharged.
 Anything sent to a worker is sent under the executor's lock, so a stop, a crash or a
 shutdown handled meanwhile finds it either sent or not.
 
@@ -24,6 +27,7 @@ import os
 import select
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
@@ -42,6 +46,10 @@ QUEUE_SECONDS = 0.020
 #: A task whose attempts take less than this on average is small enough to batch.
 SMALL_SECONDS = 0.002
 MAX_BATCH = 512
+#: An attempt may wait in a busy worker's pipe only behind attempts of tasks measured to
+#: take at most this long (seconds): it saves a hand-over of about 0.35 ms, worth having
+#: only for short attempts, and it must never wait long while another worker idles.
+AHEAD_SECONDS = 0.1
 #: A batch whose attempts turn out slower than measured stops after this long (seconds)
 #: and hands back the attempts it did not reach.
 BATCH_LIMIT_SECONDS = 0.05
@@ -141,20 +149,30 @@ class ProcessExecutor(Executor):
         the future's result is the packed outcome, and its ``ran_for`` attribute the
         attempt's duration in the worker. ``solo``: never batch it (it has a timeout).
 
-        ``ahead``: when every worker is busy, the attempt may be sent to one now, to
-        start the instant that worker's attempt ends: no round trip through the driver
-        between them (about 0.5 ms each). Once sent it cannot be called back: it runs
-        even if the run then stops, short of killing the worker."""
+        ``ahead``: when every worker is busy with attempts of tasks measured to be short,
+        the attempt may be sent to the one expected to be free first, to start the
+        instant its attempt ends: no round trip through the driver between them (about
+        0.35 ms each). Once sent it cannot be called back: it runs even if the run then
+        stops, short of killing the worker."""
         job = _Job(Future(), None, (), {}, (task, kwargs, env, spill), name, solo, ahead)
         return self._enqueue(job)
 
     def room(self, name: str, ahead: bool = False) -> int:
         """How many attempts of task ``name`` the engine may have here at once: one per
-        worker (two with ``ahead``: see :meth:`submit_task`), or for a small task as
-        many as make ``QUEUE_SECONDS`` of work a worker."""
+        worker, plus with ``ahead`` one per worker that has or may take one waiting
+        behind what it runs (see :meth:`submit_task`); for a small task, as many as make
+        ``QUEUE_SECONDS`` of work a worker."""
         seconds = self._seconds.get(name)
         if seconds is None or seconds >= SMALL_SECONDS:
-            return self.max_workers * (2 if ahead else 1)
+            if not ahead:
+                return self.max_workers
+            with self._lock:
+                now = time.monotonic()
+                behind = sum(
+                    1 for s in self._slots
+                    if s.ahead is not None or self._ahead_until(s, now) is not None
+                )
+            return self.max_workers + behind
         per_worker = min(MAX_BATCH * 2, int(QUEUE_SECONDS / max(seconds, 1e-6)))
         return self.max_workers * (1 + per_worker)
 
@@ -166,12 +184,46 @@ class ProcessExecutor(Executor):
             if slot is not None:
                 jobs = self._take(slot)
             else:
-                slot = next((s for s in self._slots if s.takes_ahead()), None)
+                slot = self._first_free_again()
                 jobs = self._take(slot, ahead=True) if slot is not None else None
         if jobs:
             assert slot is not None
             self._launch(slot, jobs)
         return job.future
+
+    def _first_free_again(self) -> _Slot | None:
+        """Under the lock: of the busy slots that may take an attempt ahead, the one
+        expected to finish first (at its run's end, when little is left to send, the
+        attempt must not wait in one worker's pipe while another frees up and idles)."""
+        best, best_end = None, 0.0
+        now = time.monotonic()
+        for slot in self._slots:
+            end = self._ahead_until(slot, now)
+            if end is not None and (best is None or end < best_end):
+                best, best_end = slot, end
+        return best
+
+    def _ahead_until(self, slot: _Slot, now: float) -> float | None:
+        """Under the lock: when ``slot``'s worker is expected to be done with what it runs,
+        if an attempt may be sent to wait behind that: it is sent (not a timed attempt),
+        and every attempt of it belongs to a task measured to take at most
+        ``AHEAD_SECONDS``, not running much longer than that measure. Else None: an
+        attempt of a long or unmeasured task could keep the one behind it waiting while
+        other workers idle, and whatever depends on it too."""
+        if not slot.takes_ahead():
+            return None
+        jobs = slot.jobs
+        assert jobs is not None
+        total = 0.0
+        seconds = self._seconds
+        for job in jobs:
+            each = seconds.get(job.name)
+            if each is None or each > AHEAD_SECONDS:
+                return None
+            total += each
+        if now - slot.since > 2 * total + 0.005:  # overrunning: it may be long after all
+            return None
+        return slot.since + total
 
     def _take(self, slot: _Slot, *, ahead: bool = False) -> list[_Job] | None:
         """Under the lock: the next jobs for free ``slot``, which it now holds; with
@@ -358,13 +410,14 @@ class ProcessExecutor(Executor):
                 else:
                     if current:
                         slot.sent = jobs
+                        slot.since = time.monotonic()
                     else:
                         slot.sent_ahead = jobs
                     # Registered before anything can be sent behind these, so loky's
                     # thread always reports them first (the lock is re-entrant: if they
                     # are done already, _finish runs here).
                     inner.add_done_callback(partial(self._finish, slot, jobs, error=None))
-                    if current and slot.takes_ahead():
+                    if current and self._ahead_until(slot, slot.since) is not None:
                         more = self._take(slot, ahead=True)
             if failed is not None:
                 self._finish(slot, jobs, None, failed)
@@ -443,12 +496,16 @@ class ProcessExecutor(Executor):
                 slot.jobs, slot.ahead = slot.ahead, None
                 slot.sent = slot.jobs if slot.sent_ahead is slot.jobs else None
                 slot.sent_ahead = None
+                slot.since = time.monotonic()  # the worker went on to them as it ended
             elif held is slot.ahead:  # it ended before the one in front reported
                 slot.ahead = slot.sent_ahead = None
             if slot.jobs is None:
                 nxt = self._take(slot)
             else:
-                nxt = self._take(slot, ahead=True) if slot.takes_ahead() else None
+                nxt = (
+                    self._take(slot, ahead=True)
+                    if self._ahead_until(slot, time.monotonic()) is not None else None
+                )
             if outcomes is not None:
                 seconds = self._seconds
                 for job, (_, ran_for) in zip(jobs, outcomes, strict=True):
@@ -483,6 +540,7 @@ class _Slot:
         self.sent: list[_Job] | None = None  # ``jobs`` once they are in the worker's pipe
         self.ahead: list[_Job] | None = None  # to wait behind ``jobs`` in the pipe
         self.sent_ahead: list[_Job] | None = None  # ``ahead`` once it is in the pipe
+        self.since = 0.0  # when the worker started ``jobs`` (time.monotonic, roughly)
         self._pool: Any = None
         self._process: Any = None
         self._killed = False

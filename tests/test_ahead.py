@@ -328,3 +328,66 @@ def test_attempts_of_a_short_task_are_still_sent_ahead(tmp_path):
     result = wf.run()
     assert result.ok and result["nap"] == list(range(60))
     assert sent_ahead
+
+
+def test_an_attempt_waiting_behind_one_that_turned_out_long_is_taken_back(tmp_path):
+    """`x` was measured short, so C is sent to wait behind it; this `x` runs until C has
+    run. When the other worker has nothing left to do it takes C back from the pipe
+    (its worker had not started it) and runs it: nothing waits behind a long attempt
+    while a worker idles."""
+    ex = ProcessExecutor(2)
+    marker = str(tmp_path / "c-ran")
+    try:
+        ex.start()  # both workers up, so nothing below waits for one to boot
+        _measure(ex, "x", "x")
+        long = ex.submit_task(Task("x", _wait_for), {"path": marker}, None, None, "x",
+                              ahead=True)
+        quick = ex.submit_task(Task("y", fixture_tasks.pid), {}, None, None, "y",
+                               ahead=True)
+        behind = ex.submit_task(Task("c", _touch), {"path": marker}, None, None, "c",
+                                ahead=True)
+        assert any(slot.ahead for slot in ex._slots), "C was not sent ahead: proves nothing"
+        assert unpack_outcome(behind.result(timeout=60), "c") == marker
+        assert unpack_outcome(long.result(timeout=60), "x") == "saw it"
+        assert unpack_outcome(quick.result(timeout=60), "y") > 0
+    finally:
+        ex.shutdown()
+    assert not list(Path("/dev/shm").glob(f"flowforge-{os.getpid()}-ahead-*"))
+
+
+def test_a_retry_that_runs_long_holds_up_nothing(tmp_path):
+    """The first attempt of `flaky` fails at once (so it is measured short); its retry
+    runs until `after` has started, and `after` depends on `short2`, which may have been
+    sent to wait behind that retry: it must run elsewhere."""
+    marker = str(tmp_path / "after-started")
+    with workflow("retry", executor=ProcessExecutor(2), autosave=False, log_dir=None,
+                  quiet=True, progress=False) as wf:
+
+        @task(retries=1)
+        def flaky(ctx) -> str:
+            if ctx.attempt == 1:
+                raise RuntimeError("first attempt fails at once")
+            return _wait_for(marker)
+
+        @task
+        def gate() -> int:
+            import time
+
+            time.sleep(0.06)
+            return 1
+
+        @task
+        def short1(gate: int) -> int:
+            return gate
+
+        @task
+        def short2(gate: int) -> int:
+            return gate
+
+        @task
+        def after(short2: int) -> str:
+            return _touch(marker)
+
+    result = wf.run()
+    assert result.ok, result.error
+    assert result["flaky"] == "saw it"

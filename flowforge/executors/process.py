@@ -11,8 +11,11 @@ A slot may also hold a second submission already in its worker's pipe (``ahead``
 the worker starts the instant the first ends, without a round trip through the driver.
 That happens only behind attempts of tasks measured to be short (``AHEAD_SECONDS``), on
 the worker expected to be free first: behind a long or unmeasured one, it could wait
-while other workers idle. If the worker dies, that one never started: it runs again on
-the next worker, uncharged.
+while other workers idle. A measure can be wrong (a long item in a map of short ones), so
+a worker starts what was sent ahead only once it deletes the attempt's claim file; a
+worker left with nothing to do deletes it first and runs the attempt itself. If the
+worker dies, what waited behind never started: it runs again on the next worker,
+uncharged.
 Anything sent to a worker is sent under the executor's lock, so a stop, a crash or a
 shutdown handled meanwhile finds it either sent or not.
 
@@ -23,9 +26,11 @@ second when the driver process dies, even in the middle of a task.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import select
 import signal
+import tempfile
 import threading
 import time
 from collections import deque
@@ -127,6 +132,7 @@ class ProcessExecutor(Executor):
         self._queued: deque[_Job] = deque()
         self._seconds: dict[str, float] = {}  # task name -> average attempt duration
         self._closed = False  # shut down: what a dying worker hands back stays queued
+        self._claims = itertools.count()  # numbers the claim files of attempts sent ahead
 
     def start(self) -> None:
         """Start every worker now rather than at first use (they boot in parallel), so
@@ -152,8 +158,8 @@ class ProcessExecutor(Executor):
         ``ahead``: when every worker is busy with attempts of tasks measured to be short,
         the attempt may be sent to the one expected to be free first, to start the
         instant its attempt ends: no round trip through the driver between them (about
-        0.35 ms each). Once sent it cannot be called back: it runs even if the run then
-        stops, short of killing the worker."""
+        0.35 ms each). Another worker with nothing left to do takes it back unless it has
+        started; a run that stops does not: it runs, short of killing the worker."""
         job = _Job(Future(), None, (), {}, (task, kwargs, env, spill), name, solo, ahead)
         return self._enqueue(job)
 
@@ -224,6 +230,24 @@ class ProcessExecutor(Executor):
         if now - slot.since > 2 * total + 0.005:  # overrunning: it may be long after all
             return None
         return slot.since + total
+
+    def _take_back(self, idle: _Slot) -> list[_Job] | None:
+        """Under the lock: ``idle`` has nothing to run and nothing is queued. Take back
+        what waits in another worker's pipe, if that worker has not started it (it
+        deletes the claim file as it starts; deleting it first stops it), so it runs
+        here instead of waiting behind an attempt that turned out long."""
+        if self._closed:
+            return None
+        for other in self._slots:
+            if other is idle or other.ahead is None or other.sent_ahead is not other.ahead:
+                continue
+            if not other.drop_claim():
+                continue  # started already: it runs there
+            waiting = other.ahead
+            other.ahead = other.sent_ahead = None
+            self._requeue(waiting)
+            return self._take(idle)
+        return None
 
     def _take(self, slot: _Slot, *, ahead: bool = False) -> list[_Job] | None:
         """Under the lock: the next jobs for free ``slot``, which it now holds; with
@@ -314,6 +338,7 @@ class ProcessExecutor(Executor):
                 for slot in self._slots:
                     queued.extend(slot.ahead or ())
                     slot.ahead = slot.sent_ahead = None
+                    slot.drop_claim()
         for job in queued:
             job.future.cancel()
         if wait and len(busy) > 1:  # each waits for its worker to exit: all at once
@@ -325,6 +350,9 @@ class ProcessExecutor(Executor):
         else:
             for slot in busy:
                 slot.stop(wait=wait)
+        with self._lock:  # a claim whose worker died before it took it
+            for slot in self._slots:
+                slot.drop_claim()
 
     def _requeue(self, jobs: list[_Job]) -> None:
         """Under the lock: put ``jobs`` (which never started) back at the queue's head;
@@ -387,8 +415,17 @@ class ProcessExecutor(Executor):
                         job.future.cancel()
                     slot.swap(jobs, None)
                     return
+                claim = None
+                if not current:  # its worker deletes this file as it starts them
+                    claim = self._new_claim()
+                    if claim is None:  # no claim, no way to take them back: not ahead
+                        slot.swap(jobs, None)
+                        self._requeue(jobs)
+                        return
+                    slot.claim = claim
                 try:  # a new worker starts here: under the lock, nothing stops it meanwhile
-                    inner = slot.submit(fn, args, kwargs, start=current)
+                    call_args = args if claim is None else (*args, claim)
+                    inner = slot.submit(fn, call_args, kwargs, start=current)
                 except BaseException as exc:
                     if current:  # a pool that refused them (its worker died while idle)
                         # or failed to start a worker may still hold them: never use it
@@ -425,6 +462,21 @@ class ProcessExecutor(Executor):
             if not more:
                 return
             jobs = more
+
+    def _new_claim(self) -> str | None:
+        """Create the file an attempt sent ahead is claimed by (see ``_take_back``), in
+        ``/dev/shm`` where there is one; None if it cannot be made."""
+        from .._private.handoff import SHM_FOLDER
+
+        folder = SHM_FOLDER or tempfile.gettempdir()
+        path = os.path.join(
+            folder, f"flowforge-{os.getpid()}-ahead-{id(self):x}-{next(self._claims)}"
+        )
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except OSError:
+            return None
+        return path
 
     @staticmethod
     def _pack(jobs: list[_Job]) -> tuple[list[_Job], bytes]:
@@ -470,6 +522,7 @@ class ProcessExecutor(Executor):
                         if waited:  # it never started: its worker died under the one
                             # in front, whose own report says what happened
                             slot.ahead = slot.sent_ahead = None
+                            slot.drop_claim()
                             self._requeue(held)
                     if waited:
                         return
@@ -496,11 +549,13 @@ class ProcessExecutor(Executor):
                 slot.jobs, slot.ahead = slot.ahead, None
                 slot.sent = slot.jobs if slot.sent_ahead is slot.jobs else None
                 slot.sent_ahead = None
+                slot.claim = None  # its worker takes it now: it counts as running
                 slot.since = time.monotonic()  # the worker went on to them as it ended
             elif held is slot.ahead:  # it ended before the one in front reported
                 slot.ahead = slot.sent_ahead = None
+                slot.claim = None
             if slot.jobs is None:
-                nxt = self._take(slot)
+                nxt = self._take(slot) or self._take_back(slot)
             else:
                 nxt = (
                     self._take(slot, ahead=True)
@@ -540,6 +595,7 @@ class _Slot:
         self.sent: list[_Job] | None = None  # ``jobs`` once they are in the worker's pipe
         self.ahead: list[_Job] | None = None  # to wait behind ``jobs`` in the pipe
         self.sent_ahead: list[_Job] | None = None  # ``ahead`` once it is in the pipe
+        self.claim: str | None = None  # the file its worker deletes to start ``sent_ahead``
         self.since = 0.0  # when the worker started ``jobs`` (time.monotonic, roughly)
         self._pool: Any = None
         self._process: Any = None
@@ -570,6 +626,7 @@ class _Slot:
             self.ahead = new
             if new is None:
                 self.sent_ahead = None
+                self.drop_claim()
         return new
 
     def pop_sent_ahead(self) -> list[_Job]:
@@ -578,7 +635,20 @@ class _Slot:
         if self.ahead is None or self.sent_ahead is not self.ahead:
             return []
         waiting, self.ahead, self.sent_ahead = self.ahead, None, None
+        self.drop_claim()
         return waiting
+
+    def drop_claim(self) -> bool:
+        """Delete the claim of what was sent ahead, so its worker never starts it: True
+        if it had not started it yet (the claim was still there)."""
+        claim, self.claim = self.claim, None
+        if claim is None:
+            return False
+        try:
+            os.unlink(claim)
+        except OSError:  # its worker took it: it has started
+            return False
+        return True
 
     def holds(self, future: Future[Any]) -> bool:
         return any(

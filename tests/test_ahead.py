@@ -45,8 +45,11 @@ def test_the_attempt_sent_ahead_starts_without_the_driver(tmp_path):
     seen: list[bool] = []
     try:
         _measure(ex, "first")
-        first = ex.submit_task(Task("first", fixture_tasks.pid), {}, None, None, "first",
-                               ahead=True)
+        # It lasts long enough for loky's thread to have put `second` in the worker's
+        # pipe before `first` reports: that thread is the one stalled below.
+        first = ex.submit_task(Task("first", _sleep_then),
+                               {"path": str(tmp_path / "first-ran"), "seconds": 0.3},
+                               None, None, "first", ahead=True)
         second = ex.submit_task(Task("second", _touch), {"path": marker}, None, None,
                                 "second", ahead=True)
         assert ex._slots[0].ahead is not None  # type: ignore[attr-defined]
@@ -56,7 +59,7 @@ def test_the_attempt_sent_ahead_starts_without_the_driver(tmp_path):
 
         first.add_done_callback(stall)
         assert unpack_outcome(second.result(timeout=60), "second") == marker
-        assert unpack_outcome(first.result(timeout=60), "first") > 0
+        assert unpack_outcome(first.result(timeout=60), "first").endswith("first-ran")
         assert seen == [True]
     finally:
         ex.shutdown()

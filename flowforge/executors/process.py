@@ -227,7 +227,7 @@ class ProcessExecutor(Executor):
             if each is None or each > AHEAD_SECONDS:
                 return None
             total += each
-        if now - slot.since > 2 * total + 0.005:  # overrunning: it may be long after all
+        if now - slot.since > 2 * total + AHEAD_SECONDS:  # overrunning: long after all?
             return None
         return slot.since + total
 

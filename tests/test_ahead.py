@@ -394,3 +394,45 @@ def test_a_retry_that_runs_long_holds_up_nothing(tmp_path):
     result = wf.run()
     assert result.ok, result.error
     assert result["flaky"] == "saw it"
+
+
+class _Bulky:
+    """One of many small objects that together take a while to pickle."""
+
+    def __init__(self, i: int) -> None:
+        self.i = i
+
+
+def _touch_with(path: str, bulk: object) -> str:
+    return _touch(path)
+
+
+def _nap(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def test_an_attempt_still_being_packed_is_taken_back_too(tmp_path):
+    """As above, but C's input takes a while to pickle: the other worker finishes (and
+    finds nothing queued) while C is still being packed to wait behind `x`. It takes C
+    then, rather than idling until `x` ends."""
+    ex = ProcessExecutor(2)
+    marker = str(tmp_path / "c-ran")
+    bulk = [_Bulky(i) for i in range(300_000)]
+    try:
+        ex.start()
+        _measure(ex, "x", "x", "y")
+        long = ex.submit_task(Task("x", _wait_for), {"path": marker}, None, None, "x",
+                              ahead=True)
+        quick = ex.submit_task(Task("y", _nap), {"seconds": 0.05}, None, None, "y",
+                               ahead=True)
+        behind = ex.submit_task(Task("c", _touch_with), {"path": marker, "bulk": bulk},
+                                None, None, "c", ahead=True)
+        assert unpack_outcome(behind.result(timeout=60), "c") == marker
+        assert unpack_outcome(long.result(timeout=60), "x") == "saw it"
+        assert unpack_outcome(quick.result(timeout=60), "y") == 0.05
+    finally:
+        ex.shutdown()
+    assert not list(Path("/dev/shm").glob(f"flowforge-{os.getpid()}-ahead-*"))

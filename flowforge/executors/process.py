@@ -232,21 +232,23 @@ class ProcessExecutor(Executor):
         return slot.since + total
 
     def _take_back(self, idle: _Slot) -> list[_Job] | None:
-        """Under the lock: ``idle`` has nothing to run and nothing is queued. Take back
-        what waits in another worker's pipe, if that worker has not started it (it
-        deletes the claim file as it starts; deleting it first stops it), so it runs
-        here instead of waiting behind an attempt that turned out long."""
+        """Under the lock: ``idle`` has nothing to run and nothing is queued. Take what
+        waits behind another worker's attempt, so it runs here instead of waiting behind
+        one that turned out long: still being packed (its ``_launch`` then finds it gone),
+        or in that worker's pipe if the worker has not started it (it deletes the claim
+        file as it starts; deleting it first stops it). They move whole and stay counted
+        as running: nothing that stops a run drops them from the queue."""
         if self._closed:
             return None
         for other in self._slots:
-            if other is idle or other.ahead is None or other.sent_ahead is not other.ahead:
-                continue
-            if not other.drop_claim():
-                continue  # started already: it runs there
             waiting = other.ahead
+            if other is idle or waiting is None:
+                continue
+            if other.sent_ahead is waiting and not other.drop_claim():
+                continue  # started already: it runs there
             other.ahead = other.sent_ahead = None
-            self._requeue(waiting)
-            return self._take(idle)
+            idle.jobs = list(waiting)  # a new list: the one in the old pipe is ignored
+            return idle.jobs
         return None
 
     def _take(self, slot: _Slot, *, ahead: bool = False) -> list[_Job] | None:
@@ -353,6 +355,22 @@ class ProcessExecutor(Executor):
         with self._lock:  # a claim whose worker died before it took it
             for slot in self._slots:
                 slot.drop_claim()
+            self._remove_claims()
+
+    def _remove_claims(self) -> None:
+        """Delete every claim file of this executor left behind: one whose worker was
+        killed in the instant between starting its attempts and deleting it."""
+        import glob
+
+        from .._private.handoff import SHM_FOLDER
+
+        folder = SHM_FOLDER or tempfile.gettempdir()
+        for path in glob.glob(os.path.join(folder, f"{self._claim_prefix()}*")):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    def _claim_prefix(self) -> str:
+        return f"flowforge-{os.getpid()}-ahead-{id(self):x}-"
 
     def _requeue(self, jobs: list[_Job]) -> None:
         """Under the lock: put ``jobs`` (which never started) back at the queue's head;
@@ -469,9 +487,7 @@ class ProcessExecutor(Executor):
         from .._private.handoff import SHM_FOLDER
 
         folder = SHM_FOLDER or tempfile.gettempdir()
-        path = os.path.join(
-            folder, f"flowforge-{os.getpid()}-ahead-{id(self):x}-{next(self._claims)}"
-        )
+        path = os.path.join(folder, f"{self._claim_prefix()}{next(self._claims)}")
         try:
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except OSError:

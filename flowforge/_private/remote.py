@@ -142,7 +142,7 @@ def init_worker(parent_pid: int) -> None:
     """Loky worker initializer: leave Ctrl-C to the driver, and exit if it dies.
 
     It also moves every object the worker's start-up made (loky, cloudpickle, psutil:
-    some 100,000 objects) out of the garbage collector's sight (``gc.freeze``), as
+    some 20,000 objects) out of the garbage collector's sight (``gc.freeze``), as
     pre-forking servers do: they live as long as the worker, and the collector no longer
     walks them, neither in the tasks' collections nor at exit, where walking them took
     most of a worker's shutdown (16 ms of it down to 5 here); ``run()`` waits for that.

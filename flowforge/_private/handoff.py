@@ -47,7 +47,7 @@ __all__ = [
     "SHM_FOLDER", "Handle", "SharedResult", "Spill", "dump_outcome", "has_shared",
     "header_digest", "hold_run_lock", "load_shared", "map_inputs", "release_run_lock",
     "hold_all", "materialize", "materialize_inputs", "plan_spills", "remove_files",
-    "remove_run_files", "run_prefix", "sweep_stale", "write_file",
+    "remove_run_files", "run_prefix", "scratch_folder", "sweep_stale", "write_file",
 ]
 
 MAGIC = b"FLOWFORGE-SHRD1\n"
@@ -376,15 +376,23 @@ def plan_spills(executors: Any, session: Any, run_id: str) -> dict[Any, Spill]:
         if saved is not None:
             spills[ex] = saved._replace(threshold=ex.share_threshold)
         elif not ex.holds_results:
-            import tempfile
-
-            folder = SHM_FOLDER or tempfile.gettempdir()
+            folder = scratch_folder()
             if not spills:
                 sweep_stale(folder)
                 hold_run_lock(folder, run_prefix(run_id))
             spills[ex] = Spill(folder, run_prefix(run_id), ex.share_threshold, False, False,
                                True)
     return spills
+
+
+def scratch_folder() -> str:
+    """Where this machine's short-lived files go: ``/dev/shm`` (memory) where there is
+    one, else the temporary folder."""
+    if SHM_FOLDER is not None:
+        return SHM_FOLDER
+    import tempfile
+
+    return tempfile.gettempdir()
 
 
 def hold_all(results: dict[str, Any]) -> None:

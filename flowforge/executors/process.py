@@ -30,7 +30,6 @@ import itertools
 import os
 import select
 import signal
-import tempfile
 import threading
 import time
 from collections import deque
@@ -362,10 +361,9 @@ class ProcessExecutor(Executor):
         killed in the instant between starting its attempts and deleting it."""
         import glob
 
-        from .._private.handoff import SHM_FOLDER
+        from .._private.handoff import scratch_folder
 
-        folder = SHM_FOLDER or tempfile.gettempdir()
-        for path in glob.glob(os.path.join(folder, f"{self._claim_prefix()}*")):
+        for path in glob.glob(os.path.join(scratch_folder(), f"{self._claim_prefix()}*")):
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
@@ -484,10 +482,9 @@ class ProcessExecutor(Executor):
     def _new_claim(self) -> str | None:
         """Create the file an attempt sent ahead is claimed by (see ``_take_back``), in
         ``/dev/shm`` where there is one; None if it cannot be made."""
-        from .._private.handoff import SHM_FOLDER
+        from .._private.handoff import scratch_folder
 
-        folder = SHM_FOLDER or tempfile.gettempdir()
-        path = os.path.join(folder, f"{self._claim_prefix()}{next(self._claims)}")
+        path = os.path.join(scratch_folder(), f"{self._claim_prefix()}{next(self._claims)}")
         try:
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except OSError:

@@ -39,6 +39,7 @@ def folder_store(state_dir: str | os.PathLike[str]) -> str:
     else ``"files"`` (what the CLI and the dashboard open an existing folder with)."""
     return "sqlite" if os.path.exists(os.path.join(state_dir, DB_FILE)) else "files"
 
+
 def make_store(
     state_dir: str | os.PathLike[str], store: str | StateStore, durability: str
 ) -> StateStore:

@@ -25,10 +25,10 @@ TASK_TAG = b"T"
 TASK_LENGTH = struct.Struct(">I")  # the envelope's length, after the tag
 TASK_ENVELOPE_AT = 1 + TASK_LENGTH.size
 
-#: How a record holds its result.
 #: The SQLite store's database, in the state folder: its presence says which store it is.
 DB_FILE = "flowforge.sqlite3"
 
+#: How a record holds its result.
 NO_RESULT = 0
 INLINE = 1
 BLOB = 2

@@ -130,6 +130,10 @@ class ProcessExecutor(Executor):
         self._slots = [_Slot(i) for i in range(max_workers)]
         self._queued: deque[_Job] = deque()
         self._seconds: dict[str, float] = {}  # task name -> average attempt duration
+        # the code a task runs -> its attempts' average duration: the first guess for
+        # another task that runs the same code (many tasks of one function, as generated
+        # graphs have), so that they too are sent ahead or batched from the start
+        self._by_code: dict[Any, float] = {}
         self._closed = False  # shut down: what a dying worker hands back stays queued
         self._claims = itertools.count()  # numbers the claim files of attempts sent ahead
 
@@ -159,6 +163,10 @@ class ProcessExecutor(Executor):
         instant its attempt ends: no round trip through the driver between them (about
         0.35 ms each). Another worker with nothing left to do takes it back unless it has
         started; a run that stops does not: it runs, short of killing the worker."""
+        if name not in self._seconds:  # a new task: what its code took so far, if known
+            guess = self._by_code.get(_code_of(task))
+            if guess is not None:
+                self._seconds[name] = guess
         job = _Job(Future(), None, (), {}, (task, kwargs, env, spill), name, solo, ahead)
         return self._enqueue(job)
 
@@ -575,10 +583,13 @@ class ProcessExecutor(Executor):
                     if self._ahead_until(slot, time.monotonic()) is not None else None
                 )
             if outcomes is not None:
-                seconds = self._seconds
+                seconds, by_code = self._seconds, self._by_code
                 for job, (_, ran_for) in zip(jobs, outcomes, strict=True):
                     old = seconds.get(job.name)
                     seconds[job.name] = ran_for if old is None else old + _EWMA * (ran_for - old)
+                    code = _code_of(job.call[0])  # type: ignore[index]
+                    old = by_code.get(code)
+                    by_code[code] = ran_for if old is None else old + _EWMA * (ran_for - old)
         try:
             for i, job in enumerate(jobs):
                 future = job.future
@@ -681,10 +692,14 @@ class _Slot:
         if self._pool is None:
             import loky
 
+            from .._private.forkserver import fork_server_context
             from .._private.remote import init_worker
 
+            context = fork_server_context()  # workers forked ready-made, where it can
+            server = None if context is None else context.server_pid
             self._pool = loky.ProcessPoolExecutor(
-                max_workers=1, initializer=init_worker, initargs=(os.getpid(),),
+                max_workers=1, initializer=init_worker, initargs=(os.getpid(), server),
+                context=context,
                 # loky swaps a worker whose memory grew by 300 MB for a new one between
                 # calls: the slot would then name (and kill) a pid that is gone. A run's
                 # workers live for that run; memory limits are the engine's (Resources).
@@ -763,6 +778,13 @@ class _Slot:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=wait, kill_workers=not wait)
+
+
+def _code_of(task: Any) -> Any:
+    """What ``task`` runs, as a key for how long its attempts take: the code of its
+    function or ``run`` method (closures and lambdas made in a loop share theirs)."""
+    fn = getattr(task, "callable", task)
+    return getattr(fn, "__code__", fn)
 
 
 def _has_died(proc: Any) -> bool:

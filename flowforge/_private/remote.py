@@ -138,8 +138,10 @@ def _pickles(value: Any) -> bool:
 # -- worker side -----------------------------------------------------------------------
 
 
-def init_worker(parent_pid: int) -> None:
-    """Loky worker initializer: leave Ctrl-C to the driver, and exit if it dies.
+def init_worker(parent_pid: int, fork_server_pid: int | None = None) -> None:
+    """Loky worker initializer: leave Ctrl-C to the driver, and exit if it dies. A worker
+    forked by the fork server (see ``forkserver``) watches that server instead, which
+    exits when the driver does.
 
     It also moves every object the worker's start-up made (loky, cloudpickle, psutil:
     some 20,000 objects) out of the garbage collector's sight (``gc.freeze``), as
@@ -151,11 +153,13 @@ def init_worker(parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.freeze()
 
+    parents = {parent_pid, fork_server_pid}
+
     def watch_parent() -> None:
         while True:
-            time.sleep(0.5)
-            if os.getppid() != parent_pid:
+            if os.getppid() not in parents:
                 os._exit(1)
+            time.sleep(0.5)
 
     threading.Thread(target=watch_parent, name="flowforge-watchdog", daemon=True).start()
 

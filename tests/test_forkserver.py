@@ -159,3 +159,122 @@ def test_the_server_and_its_workers_stop_when_the_driver_is_killed(tmp_path):
     proc.wait(timeout=10)
     _, alive = psutil.wait_procs(watched, timeout=10)
     assert not alive
+
+
+def _worker_settings() -> dict[str, object]:
+    import loky.process_executor as loky_executor
+
+    with open("/proc/self/status") as status:
+        umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    return {"ppid": os.getppid(), "umask": umask,
+            "leak": loky_executor._MAX_MEMORY_LEAK_SIZE,  # type: ignore[attr-defined]
+            "big": len(os.environ.get("FLOWFORGE_TEST_BIG", ""))}
+
+
+def test_workers_take_the_drivers_umask_environment_and_loky_settings(monkeypatch):
+    """State a fresh worker would take from the driver at its start, a forked one gets
+    too: a umask set after the server started, an environment too large for one socket
+    message, and loky's settings read from the environment at import (a slot's workers
+    must never be swapped for memory growth)."""
+    assert _run("warm", tag="warm-up").ok
+    monkeypatch.setenv("FLOWFORGE_TEST_BIG", "x" * 400_000)
+    old = os.umask(0o077)
+    try:
+        result = _run("a", fn=_worker_settings)
+    finally:
+        os.umask(old)
+    assert result.ok, result.error
+    seen = result["a"]
+    assert seen["ppid"] == _server_pid()
+    assert seen["umask"] == 0o077
+    assert seen["big"] == 400_000
+    assert seen["leak"] == 10**18
+
+
+def test_exit_codes_are_read_once_whatever_thread_polls():
+    """Every thread polling a dead worker at once sees its real exit code: the status
+    pipe is read and closed exactly once."""
+    import threading
+
+    ctx = forkserver.fork_server_context()
+    assert ctx is not None
+    for _ in range(5):
+        proc = ctx.Process(target=os._exit, args=(7,))
+        proc.start()
+        wait_until(lambda: not proc.is_alive(), 30, "the worker to exit")  # noqa: B023
+        seen: list[object] = []
+        threads = [threading.Thread(target=lambda: seen.append(proc._popen.poll(0)))  # noqa: B023
+                   for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert seen == [7] * 8
+
+
+def test_many_open_files_do_not_break_the_server():
+    """With the driver's file numbers past 1024 (select()'s limit), workers still start
+    and report their exit codes."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1300:
+        pytest.skip("needs a file limit of 1300")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1300), hard))
+    assert _run("warm", tag="warm-up").ok
+    os.kill(_server_pid(), signal.SIGKILL)  # the next server starts with high numbers
+    wait_until(lambda: not forkserver._server.usable(), 30, "the server's death")  # type: ignore[union-attr]
+    files = [open(os.devnull) for _ in range(1100)]  # noqa: SIM115
+    try:
+        many = _run("a", tag="many files")
+        assert many.ok and many["a"]["ppid"] == _server_pid(), "not forked by the server"
+        result = _run("dies", fn=_kill_self, sig=int(signal.SIGKILL))
+        assert result.tasks["dies"].error.signal == "SIGKILL"  # type: ignore[union-attr]
+        ctx = forkserver.fork_server_context()
+        assert ctx is not None
+        proc = ctx.Process(target=_kill_self, args=(int(signal.SIGTERM),))
+        proc.start()
+        proc.join(timeout=30)
+        assert proc.exitcode == -signal.SIGTERM
+        assert proc._popen.poll() == -signal.SIGTERM  # type: ignore[union-attr]
+    finally:
+        for f in files:
+            f.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+BLOCKED = textwrap.dedent(
+    """
+    import os, signal
+    from flowforge import Task, Workflow
+
+    def where():
+        return os.getppid()
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})  # as sigwait users do
+    os.close(1)  # and a data file then lands on number 1: no worker may write into it
+    data = os.open("data.txt", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    assert data == 1
+    for _ in range(2):
+        wf = Workflow("b", executor="process", max_workers=1, log_dir=None, quiet=True,
+                      progress=False, autosave=False)
+        wf.add_task(Task("where", where))
+        wf.add_task(Task("talk", lambda: print("task output", flush=True)))
+        result = wf.run()
+        assert result.ok, result.error
+        assert result["where"] != os.getpid(), "not forked by the server"
+    os.write(2, b"done")
+    """
+)
+
+
+def test_a_driver_blocking_sigchld_with_its_stdout_closed(tmp_path):
+    """A driver thread that blocks SIGCHLD starts the server (which must still reap its
+    workers), and a file the driver opened on number 1 after closing stdout is not the
+    workers' stdout: runs finish and the file stays empty."""
+    script = tmp_path / "blocked.py"
+    script.write_text(BLOCKED)
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr.endswith("done"), proc.stderr
+    assert (tmp_path / "data.txt").read_text() == ""

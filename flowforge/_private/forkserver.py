@@ -33,8 +33,10 @@ driver itself.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import pickle
+import resource
 import select
 import signal
 import socket
@@ -42,6 +44,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from io import BytesIO
 from multiprocessing import process as mp_process
 from multiprocessing import util as mp_util
@@ -60,6 +63,7 @@ _READY = b"ready"
 _START_TIMEOUT_S = 60.0
 _PID = struct.Struct("q")
 _CODE = struct.Struct("i")
+_FRAME = struct.Struct("I")
 
 _server: _Server | None = None
 _server_lock = threading.Lock()
@@ -137,7 +141,7 @@ class _ForkedPopen(popen_loky_posix.Popen):
         tracker_fd = resource_tracker._resource_tracker.getfd()
         data = BytesIO()
         set_spawning_popen(self)
-        try:  # what the worker reads first from its call pipe: as loky sends it
+        try:  # what the worker reads from its call pipe after its state: as loky sends it
             prep = spawn.get_preparation_data(
                 process_obj._name, getattr(process_obj, "init_main_module", True)
             )
@@ -145,25 +149,27 @@ class _ForkedPopen(popen_loky_posix.Popen):
             reduction.dump(process_obj, data)
         finally:
             set_spawning_popen(None)
+        state = pickle.dumps(_driver_state({**os.environ, **process_obj.env}))
         parent_r, child_w = os.pipe()  # the sentinel: readable once the worker is gone
         child_r, parent_w = os.pipe()  # the call pipe
         try:
             self._fds += [child_r, child_w, tracker_fd]
             self.duplicate_for_child(prep["mp_tracker_fd"])
-            env = {**os.environ, **process_obj.env}
             try:
-                self.pid, status = server.fork(self._fds, child_r, env)
-            except OSError:  # the server died: start this one as loky does
+                self.pid, status = server.fork(self._fds, child_r)
+            except OSError:  # the server died, or could not fork: start it as loky does
                 os.close(parent_r)
                 os.close(parent_w)
                 self._fds = []
                 self._launch_fresh(process_obj)
                 return
             self._status = [status]
+            self._status_lock = threading.Lock()
             mp_util.Finalize(self, _close_status, (self._status,))
             self.sentinel = parent_r
             mp_util.Finalize(self, os.close, (parent_r,))
             with os.fdopen(parent_w, "wb") as pipe:
+                pipe.write(_FRAME.pack(len(state)) + state)
                 pipe.write(data.getbuffer())
         finally:
             os.close(child_r)
@@ -179,21 +185,72 @@ class _ForkedPopen(popen_loky_posix.Popen):
         status = getattr(self, "_status", None)
         if status is None:  # started by loky's fallback: a child of ours
             return super().poll(flag)
-        fd = status[0]
-        if self.returncode is None and fd is not None:
-            if flag & os.WNOHANG and not select.select([fd], [], [], 0)[0]:
+        # Polled from several threads (loky's, and every Process.start() of this process
+        # polls all children): one reads and closes the status pipe, under the lock.
+        with self._status_lock:
+            fd = status[0]
+            if self.returncode is not None or fd is None:
+                return self.returncode
+            if flag & os.WNOHANG and not _ready(fd, 0):
                 return None
             data = os.read(fd, _CODE.size)  # the server writes it once it has reaped it
-            # Nothing: the server died before it could tell; the worker is gone too.
-            self.returncode = _CODE.unpack(data)[0] if len(data) == _CODE.size else 255
             _close_status(status)
+            if len(data) == _CODE.size:
+                self.returncode = _CODE.unpack(data)[0]
+            else:  # the server died before it could tell; the worker is gone too
+                self.returncode = self._reap_orphan()
         return self.returncode
+
+    def _reap_orphan(self) -> int:
+        """The exit code of a worker whose server died first: if it was re-parented to
+        this process (a subreaper, or PID 1 in a container) it is ours to reap."""
+        try:
+            pid, wait_status = os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            return 255  # someone else's to reap: unknown
+        return os.waitstatus_to_exitcode(wait_status) if pid == self.pid else 255
 
 
 def _close_status(status: list[int | None]) -> None:
     fd, status[0] = status[0], None
     if fd is not None:
         os.close(fd)
+
+
+def _ready(fd: int, timeout_ms: int | None) -> bool:
+    """Whether ``fd`` can be read without blocking (``poll``: any fd number)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(timeout_ms))
+
+
+#: Resource limits a worker takes over from the driver, as a fresh process would.
+_LIMITS = tuple(
+    getattr(resource, name) for name in (
+        "RLIMIT_NOFILE", "RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_STACK", "RLIMIT_CORE",
+        "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_NPROC", "RLIMIT_MEMLOCK",
+    ) if hasattr(resource, name)
+)
+
+
+def _driver_state(env: dict[str, str]) -> tuple[Any, ...]:
+    """What a freshly started worker would take from the driver now and a forked one
+    must be given: environment, umask, resource limits, CPU affinity and niceness."""
+    umask = 0o022
+    with open("/proc/self/status") as status:  # os.umask() can only be read by setting it
+        for line in status:
+            if line.startswith("Umask:"):
+                umask = int(line.split()[1], 8)
+                break
+    limits = [(which, resource.getrlimit(which)) for which in _LIMITS]
+    return (env, umask, limits, os.sched_getaffinity(0),
+            os.getpriority(os.PRIO_PROCESS, 0))
+
+
+def _startup_settings() -> dict[str, str]:
+    """Environment variables read only as an interpreter or loky starts: a server
+    started under other values must not fork workers for this driver."""
+    return {k: v for k, v in os.environ.items() if k.startswith(("PYTHON", "LOKY_PICKLER"))}
 
 
 class _Server:
@@ -206,6 +263,7 @@ class _Server:
             f"import sys; sys.path[:0] = {path!r}; "
             f"from flowforge._private.forkserver import serve; serve({theirs.fileno()})"
         )
+        self.settings = _startup_settings()
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-c", code], pass_fds=(theirs.fileno(),),
@@ -231,16 +289,20 @@ class _Server:
 
     def usable(self) -> bool:
         """Whether this process may use it: it is ours (not inherited by a forked
-        driver) and still runs."""
-        return self._owner == os.getpid() and self._proc.poll() is None
+        driver), still runs, and was started under the interpreter settings in force."""
+        return (
+            self._owner == os.getpid() and self._proc.poll() is None
+            and self.settings == _startup_settings()
+        )
 
-    def fork(self, fds: list[int], pipe: int, env: dict[str, str]) -> tuple[int, int]:
-        """Have the server fork a worker that finds each of ``fds`` at the same number,
-        reads its call pipe at ``pipe`` and has ``env``: its pid and the pipe its exit
-        code will come through."""
+    def fork(self, fds: list[int], pipe: int) -> tuple[int, int]:
+        """Have the server fork a worker that finds each of ``fds`` at the same number
+        and reads its state and call from ``pipe``: its pid, and the pipe its exit code
+        will come through."""
         fds = list(dict.fromkeys(fds))
-        stdio = [fd for fd in (0, 1, 2) if _is_open(fd)]
-        request = pickle.dumps(([fd in stdio for fd in (0, 1, 2)], fds, pipe, env))
+        # The driver's stdio as a fresh worker would get it: only files a child inherits.
+        stdio = [fd for fd in (0, 1, 2) if _inherited(fd)]
+        request = pickle.dumps(([fd in stdio for fd in (0, 1, 2)], fds, pipe))
         status_r, status_w = os.pipe()
         try:
             with self._lock:
@@ -251,14 +313,18 @@ class _Server:
             raise
         finally:
             os.close(status_w)
-        if len(reply) != _PID.size:
+        pid = _PID.unpack(reply)[0] if len(reply) == _PID.size else -1
+        if pid <= 0:
             os.close(status_r)
-            msg = "the fork server is gone"
+            msg = "the fork server is gone" if not reply else "the fork server could not fork"
             raise OSError(msg)
-        return _PID.unpack(reply)[0], status_r
+        return pid, status_r
 
     def close(self) -> None:
-        self._sock.close()  # the server exits when it sees this end close
+        if self._owner == os.getpid():
+            with contextlib.suppress(OSError):  # EOF for the server even if a forked
+                self._sock.shutdown(socket.SHUT_RDWR)  # child of ours holds a copy
+        self._sock.close()
         if self._owner == os.getpid():
             try:
                 self._proc.wait(timeout=5)
@@ -266,13 +332,28 @@ class _Server:
                 self._proc.kill()
                 self._proc.wait()
 
+    def forget(self) -> None:
+        """In a child forked from the driver: drop this copy of the socket, so that the
+        server still sees the driver's end close when the driver exits."""
+        self._sock.close()
 
-def _is_open(fd: int) -> bool:
+
+def _inherited(fd: int) -> bool:
     try:
-        os.fstat(fd)
-    except OSError:
+        return os.get_inheritable(fd)
+    except OSError:  # not open
         return False
-    return True
+
+
+def _after_fork_in_child() -> None:
+    global _server, _server_lock
+    _server_lock = threading.Lock()  # a thread of the parent may have held it
+    if _server is not None:
+        _server.forget()
+        _server = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # -- the server ------------------------------------------------------------------------
@@ -281,6 +362,7 @@ def _is_open(fd: int) -> bool:
 def serve(fd: int) -> None:
     """The fork server's main loop (run as ``python -c``): fork a worker per request,
     report each one's exit code, and exit once the driver's end of ``fd`` closes."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())  # the driver's thread may block some
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     import cloudpickle  # noqa: F401  what a worker needs, imported once, here
     import loky.process_executor  # noqa: F401
@@ -294,9 +376,12 @@ def serve(fd: int) -> None:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wake-up fd fires
     status: dict[int, int] = {}  # worker pid -> where its exit code goes
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
     sock.sendall(_READY)
     while True:
-        ready, _, _ = select.select([sock.fileno(), wake_r], [], [])
+        ready = {fd for fd, _ in poller.poll()}
         if wake_r in ready:
             try:
                 while os.read(wake_r, 4096):
@@ -307,18 +392,24 @@ def serve(fd: int) -> None:
         if sock.fileno() not in ready:
             continue
         try:
-            request, fds, _, _ = socket.recv_fds(sock, 1 << 20, 256)
+            request, fds, _, _ = socket.recv_fds(sock, 1 << 16, 256)
         except OSError:
             request, fds = b"", []
         if not request or not fds:  # the driver is gone
             os._exit(0)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # out of processes or memory: the driver starts it another way
+            pid = -1
         if pid == 0:
             try:
                 _become_worker(request, fds)
             finally:
                 os._exit(1)
-        status[pid] = fds[0]
+        if pid > 0:
+            status[pid] = fds[0]
+        else:
+            os.close(fds[0])
         for f in fds[1:]:
             os.close(f)
         sock.sendall(_PID.pack(pid))
@@ -342,19 +433,23 @@ def _reap(status: dict[int, int]) -> None:
 
 
 def _become_worker(request: bytes, fds: list[int]) -> None:
-    """In the forked child: take the driver's files, environment and call pipe, then run
-    as loky's worker start-up script runs. Never returns."""
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    has_stdio, wanted, pipe, env = pickle.loads(request)
-    stdio = [fd for fd, has in zip((0, 1, 2), has_stdio, strict=True) if has]
-    received = fds[1:]  # fds[0]: the status pipe, the server's to write
-    _place(list(zip(received, [*stdio, *wanted], strict=True)))
-    os.environ.clear()
-    os.environ.update(env)
+    """In the forked child: take the driver's state, files and call pipe, then run as
+    loky's worker start-up script runs. Never returns."""
     code = 1
+    received = fds[1:]  # fds[0]: the status pipe, the server's to write
+    stderr = None
     try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as a fresh interpreter
+        has_stdio, wanted, pipe = pickle.loads(request)
+        stdio = [fd for fd, has in zip((0, 1, 2), has_stdio, strict=True) if has]
+        targets = [*stdio, *wanted]
+        stderr = received[targets.index(2)] if 2 in stdio else None
+        _take_state(pickle.loads(_read_frame(received[targets.index(pipe)])))
+        _place(list(zip(received, targets, strict=True)))
+        stderr = 2
+        _fresh_stdio()
         with os.fdopen(pipe, "rb") as from_parent:
             mp_process.current_process()._inheriting = True  # type: ignore[attr-defined]
             try:
@@ -367,11 +462,70 @@ def _become_worker(request: bytes, fds: list[int]) -> None:
     except BaseException:
         import traceback
 
-        traceback.print_exc()
+        if stderr is not None:  # the driver's stderr: the server's own goes nowhere
+            with contextlib.suppress(OSError):
+                os.write(stderr, traceback.format_exc().encode(errors="replace"))
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
         os._exit(code)
+
+
+def _read_frame(fd: int) -> bytes:
+    """One length-prefixed record from ``fd``, read whole."""
+    head = _read_exactly(fd, _FRAME.size)
+    return _read_exactly(fd, _FRAME.unpack(head)[0])
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    parts, left = [], size
+    while left:
+        part = os.read(fd, left)
+        if not part:
+            msg = "the driver closed the call pipe early"
+            raise EOFError(msg)
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def _take_state(state: tuple[Any, ...]) -> None:
+    """Become what the driver is now (see ``_driver_state``); limits and priorities that
+    an unprivileged process may not take stay as they are."""
+    env, umask, limits, affinity, nice = state
+    os.environ.clear()
+    os.environ.update(env)
+    time.tzset()
+    os.umask(umask)
+    for which, limit in limits:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(which, limit)
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, affinity)
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    # loky reads these from the environment when it is imported, here in the server
+    import loky.process_executor as loky_executor
+
+    loky_executor.MAX_DEPTH = int(os.environ.get("LOKY_MAX_DEPTH", 10))
+    loky_executor._MAX_MEMORY_LEAK_SIZE = int(
+        float(os.environ.get("LOKY_MAX_MEMORY_LEAK_SIZE", 3e8))
+    )
+
+
+def _fresh_stdio() -> None:
+    """Buffer stdout and stderr as a fresh interpreter would for the driver's files
+    (the server's were /dev/null): line by line on a terminal, not at all with
+    ``PYTHONUNBUFFERED``."""
+    unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
+    for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.reconfigure(  # type: ignore[union-attr]
+                    line_buffering=unbuffered or fd == 2 or os.isatty(fd),
+                    write_through=unbuffered,
+                )
 
 
 def _place(moves: list[tuple[int, int]]) -> None:

@@ -153,13 +153,15 @@ def init_worker(parent_pid: int, fork_server_pid: int | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.freeze()
 
-    parents = {parent_pid, fork_server_pid}
+    parent = os.getppid()  # the one that started it: whoever adopts it later is not
+    if parent not in (parent_pid, fork_server_pid):  # (a subreaper, PID 1 in a container)
+        os._exit(1)  # gone before this worker even started
 
     def watch_parent() -> None:
         while True:
-            if os.getppid() not in parents:
-                os._exit(1)
             time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
 
     threading.Thread(target=watch_parent, name="flowforge-watchdog", daemon=True).start()
 

@@ -20,7 +20,9 @@ Anything sent to a worker is sent under the executor's lock, so a stop, a crash 
 shutdown handled meanwhile finds it either sent or not.
 
 Workers ignore SIGINT (the driver decides what Ctrl-C stops) and exit within about half a
-second when the driver process dies, even in the middle of a task.
+second when the driver process dies, even in the middle of a task. On Linux they are
+forked by the driver's fork server (``_private/forkserver.py``), ready in milliseconds,
+rather than started as fresh interpreters.
 """
 
 from __future__ import annotations

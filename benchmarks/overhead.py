@@ -243,7 +243,8 @@ def _measure(kind: str, engine: str, n: int, n_iter: int, repeat: int) -> dict[s
 
 
 def _run_one(fn: Callable[[], object], repeat: int) -> dict[str, float]:
-    """``seconds``: the median wall time of ``repeat`` calls. When ``fn`` returns its tasks'
+    """``seconds``: the median wall time of ``repeat`` calls; ``first``: the first call's
+    (the one that starts whatever a process starts once). When ``fn`` returns its tasks'
     worker CPU seconds (the process rows): ``work``, their sum in the middle call (by
     wall time), and ``work_wall``, that call's wall time."""
     runs = []
@@ -251,7 +252,7 @@ def _run_one(fn: Callable[[], object], repeat: int) -> dict[str, float]:
         start = time.perf_counter()
         work = fn()
         runs.append((time.perf_counter() - start, work))
-    out = {"seconds": statistics.median(run[0] for run in runs)}
+    out = {"seconds": statistics.median(run[0] for run in runs), "first": runs[0][0]}
     wall, work = sorted(runs, key=lambda run: run[0])[len(runs) // 2]
     if isinstance(work, list):
         out["work"], out["work_wall"] = math.fsum(work), wall
@@ -323,6 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     proc_repeat = min(repeat, 3)
     rounds = args.process_rounds
     walls: dict[str, list[float]] = {}
+    firsts: dict[str, list[float]] = {}  # each round's first repeat
     by_work: dict[str, list[float]] = {}  # efficiency against the worker CPU each round
     for i in range(rounds):  # engines take turns, so a drift in CPU speed hits them all
         for engine, key, skip in proc_engines:
@@ -330,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue  # the Dask rows take long: one round
             got = _measure("process", key, count, n_iter, proc_repeat)
             walls.setdefault(key, []).append(got["seconds"])
+            firsts.setdefault(key, []).append(got["first"])
             by_work.setdefault(key, []).append(
                 got["work"] / PROCESS_WORKERS / got["work_wall"]
             )
@@ -346,6 +349,12 @@ def main(argv: list[str] | None = None) -> None:
         )
         rows.append((case, engine, f"{ideal / wall:.2f}{spread}", "efficiency",
                      f"{ppe / wall:.2f}x ppe"))
+    ppe_first = statistics.median(firsts["ppe"])
+    for engine, key, skip in proc_engines:
+        if not skip:
+            first = statistics.median(firsts[key])
+            rows.append((f"{case}, first run", engine, f"{ideal / first:.2f}", "efficiency",
+                         f"{ppe_first / first:.2f}x ppe"))
     for engine, key, skip in proc_engines:
         if not skip:
             rows.append((f"{case} vs worker CPU", engine,
@@ -386,6 +395,12 @@ def main(argv: list[str] | None = None) -> None:
     print(
         "Every process wall time includes pool start-up "
         "(the loky executor is shut down between repeats)."
+    )
+    print(
+        "first run: the first repeat of each round (median over the rounds), the first run"
+        " of a fresh interpreter: it also starts what a process starts once and keeps"
+        " (loky's resource trackers; FlowForge's fork server, which later runs fork their"
+        " workers from)."
     )
     print(
         "vs worker CPU: the same runs, with the ideal time taken from the CPU seconds the"

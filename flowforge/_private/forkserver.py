@@ -276,6 +276,13 @@ class _Server:
         self._sock = ours
         self._owner = os.getpid()
         self._lock = threading.Lock()
+        # loky starts its resource trackers (fresh interpreters too) at the first
+        # worker start: start them now, to boot on the other cores while the server does
+        with contextlib.suppress(Exception):
+            from multiprocessing import resource_tracker as mp_tracker
+
+            resource_tracker.ensure_running()
+            mp_tracker.ensure_running()
         ours.settimeout(_START_TIMEOUT_S)
         try:
             ready = ours.recv(len(_READY))

@@ -278,3 +278,56 @@ def test_a_driver_blocking_sigchld_with_its_stdout_closed(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == 0 and proc.stderr.endswith("done"), proc.stderr
     assert (tmp_path / "data.txt").read_text() == ""
+
+
+def test_is_alive_answers_while_another_thread_joins():
+    """A thread waiting for a worker to exit (join) does not keep another thread's
+    is_alive() (or any Process.start(), which polls every child) waiting."""
+    import threading
+    import time
+
+    ctx = forkserver.fork_server_context()
+    assert ctx is not None
+    proc = ctx.Process(target=time.sleep, args=(2,))
+    proc.start()
+    joiner = threading.Thread(target=proc.join)
+    joiner.start()
+    time.sleep(0.2)  # the joiner is waiting by now (and if not, the test proves less)
+    start = time.monotonic()
+    assert proc.is_alive()
+    assert time.monotonic() - start < 1.0
+    joiner.join(timeout=30)
+    assert proc.exitcode == 0
+
+
+def _wait_for_file(path: str) -> int:
+    import time
+
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.getppid()
+
+
+def test_changed_interpreter_settings_get_a_new_server_and_spare_running_workers(
+    tmp_path, monkeypatch
+):
+    """PYTHONHASHSEED changes while a run's worker is busy: the next run gets workers
+    from a server started under the new setting, and the busy one finishes its task."""
+    import threading
+
+    assert _run("warm", tag="warm-up").ok
+    old = _server_pid()
+    gate = tmp_path / "gate"
+    first: list[object] = []
+    runner = threading.Thread(target=lambda: first.append(
+        _run("busy", fn=_wait_for_file, path=str(gate))))
+    runner.start()
+    wait_until(lambda: len(psutil.Process(old).children()) >= 1, 30, "the busy worker")
+    monkeypatch.setenv("PYTHONHASHSEED", "123")
+    second = _run("a", tag="new settings")
+    gate.touch()
+    runner.join(timeout=60)
+    assert second.ok and second["a"]["ppid"] != old
+    assert first and first[0].ok, first and first[0].error  # type: ignore[attr-defined]
+    assert first[0]["busy"] == old  # type: ignore[index]

@@ -65,7 +65,8 @@ _PID = struct.Struct("q")
 _CODE = struct.Struct("i")
 _FRAME = struct.Struct("I")
 
-_server: _Server | None = None
+_server: _Server | None = None  # the one the last context was made for
+_servers: dict[tuple[tuple[str, str], ...], _Server] = {}  # by their start-up settings
 _server_lock = threading.Lock()
 _exit_hook: list[bool] = []
 
@@ -77,25 +78,30 @@ def fork_server_context() -> ForkServerContext | None:
     if sys.platform != "linux" or os.environ.get(ENV_SWITCH, "1") == "0":
         return None
     with _server_lock:
-        server = _server
-        if server is None or not server.usable():
-            if server is not None:
-                server.close()
+        # A server started under other interpreter settings stays, for the workers it
+        # forked (stopping it would stop them); it serves again if they come back.
+        key = tuple(sorted(_startup_settings().items()))
+        server = _servers.pop(key, None)
+        if server is not None and not server.usable():
+            server.close()  # it died: reap it
+            server = None
+        if server is None:
             try:
-                server = _server = _Server()
+                server = _Server()
             except OSError:
-                _server = None
                 return None
             if not _exit_hook:
                 atexit.register(_close_at_exit)
                 _exit_hook.append(True)
+        _servers[key] = _server = server
     return ForkServerContext(server)
 
 
 def _close_at_exit() -> None:
-    """Stop the server with the interpreter (it would stop by itself a moment later)."""
-    if _server is not None:
-        _server.close()
+    """Stop the servers with the interpreter (they would stop by themselves a moment
+    later)."""
+    for server in list(_servers.values()):
+        server.close()
 
 
 class ForkServerContext(LokyContext):
@@ -183,32 +189,44 @@ class _ForkedPopen(popen_loky_posix.Popen):
 
     def poll(self, flag: int = os.WNOHANG) -> int | None:
         status = getattr(self, "_status", None)
-        if status is None:  # started by loky's fallback: a child of ours
-            return super().poll(flag)
+        if status is None or getattr(self, "_orphan", False):
+            return super().poll(flag)  # a child of ours: started by loky, or adopted
         # Polled from several threads (loky's, and every Process.start() of this process
-        # polls all children): one reads and closes the status pipe, under the lock.
-        with self._status_lock:
-            fd = status[0]
-            if self.returncode is not None or fd is None:
-                return self.returncode
-            if flag & os.WNOHANG and not _ready(fd, 0):
-                return None
-            data = os.read(fd, _CODE.size)  # the server writes it once it has reaped it
-            _close_status(status)
-            if len(data) == _CODE.size:
-                self.returncode = _CODE.unpack(data)[0]
-            else:  # the server died before it could tell; the worker is gone too
-                self.returncode = self._reap_orphan()
-        return self.returncode
+        # polls all children): one reads and closes the status pipe, under the lock,
+        # which is never held while waiting.
+        while True:
+            with self._status_lock:
+                fd = status[0]
+                if self.returncode is not None or fd is None:
+                    return self.returncode
+                if _ready(fd, 0):
+                    data = os.read(fd, _CODE.size)  # written once the server reaped it
+                    _close_status(status)
+                    if len(data) == _CODE.size:
+                        self.returncode = _CODE.unpack(data)[0]
+                        return self.returncode
+                    self.returncode = self._server_died()  # before it could tell
+                    if self.returncode is not None:
+                        return self.returncode
+                    break  # adopted by this process: wait for it as for any child
+                if flag & os.WNOHANG:
+                    return None
+            _ready(fd, 100)  # then look again: another thread may have read it
+        return super().poll(flag)
 
-    def _reap_orphan(self) -> int:
-        """The exit code of a worker whose server died first: if it was re-parented to
-        this process (a subreaper, or PID 1 in a container) it is ours to reap."""
+    def _server_died(self) -> int | None:
+        """The exit code of a worker whose server died first. If this process adopted
+        it (a subreaper, or PID 1 in a container) it is ours to wait for from now on:
+        None while it runs. Else it cannot be known: 255 (the worker exits within half a
+        second of losing its parent)."""
         try:
-            pid, wait_status = os.waitpid(self.pid, 0)
+            pid, wait_status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:
-            return 255  # someone else's to reap: unknown
-        return os.waitstatus_to_exitcode(wait_status) if pid == self.pid else 255
+            return 255
+        if pid == 0:
+            self._orphan = True
+            return None
+        return os.waitstatus_to_exitcode(wait_status)
 
 
 def _close_status(status: list[int | None]) -> None:
@@ -263,7 +281,6 @@ class _Server:
             f"import sys; sys.path[:0] = {path!r}; "
             f"from flowforge._private.forkserver import serve; serve({theirs.fileno()})"
         )
-        self.settings = _startup_settings()
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-c", code], pass_fds=(theirs.fileno(),),
@@ -296,11 +313,8 @@ class _Server:
 
     def usable(self) -> bool:
         """Whether this process may use it: it is ours (not inherited by a forked
-        driver), still runs, and was started under the interpreter settings in force."""
-        return (
-            self._owner == os.getpid() and self._proc.poll() is None
-            and self.settings == _startup_settings()
-        )
+        driver) and still runs."""
+        return self._owner == os.getpid() and self._proc.poll() is None
 
     def fork(self, fds: list[int], pipe: int) -> tuple[int, int]:
         """Have the server fork a worker that finds each of ``fds`` at the same number
@@ -314,6 +328,10 @@ class _Server:
         try:
             with self._lock:
                 socket.send_fds(self._sock, [request], [status_w, *stdio, *fds])
+                while not _ready(self._sock.fileno(), 1000):
+                    if self._proc.poll() is not None:
+                        msg = "the fork server died"
+                        raise OSError(msg)
                 reply = self._sock.recv(_PID.size)
         except OSError:
             os.close(status_r)
@@ -355,9 +373,10 @@ def _inherited(fd: int) -> bool:
 def _after_fork_in_child() -> None:
     global _server, _server_lock
     _server_lock = threading.Lock()  # a thread of the parent may have held it
-    if _server is not None:
-        _server.forget()
-        _server = None
+    for server in _servers.values():
+        server.forget()
+    _servers.clear()
+    _server = None
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -410,6 +429,11 @@ def serve(fd: int) -> None:
             pid = -1
         if pid == 0:
             try:
+                # The server's files first: a child still holding the socket or another
+                # worker's status pipe would keep the driver from seeing the server die.
+                signal.set_wakeup_fd(-1)
+                for f in (sock.fileno(), wake_r, wake_w, *status.values()):
+                    os.close(f)
                 _become_worker(request, fds)
             finally:
                 os._exit(1)
@@ -446,14 +470,18 @@ def _become_worker(request: bytes, fds: list[int]) -> None:
     received = fds[1:]  # fds[0]: the status pipe, the server's to write
     stderr = None
     try:
-        signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # as a fresh interpreter
         has_stdio, wanted, pipe = pickle.loads(request)
         stdio = [fd for fd, has in zip((0, 1, 2), has_stdio, strict=True) if has]
         targets = [*stdio, *wanted]
         stderr = received[targets.index(2)] if 2 in stdio else None
-        _take_state(pickle.loads(_read_frame(received[targets.index(pipe)])))
+        try:
+            frame = _read_frame(received[targets.index(pipe)])
+        except EOFError:  # the driver gave up on this start (its server died meanwhile)
+            stderr = None
+            raise
+        _take_state(pickle.loads(frame))
         _place(list(zip(received, targets, strict=True)))
         stderr = 2
         _fresh_stdio()

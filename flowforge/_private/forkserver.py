@@ -13,17 +13,22 @@ loky's pipes, as a freshly started one would.
 Protocol (a ``SOCK_SEQPACKET`` socket pair, one message per request)::
 
     driver -> server   pickle((which of fds 0-2 follow, the fd numbers the worker must
-                       find its files at, its call pipe's number, its environment))
+                       find its files at, its call pipe's number))
                        + the files themselves (SCM_RIGHTS): a status pipe, stdio, loky's
-    server -> driver   the new worker's pid (8 bytes)
+    server -> driver   the new worker's pid (8 bytes; -1: it could not fork)
+    driver -> call     a length-prefixed pickle of the driver's state (environment,
+                       umask, resource limits, CPU affinity, niceness), then what loky
+                       sends a worker it started (preparation data, process object)
     server -> status   the worker's exit code (4 bytes, ``-N`` for signal N) once it is
                        reaped; the driver's ``poll()`` reads it, as ``waitpid`` would
 
 Lifetime: the server exits when the driver's end of the socket closes (the driver
-exited, however it died). Workers watch their parent (see ``init_worker``): a worker
-whose server is gone exits within half a second. Where the server cannot be had (not
-Linux, ``FLOWFORGE_FORK_SERVER=0``, or it failed to start), workers start as loky
-starts them.
+exited, however it died). Workers watch the parent that started them (see
+``init_worker``): a worker whose server is gone exits within half a second. Settings an
+interpreter reads only as it starts (``PYTHON*`` variables) are the server's: when they
+change, the next worker comes from a new server, and the old one stays for the workers
+it forked. Where no server can be had (not Linux, ``FLOWFORGE_FORK_SERVER=0``, it failed
+to start or died), workers start as loky starts them.
 
 Forking is safe here because the server is single-threaded and has loaded no native
 library that starts threads (no OpenMP, no BLAS): the reason loky does not fork the

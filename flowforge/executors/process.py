@@ -32,6 +32,7 @@ import itertools
 import os
 import select
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -694,10 +695,13 @@ class _Slot:
         if self._pool is None:
             import loky
 
-            from .._private.forkserver import fork_server_context
             from .._private.remote import init_worker
 
-            context = fork_server_context()  # workers forked ready-made, where it can
+            context = None
+            if sys.platform == "linux":  # workers forked ready-made (POSIX-only code)
+                from .._private.forkserver import fork_server_context
+
+                context = fork_server_context()
             server = None if context is None else context.server_pid
             self._pool = loky.ProcessPoolExecutor(
                 max_workers=1, initializer=init_worker, initargs=(os.getpid(), server),

@@ -73,7 +73,6 @@ _FRAME = struct.Struct("I")
 _server: _Server | None = None  # the one the last context was made for
 _servers: dict[tuple[tuple[str, str], ...], _Server] = {}  # by their start-up settings
 _server_lock = threading.Lock()
-_exit_hook: list[bool] = []
 
 
 def fork_server_context() -> ForkServerContext | None:
@@ -95,9 +94,6 @@ def fork_server_context() -> ForkServerContext | None:
                 server = _Server()
             except OSError:
                 return None
-            if not _exit_hook:
-                atexit.register(_close_at_exit)
-                _exit_hook.append(True)
         _servers[key] = _server = server
     return ForkServerContext(server)
 
@@ -107,6 +103,9 @@ def _close_at_exit() -> None:
     later)."""
     for server in list(_servers.values()):
         server.close()
+
+
+atexit.register(_close_at_exit)
 
 
 class ForkServerContext(LokyContext):

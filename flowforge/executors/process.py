@@ -141,9 +141,9 @@ class ProcessExecutor(Executor):
         self._claims = itertools.count()  # numbers the claim files of attempts sent ahead
 
     def start(self) -> None:
-        """Start every worker now rather than at first use (they boot in parallel), so
-        that their start-up (a fresh interpreter each) is over before the first attempt
-        comes. ``shutdown()`` (which ``run()`` calls at its end) stops them."""
+        """Start every worker now rather than at first use (they start in parallel), so
+        that their start-up (a fork, or a fresh interpreter each) is over before the first
+        attempt comes. ``shutdown()`` (which ``run()`` calls at its end) stops them."""
         with self._lock:
             self._closed = False
             for slot in self._slots:
@@ -585,14 +585,12 @@ class ProcessExecutor(Executor):
                     self._take(slot, ahead=True)
                     if self._ahead_until(slot, time.monotonic()) is not None else None
                 )
-            if outcomes is not None:
+            if outcomes:  # one task's attempts (batches never mix tasks): one code
                 seconds, by_code = self._seconds, self._by_code
+                code = _code_of(jobs[0].call[0])  # type: ignore[index]
                 for job, (_, ran_for) in zip(jobs, outcomes, strict=True):
-                    old = seconds.get(job.name)
-                    seconds[job.name] = ran_for if old is None else old + _EWMA * (ran_for - old)
-                    code = _code_of(job.call[0])  # type: ignore[index]
-                    old = by_code.get(code)
-                    by_code[code] = ran_for if old is None else old + _EWMA * (ran_for - old)
+                    seconds[job.name] = _average(seconds.get(job.name), ran_for)
+                    by_code[code] = _average(by_code.get(code), ran_for)
         try:
             for i, job in enumerate(jobs):
                 future = job.future
@@ -784,6 +782,11 @@ class _Slot:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=wait, kill_workers=not wait)
+
+
+def _average(old: float | None, new: float) -> float:
+    """A running average of attempt durations that follows recent ones."""
+    return new if old is None else old + _EWMA * (new - old)
 
 
 def _code_of(task: Any) -> Any:

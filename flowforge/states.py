@@ -4,8 +4,9 @@ A task moves PENDING -> RUNNING -> SUCCEEDED or FAILED. A failed attempt that wi
 retried goes RUNNING -> PENDING until its delay is over. PENDING -> SKIPPED when it will
 never run (an upstream failed under ``on_error="continue"``); PENDING or RUNNING ->
 CANCELLED on Ctrl-C, the run's timeout or a cancel request. PENDING -> SUCCEEDED is a
-result restored from an earlier run. Nothing leaves SUCCEEDED, FAILED, SKIPPED or
-CANCELLED.
+result restored from an earlier run. PENDING -> FAILED is a failure before the task could
+start: its condition raised, an input could not be loaded back, or what it asks for can
+never be granted. Nothing leaves SUCCEEDED, FAILED, SKIPPED or CANCELLED.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from enum import Enum
 
 from .errors import InvalidTransitionError
 
-__all__ = ["RunStatus", "TaskState", "check_transition"]
+__all__ = ["ALLOWED", "RunStatus", "TaskState", "check_transition"]
 
 
 class TaskState(str, Enum):
@@ -50,9 +51,10 @@ class RunStatus(str, Enum):
 
 _FINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED})
 
-_ALLOWED: dict[TaskState, frozenset[TaskState]] = {
+ALLOWED: dict[TaskState, frozenset[TaskState]] = {
     TaskState.PENDING: frozenset(
-        {TaskState.RUNNING, TaskState.SKIPPED, TaskState.CANCELLED, TaskState.SUCCEEDED}
+        {TaskState.RUNNING, TaskState.SKIPPED, TaskState.CANCELLED, TaskState.SUCCEEDED,
+         TaskState.FAILED}
     ),
     TaskState.RUNNING: frozenset(
         {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.PENDING, TaskState.CANCELLED}
@@ -64,13 +66,13 @@ _WHY_NOT = {
     TaskState.FAILED: "a failed task only runs again in a new (or resumed) run",
     TaskState.SKIPPED: "a skipped task stays skipped for the rest of the run",
     TaskState.CANCELLED: "a cancelled task stays cancelled for the rest of the run",
-    TaskState.PENDING: "a pending task must start before it can finish",
+    TaskState.PENDING: "a pending task is already waiting to start",
     TaskState.RUNNING: "a running task must finish, fail or be cancelled",
 }
 
 
 def check_transition(task: str, old: TaskState, new: TaskState) -> None:
     """Raise :class:`InvalidTransitionError` unless ``old -> new`` is allowed."""
-    if new not in _ALLOWED.get(old, frozenset()):
+    if new not in ALLOWED.get(old, frozenset()):
         msg = f"task {task!r} cannot go from {old.value} to {new.value}: {_WHY_NOT[old]}"
         raise InvalidTransitionError(msg, task=task, old=old, new=new)

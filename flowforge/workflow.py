@@ -52,7 +52,7 @@ from .states import RunStatus
 from .task import Task, TaskContext
 
 if TYPE_CHECKING:
-    from ._admission import Admission, Request
+    from ._engine.admission import Admission, Request
     from .persistence.manager import PersistenceManager
     from .persistence.plan import Plan
     from .persistence.store import StateStore
@@ -304,7 +304,7 @@ class Workflow:
                     log_file=self._log_file(),
                     log_console=not self.quiet,
                     session=session,
-                    resources=refs,
+                    fixtures=refs,
                     admission=admission,
                     requests=requests,
                 )
@@ -574,7 +574,7 @@ class Workflow:
         """What admission control this run needs: None when nothing asks for any.
         ``local=False``: a cluster places CPU/memory/GPU requests; pools and rate limits
         are still kept here."""
-        from ._admission import admission_for
+        from ._engine.admission import admission_for
 
         return admission_for(
             self.dag.tasks, self.limits, self.rate_limits, self.concurrency, self.clock,

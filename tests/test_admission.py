@@ -218,7 +218,7 @@ def test_a_task_over_its_memory_request_is_killed_and_the_run_goes_on(opts):
 
 
 def _admission(**kw):
-    from flowforge._admission import Admission
+    from flowforge._engine.admission import Admission
     from flowforge._private.gpus import StaticInventory
 
     gpus = kw.pop("inventory", StaticInventory(0))
@@ -227,31 +227,31 @@ def _admission(**kw):
 
 def test_a_big_request_passed_over_too_often_reserves_the_run():
     """Small tasks may pass a big one, but after MAX_PASSES it goes first."""
-    from flowforge._admission import MAX_PASSES, Request
+    from flowforge._engine.admission import MAX_PASSES, Request, Wait
 
     adm = _admission(cpus=4)
     small, big = Request(cpus=1), Request(cpus=4)
     held = adm.acquire("s", small)
     for _ in range(MAX_PASSES):
-        assert isinstance(adm.acquire("big", big), str)
-    assert "waiting behind 'big'" in adm.acquire("s2", small)
+        assert isinstance(adm.acquire("big", big), Wait)
+    assert "waiting behind 'big'" in adm.acquire("s2", small).reason
     adm.release(held)
     grant = adm.acquire("big", big)
-    assert not isinstance(grant, str)
+    assert not isinstance(grant, Wait)
     adm.release(grant)
-    assert not isinstance(adm.acquire("s2", small), str)
+    assert not isinstance(adm.acquire("s2", small), Wait)
 
 
 def test_gpu_memory_is_checked_against_what_nvml_says_is_free():
     """A gpu_memory request goes to a device with that much free (read through the GPU
     inventory interface, faked here)."""
-    from flowforge._admission import Request
+    from flowforge._engine.admission import Request, Wait
     from flowforge._private.gpus import StaticInventory
 
     adm = _admission(gpus=2, inventory=StaticInventory(2, free={0: 2 * 2**30, 1: 20 * 2**30}))
     grant = adm.acquire("fit", Request(gpus=0.5, gpu_memory=8 * 2**30))
-    assert not isinstance(grant, str) and grant.gpus == (1,)
-    assert isinstance(adm.acquire("too big", Request(gpus=0.5, gpu_memory=16 * 2**30)), str)
+    assert not isinstance(grant, Wait) and grant.gpus == (1,)
+    assert isinstance(adm.acquire("too big", Request(gpus=0.5, gpu_memory=16 * 2**30)), Wait)
 
 
 def test_nvml_without_a_gpu_means_zero_gpus_and_no_noise(capsys):
@@ -283,10 +283,10 @@ def test_rate_limits_on_the_fake_clock_space_starts_without_spinning(opts):
 
 def test_fractional_gpu_shares_leave_no_float_dust():
     """After 0.1 and 0.2 of a GPU are released, a whole-GPU request fits again."""
-    from flowforge._admission import Request
+    from flowforge._engine.admission import Request, Wait
 
     adm = _admission(gpus=1)
     grants = [adm.acquire(n, Request(gpus=g)) for n, g in (("a", 0.1), ("b", 0.2))]
     for g in grants:
         adm.release(g)
-    assert not isinstance(adm.acquire("whole", Request(gpus=1)), str)
+    assert not isinstance(adm.acquire("whole", Request(gpus=1)), Wait)

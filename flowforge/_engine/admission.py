@@ -3,8 +3,10 @@
 One :class:`Admission` per run holds what is in use (CPUs, memory, GPU shares per
 device, running attempts per pool, the run's running attempts) and the token buckets of
 the rate limits. The engine asks :meth:`Admission.acquire` for a ready attempt; a
-:class:`Grant` says it may start (and on which GPU devices), a string says why not.
-:meth:`Admission.release` gives it all back when the attempt ends.
+:class:`Grant` says it may start (and on which GPU devices), a :class:`Wait` says why not.
+:meth:`Admission.release` gives it all back when the attempt ends. :class:`RunAdmission`
+keeps the engine's side (each attempt's grant, how long it waited); a run that declares
+no limits or requests gets :class:`NullAdmission`, which grants everything at once.
 
 Fairness: tasks that fit may pass one that does not, but a task passed over
 ``MAX_PASSES`` times reserves the run: from then on nothing that needs CPUs, memory or
@@ -18,17 +20,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._private.gpus import GpuInventory
-from .errors import WorkflowDefinitionError
-from .events import TaskWaiting
-from .resources import RateLimit, ResourceLimits, Resources
-from .states import TaskState
+from .._private.gpus import GpuInventory
+from ..errors import WorkflowDefinitionError
+from ..resources import RateLimit, ResourceLimits, Resources
 
-__all__ = ["Admission", "Admitting", "Grant", "Request", "admission_for"]
+if TYPE_CHECKING:
+    from ..result import TaskRun
+
+__all__ = [
+    "GRANTED", "Admission", "Grant", "NullAdmission", "Request", "RunAdmission", "Wait",
+    "admission_for",
+]
 
 MAX_PASSES = 32
 _EPS = 1e-9  # float sums of rates and GPU fractions are compared with this slack
@@ -64,6 +69,17 @@ class Grant:
     request: Request
     gpus: tuple[int, ...] = ()
     shares: dict[int, tuple[float, int]] = field(default_factory=dict)
+
+
+class Wait(NamedTuple):
+    """An attempt may not start yet: ``reason`` says what it waits for."""
+
+    reason: str
+    rate_limited: bool = False  # it waits for a rate limit's next token
+    first: bool = False  # set by RunAdmission on the first refusal of a wait
+
+
+GRANTED = Grant(Request())  # what NullAdmission gives every attempt
 
 
 class _Bucket:
@@ -147,16 +163,16 @@ class Admission:
 
     # -- while it runs ---------------------------------------------------------------
 
-    def acquire(self, name: str, req: Request) -> Grant | str:
-        """A :class:`Grant` if the attempt may start now, else why it waits."""
+    def acquire(self, name: str, req: Request) -> Grant | Wait:
+        """A :class:`Grant` if the attempt may start now, else a :class:`Wait`."""
         if self.max_running is not None and self.running >= self.max_running:
-            return f"max_concurrent_tasks={self.max_running} are running"
+            return Wait(f"max_concurrent_tasks={self.max_running} are running")
         for tag in req.tags:
             cap = self.concurrency.get(tag)
             if cap is not None and self.in_pool.get(tag, 0) >= cap:
-                return f"the {tag!r} pool is full ({cap} running)"
+                return Wait(f"the {tag!r} pool is full ({cap} running)")
         if req.sized and self._reserved not in (None, name):
-            return f"waiting behind {self._reserved!r}, which has waited longest"
+            return Wait(f"waiting behind {self._reserved!r}, which has waited longest")
         if self.used_cpus + req.cpus > self.cpus + 1e-9:
             return self._pass(name, f"{req.cpus:g} CPUs (free: {self.cpus - self.used_cpus:g})")
         if self.used_memory + req.memory > self.memory:
@@ -170,7 +186,7 @@ class Admission:
         for bucket in buckets:
             bucket.refill(now)
             if bucket.tokens < 1 - _EPS:
-                return f"a rate limit ({bucket.wait():.2f}s to its next start)"
+                return Wait(f"a rate limit ({bucket.wait():.2f}s to its next start)", True)
         for bucket in buckets:
             bucket.tokens = max(0.0, bucket.tokens - 1)
         self.used_cpus += req.cpus
@@ -213,11 +229,11 @@ class Admission:
 
     # -- inside ----------------------------------------------------------------------
 
-    def _pass(self, name: str, what: str) -> str:
+    def _pass(self, name: str, what: str) -> Wait:
         passes = self._passes[name] = self._passes.get(name, 0) + 1
         if passes >= MAX_PASSES and self._reserved is None:
             self._reserved = name
-        return f"{what} to be free"
+        return Wait(f"{what} to be free")
 
     def _buckets(self, name: str, req: Request) -> list[_Bucket]:
         found = [self._named[t] for t in req.tags if t in self._named]
@@ -261,134 +277,98 @@ class Admission:
         peak["tasks"] = max(peak["tasks"], float(self.running))
 
 
-class Admitting:
-    """The engine's side of admission (mixed into :class:`~flowforge._engine.Engine`):
-    the ready loop that asks before starting, and the bookkeeping of grants and waits."""
+class RunAdmission:
+    """The engine's side of admission for one run: each attempt's grant, keyed by
+    ``(task, index)`` (index -1 for a task, else a map item or loop iteration), and how
+    long each waiting attempt has waited and why."""
 
-    if TYPE_CHECKING:
-        from collections import deque
+    def __init__(
+        self, admission: Admission, requests: Mapping[str, Request],
+        tasks: Mapping[str, TaskRun],
+    ) -> None:
+        self.admission = admission
+        self.requests = dict(requests)
+        self._tasks = tasks
+        self._grants: dict[tuple[str, int], Grant] = {}
+        self._since: dict[tuple[str, int], float] = {}
+        self._reasons: dict[tuple[str, int], str] = {}
+        self._rate_waits: list[tuple[str, Request]] = []
 
-        from ._binding import Binding
-        from ._control import Gate
-        from .executors.base import Executor
-        from .result import TaskRun
+    @property
+    def peak(self) -> dict[str, float] | None:
+        return self.admission.peak
 
-        tasks: dict[str, TaskRun]
-        _ready: deque[Any]
-        _stopping: bool
-        _gate: Gate
-        _fanned: set[str]
-        _inflight: dict[Executor, int]
-        _task_executors: Mapping[str, Executor]
-        _executor: Executor
-        _bindings: Mapping[str, Binding]
-        _clock: Any
-
-        def _admit(self, name: str) -> bool: ...
-        def _expand(self, name: str) -> None: ...
-        def _start(self, name: str, ex: Executor) -> None: ...
-        def _start_unit(self, name: str, index: int, ex: Executor) -> None: ...
-        def _publish(self, event_type: type[Any], **fields: Any) -> Any: ...
-        def _failed(self, name: str, error: BaseException, duration: float, *,
-                    retry: bool = True) -> None: ...
-
-    _admission: Admission | None
-    _memory: Any
-    _requests: dict[str, Request]
-    _grants: dict[tuple[str, int], Grant]
-    _wait_since: dict[tuple[str, int], float]
-    _wait_reasons: dict[tuple[str, int], str]
-    _gate_passed: set[str]
-    _token_due: float | None
-
-    def _start_ready_admitted(self) -> None:
-        """Start every ready attempt that its executor and admission let start, in order;
-        the others keep their place at the front of the queue."""
-        admission = self._admission
-        assert admission is not None
-        ready = self._ready
-        kept: list[Any] = []
-        rate_waits: list[tuple[str, Request]] = []
-        while ready and not self._stopping:
-            entry = ready.popleft()
-            name, index = (entry, -1) if isinstance(entry, str) else entry
-            ex = self._task_executors.get(name, self._executor)
-            if self._inflight.get(ex, 0) >= ex.max_workers:
-                kept.append(entry)
-                continue
-            if index < 0 and name not in self._gate_passed:
-                if name in self._gate.check and not self._admit(name):
-                    continue
-                self._gate_passed.add(name)
-                if name in self._fanned:
-                    self._expand(name)
-                    continue
-            grant = admission.acquire(name, self._requests[name])
-            if isinstance(grant, str):
-                kept.append(entry)
-                if grant.startswith("a rate limit"):
-                    rate_waits.append((name, self._requests[name]))
-                self._waits(name, index, grant)
-                continue
-            self._grants[(name, index)] = grant
-            since = self._wait_since.pop((name, index), None)
-            if since is not None:
-                self.tasks[name].waited += time.perf_counter() - since
-            if index < 0:
-                self._start(name, ex)
-            else:
-                self._start_unit(name, index, ex)
-        ready.extendleft(reversed(kept))
-        delay = admission.next_token_in(rate_waits) if rate_waits else None
-        self._token_due = None if delay is None else self._clock.monotonic() + delay
-
-    def _waits(self, name: str, index: int, reason: str) -> None:
+    def admit(self, name: str, index: int) -> Grant | Wait:
+        """A grant for this attempt, or why it waits (``first`` on the first refusal)."""
         key = (name, index)
-        self._wait_reasons[key] = reason
-        if key not in self._wait_since:
-            self._wait_since[key] = time.perf_counter()
-            self._publish(TaskWaiting, task=name, attempt=self.tasks[name].attempts + 1,
-                          index=None if index < 0 else index, reason=reason)
+        req = self.requests[name]
+        answer = self.admission.acquire(name, req)
+        if answer.__class__ is Wait:
+            assert isinstance(answer, Wait)
+            if answer.rate_limited:
+                self._rate_waits.append((name, req))
+            self._reasons[key] = answer.reason
+            if key in self._since:
+                return answer
+            self._since[key] = time.perf_counter()
+            return answer._replace(first=True)
+        assert isinstance(answer, Grant)
+        self._grants[key] = answer
+        since = self._since.pop(key, None)
+        if since is not None:
+            self._tasks[name].waited += time.perf_counter() - since
+        return answer
 
-    def _release(self, name: str, index: int) -> None:
+    def token_delay(self) -> float | None:
+        """Seconds until one of the rate-limited attempts refused since the last call may
+        have its token (None: none was refused for a rate limit)."""
+        waits, self._rate_waits = self._rate_waits, []
+        return self.admission.next_token_in(waits) if waits else None
+
+    def release(self, name: str, index: int) -> None:
         """An attempt ended: give back what it was granted (idempotent)."""
         grant = self._grants.pop((name, index), None)
-        if grant is not None and self._admission is not None:
-            self._admission.release(grant)
+        if grant is not None:
+            self.admission.release(grant)
 
-    def _stuck(self) -> None:
-        """Nothing runs and nothing ready may start (a GPU whose memory other programs
-        hold, say): fail the waiting tasks rather than wait for ever."""
-        ready = list(self._ready)
-        self._ready.clear()
-        for entry in ready:
-            name, index = (entry, -1) if isinstance(entry, str) else entry
-            reason = self._wait_reasons.get((name, index), "resources")
-            msg = (
-                f"task {name!r} cannot start although nothing else runs: it waits for "
-                f"{reason}; lower its Resources(...) or free what it needs"
-            )
-            if self.tasks[name].state is TaskState.PENDING:
-                self.tasks[name].state = TaskState.RUNNING
-                self.tasks[name].attempts += 1
-            self._failed(name, WorkflowDefinitionError(msg, task=name), 0.0, retry=False)
+    def reason(self, name: str, index: int) -> str:
+        """What a waiting attempt waits for."""
+        return self._reasons.get((name, index), "resources")
 
-    def _watch_memory(self, name: str, index: int, future: Future[Any], ex: Executor) -> None:
-        grant = self._grants.get((name, index))
-        worker_pid = getattr(ex, "worker_pid", None)
-        if grant is None or not grant.request.memory or worker_pid is None:
-            return
-        pid = lambda: worker_pid(future)  # noqa: E731 - read each sample: it may still wait
-        if self._memory is None:
-            from ._memory import MemoryWatch
-
-            self._memory = MemoryWatch()
-        self._memory.watch(future, pid, grant.request.memory,
-                           lambda: ex.cancel_running(future))
-
-    def _gpus_of(self, name: str, index: int) -> list[int] | None:
+    def gpus_of(self, name: str, index: int) -> list[int] | None:
+        """The GPU devices granted to an attempt that asked for GPUs, else None."""
         grant = self._grants.get((name, index))
         return None if grant is None or not grant.request.gpus else list(grant.gpus)
+
+    def memory_of(self, name: str, index: int) -> int:
+        """The memory (bytes) granted to an attempt; 0 when it asked for none."""
+        grant = self._grants.get((name, index))
+        return 0 if grant is None else grant.request.memory
+
+
+class NullAdmission:
+    """Admission for a run that declares no limits or requests: every attempt may start
+    at once, nothing is counted, nothing waits."""
+
+    peak = None
+
+    def admit(self, name: str, index: int) -> Grant:
+        return GRANTED
+
+    def token_delay(self) -> None:
+        return None
+
+    def release(self, name: str, index: int) -> None:
+        return None
+
+    def reason(self, name: str, index: int) -> str:
+        return "resources"
+
+    def gpus_of(self, name: str, index: int) -> None:
+        return None
+
+    def memory_of(self, name: str, index: int) -> int:
+        return 0
 
 
 def admission_for(
@@ -409,7 +389,7 @@ def admission_for(
         return None, {}
     import psutil
 
-    from ._private.gpus import NvmlInventory
+    from .._private.gpus import NvmlInventory
 
     admission = Admission(
         limits or ResourceLimits(),

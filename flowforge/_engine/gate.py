@@ -1,9 +1,11 @@
 """Control flow decided while a run goes on: trigger rules, conditions, branch choices.
 
-The engine asks :class:`Gate` about a task only when something could stop it: it has a
-condition (``when=``) or a trigger other than ``all_success``, an upstream ended without
-a result (failed or skipped), or a branch passed it over. Every other task starts
-without a question, which keeps the common path as cheap as it was.
+The engine asks :class:`Gate` about a ready task only when something could stop it: it
+has a condition (``when=``) or a trigger other than ``all_success``, an upstream ended
+without a result (failed or skipped), or a branch passed it over (``check`` holds those).
+Every other task starts without a question, which keeps the common path cheap.
+:meth:`Gate.decide` answers with a decision: ``None`` (run it), a :class:`Skip` with the
+reason, or a :class:`Fail` with the condition's own error.
 
 A skipped task counts as finished for its downstream tasks, which then follow their own
 triggers: with the default ``all_success`` a skip spreads, with ``all_done`` or
@@ -13,21 +15,18 @@ task that runs anyway.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._private.handoff import materialize_inputs
-from .errors import TaskError
-from .events import TaskSkipped
-from .states import TaskState, check_transition
+from ..errors import TaskError
+from ..states import TaskState
 
 if TYPE_CHECKING:
-    from ._binding import Binding
-    from .dag import CompiledDAG
-    from .result import TaskRun
+    from .._binding import Binding
+    from ..dag import CompiledDAG
+    from ..result import TaskRun
 
-__all__ = ["Gate", "Gating", "branch_choice", "trigger_unmet"]
+__all__ = ["Fail", "Gate", "Skip", "branch_choice", "trigger_unmet"]
 
 _S = TaskState.SUCCEEDED
 _F = TaskState.FAILED
@@ -87,6 +86,18 @@ def branch_choice(branch: str, value: Any, downstream: Iterable[str]) -> set[str
     return set(chosen)
 
 
+class Skip(NamedTuple):
+    """The task is skipped, for ``reason``."""
+
+    reason: str
+
+
+class Fail(NamedTuple):
+    """The task fails before it starts, unretried: its condition raised ``error``."""
+
+    error: BaseException
+
+
 class Gate:
     """Which ready tasks need a question before they start, and the answers so far."""
 
@@ -135,62 +146,21 @@ class Gate:
             ((u, tasks[u].state) for u in self._graph.upstream[name]),
         )
 
-
-class Gating:
-    """The engine's side of the gate (mixed into :class:`~flowforge._engine.Engine`):
-    asking about a ready task, and skipping it."""
-
-    if TYPE_CHECKING:
-        from collections import deque
-
-        from .dag import ReadySet
-
-        tasks: Mapping[str, TaskRun]
-        _gate: Gate
-        _bindings: Mapping[str, Binding]
-        _ready_set: ReadySet
-        _ready: deque[Any]
-
-        def _arguments(self, name: str, b: Binding, attempt: int,
-                       args: tuple[tuple[str, int, str], ...] | None = None
-                       ) -> dict[str, Any]: ...
-        def _failed(self, name: str, error: BaseException, duration: float, *,
-                    retry: bool = True) -> None: ...
-        def _save_end(self, rec: TaskRun) -> None: ...
-        def _publish(self, event_type: type[Any], **fields: Any) -> Any: ...
-
-    def _admit(self, name: str) -> bool:
-        """Ask the gate whether a ready task runs: its trigger, a branch, its condition."""
-        reason = self._gate.skip_reason(name)
-        if reason is None:
-            b = self._bindings[name]
-            if b.when is None:
-                return True
-            try:
-                ok = b.when(**materialize_inputs(self._arguments(name, b, 1, b.when_args)))
-            except KeyboardInterrupt:
-                raise
-            except BaseException as exc:  # the condition's error fails the task, unretried
-                rec = self.tasks[name]
-                rec.state = TaskState.RUNNING
-                rec.attempts += 1
-                rec.started = time.time()
-                self._failed(name, exc, 0.0, retry=False)
-                return False
-            if ok:
-                return True
-            reason = "condition false"
-        self._skip(name, reason)
-        return False
-
-    def _skip(self, name: str, reason: str) -> None:
-        rec = self.tasks[name]
-        check_transition(name, rec.state, TaskState.SKIPPED)
-        rec.state = TaskState.SKIPPED
-        rec.finished = time.time()
-        self._save_end(rec)
-        self._publish(TaskSkipped, task=name, attempt=rec.attempts, reason=reason)
-        self._gate.ended_without_result(name)
-        rs = self._ready_set
-        rs.done(name)
-        self._ready.extend(rs.get_ready())
+    def decide(
+        self, name: str, condition_inputs: Callable[[], dict[str, Any]]
+    ) -> Skip | Fail | None:
+        """Whether ready task ``name`` runs (None), is skipped, or fails: its trigger, a
+        branch, then its condition, called with ``condition_inputs()``."""
+        reason = self.skip_reason(name)
+        if reason is not None:
+            return Skip(reason)
+        when = self._bindings[name].when
+        if when is None:
+            return None
+        try:
+            ok = when(**condition_inputs())
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # the condition's error fails the task, unretried
+            return Fail(exc)
+        return None if ok else Skip("condition false")

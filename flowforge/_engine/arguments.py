@@ -1,0 +1,78 @@
+"""The keyword arguments of one attempt, built from its task's binding.
+
+Each parameter's source was decided once, when the workflow was bound (see
+:mod:`flowforge._binding`): an upstream result, a run param, a fixture, or the
+``TaskContext``. An upstream that failed or was skipped hands ``None`` to a task that
+runs anyway (``absent``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .._binding import FROM_PARAM, FROM_RESOURCE, FROM_TASK
+from ..task import TaskContext
+
+if TYPE_CHECKING:
+    from .._binding import Binding
+    from .._shared import ResourceRef
+
+__all__ = ["Arguments"]
+
+
+class Arguments:
+    """Builds attempts' arguments for one run."""
+
+    __slots__ = ("_values", "_absent", "_params", "_fixtures", "_upstream", "_context",
+                 "_gpus_of")
+
+    def __init__(
+        self,
+        *,
+        values: Mapping[str, Any],
+        absent: set[str],
+        params: Mapping[str, Any],
+        fixtures: Mapping[str, ResourceRef],
+        upstream: Mapping[str, Any],
+        context: dict[str, Any],
+        gpus_of: Callable[[str, int], list[int] | None],
+    ) -> None:
+        self._values = values  # read live: results arrive while the run goes on
+        self._absent = absent
+        self._params = params
+        self._fixtures = fixtures
+        self._upstream = upstream
+        self._context = context  # the TaskContext fields every attempt shares
+        self._gpus_of = gpus_of
+
+    def build(
+        self, name: str, b: Binding, attempt: int,
+        args: tuple[tuple[str, int, str], ...] | None = None,
+    ) -> dict[str, Any]:
+        """The arguments of attempt ``attempt`` of ``name`` (``args``: another callable's
+        bindings, a condition's)."""
+        values = self._values
+        absent = self._absent
+        kwargs: dict[str, Any] = {}
+        for param, kind, source in b.args if args is None else args:
+            if kind == FROM_TASK:
+                kwargs[param] = None if absent and source in absent else values[source]
+            elif kind == FROM_PARAM:
+                kwargs[param] = self._params[source]
+            elif kind == FROM_RESOURCE:
+                kwargs[param] = self._fixtures[source]
+            else:
+                kwargs[param] = TaskContext(
+                    task=name,
+                    attempt=attempt,
+                    inputs={
+                        u: None if u in absent else values[u] for u in self._upstream[name]
+                    },
+                    gpus=self._gpus_of(name, -1),
+                    **self._context,
+                )
+        if args is None:
+            for up in b.extra_inputs:
+                kwargs[up] = None if absent and up in absent else values[up]
+        return kwargs

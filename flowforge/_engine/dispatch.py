@@ -1,0 +1,282 @@
+"""Handing attempts to executors and taking their outcomes back.
+
+The loop decides *what* starts and *when*; a :class:`Dispatcher` only runs what it is
+given, where it is told, and reports how it went. It owns what that needs:
+
+* ``running``: each in-flight future and its :class:`Attempt`; ``inflight`` counts them
+  per executor, so the loop never hands an executor more than it has workers for;
+* ``inbox``: executors' futures post themselves here when done; the loop blocks on it
+  (and the cancel token wakes it by posting ``None``);
+* the fixtures made in the driver, the memory watch of process workers, and the work
+  that is cheaper done here than handed over (see :meth:`Dispatcher.launch`).
+
+An outcome is ``(ok, value_or_error, duration)``: the loop never sees a packed result,
+a future or a worker crash in an executor's own terms.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .._shared import ResourcePool, resolve_refs
+from ..errors import MemoryLimitExceeded, TaskError, TaskSerializationError, WorkerCrashedError
+from ..executors.thread import ThreadExecutor
+
+if TYPE_CHECKING:
+    from .._binding import Binding
+    from .._memory import MemoryWatch
+    from ..executors.base import Executor
+    from .admission import NullAdmission, RunAdmission
+    from .results import ResultStore
+
+__all__ = ["Attempt", "Dispatcher", "Outcome"]
+
+#: ``(ok, value or error, seconds)`` of one finished attempt.
+Outcome = tuple[bool, Any, float]
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One attempt in flight: of task ``name`` (``index`` >= 0: one of its map items or
+    loop iterations), its number, when it started (``perf_counter``) and where."""
+
+    name: str
+    number: int
+    started: float
+    executor: Executor
+    index: int = -1
+
+
+class Dispatcher:
+    """Runs attempts on the run's executors (see the module docstring)."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        task_executors: Mapping[str, Executor],
+        store: ResultStore,
+        admission: RunAdmission | NullAdmission,
+        *,
+        limited: bool,
+        run_deadline: bool,
+        send_ahead: bool,
+    ) -> None:
+        self.default = executor
+        self.by_task = task_executors
+        self.running: dict[Future[Any], Attempt] = {}
+        self.inflight: dict[Executor, int] = {}
+        self.inbox: queue.SimpleQueue[Future[Any] | None] = queue.SimpleQueue()
+        #: The attempt being run or handed over in this thread (Ctrl-C cancels it).
+        self.current: Attempt | None = None
+        self._store = store
+        self._admission = admission
+        self._limited = limited  # admission control is on: never batch an attempt
+        self._run_deadline = run_deadline  # the run has a timeout: nothing runs inline
+        self._send_ahead = send_ahead
+        self._pool = ResourcePool()
+        self._memory: MemoryWatch | None = None
+
+    # -- where ---------------------------------------------------------------------
+
+    def executors(self) -> set[Executor]:
+        return {self.default, *self.by_task.values()}
+
+    def isolated(self) -> Iterable[Executor]:
+        return (ex for ex in self.executors() if ex.isolated)
+
+    def has_room(self, ex: Executor, name: str, timed: bool) -> bool:
+        """Whether ``ex`` takes one more attempt of ``name`` now: a free worker, or on a
+        batching executor a small task's place in its queue (never a timed task's: its
+        timeout must start when it really starts)."""
+        inflight = self.inflight.get(ex, 0)
+        if inflight < ex.max_workers:
+            return True
+        return (
+            ex.batching
+            and not timed
+            and inflight < ex.room(name, ahead=self._send_ahead)  # type: ignore[attr-defined]
+        )
+
+    # -- starting --------------------------------------------------------------------
+
+    def launch(
+        self, attempt: Attempt, b: Binding, kwargs: dict[str, Any], alone: bool
+    ) -> Outcome | Future[Any]:
+        """Start ``attempt``. Returns its outcome when it ran (or failed) right here,
+        its future when it was handed to its executor. ``alone``: nothing else is ready or due.
+
+        It runs in this thread when that is cheaper and safe: on an inline executor, or
+        on the thread executor when it is the only thing to do (a chain), where handing
+        it to a pool thread would cost two thread switches and buy no parallelism."""
+        ex = attempt.executor
+        if not ex.isolated:
+            try:
+                kwargs = self._store.local_inputs(kwargs)
+                if b.uses_resources:
+                    resolve_refs(kwargs, self._pool)
+            except TaskError as exc:
+                return False, exc, 0.0
+            except Exception as exc:  # a held result lost: a file gone, a worker dead
+                return False, exc, 0.0
+        timeout = b.task.timeout
+        if timeout is None and not self._run_deadline and (
+            ex.inline
+            or (alone and not self.running and type(ex) is ThreadExecutor)
+        ):
+            return self._call_here(attempt, b, kwargs)
+        self.current = attempt
+        try:
+            future = self._submit(attempt, b, kwargs, timeout is not None)
+        except TaskSerializationError as exc:
+            self.current = None
+            return False, exc, time.perf_counter() - attempt.started
+        self.current = None
+        self.running[future] = attempt
+        self.inflight[ex] = self.inflight.get(ex, 0) + 1
+        if ex.isolated and self._limited:
+            self._watch_memory(attempt, future)
+        future.add_done_callback(self.inbox.put)
+        return future
+
+    def _call_here(self, attempt: Attempt, b: Binding, kwargs: dict[str, Any]) -> Outcome:
+        self.current = attempt
+        t0 = time.perf_counter()
+        try:
+            value = b.call(**kwargs)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit too: as on the pool paths
+            self.current = None
+            return False, exc, time.perf_counter() - t0
+        self.current = None
+        return True, value, time.perf_counter() - t0
+
+    def _submit(
+        self, attempt: Attempt, b: Binding, kwargs: dict[str, Any], timed: bool
+    ) -> Future[Any]:
+        ex = attempt.executor
+        if not ex.isolated:
+            if ex.inline:
+                return ex.submit_detached(b.call, **kwargs)  # type: ignore[attr-defined]
+            return ex.submit(b.call, **kwargs)
+        gpus = self._admission.gpus_of(attempt.name, attempt.index)
+        env = None if gpus is None else {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
+        spill = self._store.spills.get(ex)
+        if ex.takes_tasks:  # it pickles attempts itself (several at once, or with their
+            # inputs left on a cluster)
+            return ex.submit_task(  # type: ignore[attr-defined]
+                b.task, kwargs, env, spill, attempt.name,
+                solo=timed or self._limited, ahead=self._send_ahead,
+            )
+        from .._private.remote import pack_call, run_packed
+
+        return ex.submit(run_packed, pack_call(b.task, kwargs, env, spill), attempt.name)
+
+    def _watch_memory(self, attempt: Attempt, future: Future[Any]) -> None:
+        limit = self._admission.memory_of(attempt.name, attempt.index)
+        ex = attempt.executor
+        worker_pid = getattr(ex, "worker_pid", None)
+        if not limit or worker_pid is None:
+            return
+        if self._memory is None:
+            from .._memory import MemoryWatch
+
+            self._memory = MemoryWatch()
+        self._memory.watch(future, lambda: worker_pid(future), limit,
+                           lambda: ex.cancel_running(future))
+
+    # -- finishing -------------------------------------------------------------------
+
+    def wait(self, timeout: float | None) -> list[Future[Any] | None]:
+        """The futures done so far, waiting up to ``timeout`` seconds for the first."""
+        inbox = self.inbox
+        try:
+            first = inbox.get_nowait() if timeout == 0.0 else inbox.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        done = [first]
+        while True:
+            try:
+                done.append(inbox.get_nowait())
+            except queue.Empty:
+                return done
+
+    def take(self, future: Future[Any] | None) -> Attempt | None:
+        """Stop tracking ``future``: its attempt, or None if it was no longer tracked (it
+        timed out or was cancelled earlier, and this is its late answer)."""
+        attempt = self.running.pop(future, None)  # type: ignore[arg-type]
+        if attempt is not None:
+            self.inflight[attempt.executor] -= 1
+        return attempt
+
+    def outcome(self, attempt: Attempt, future: Future[Any]) -> Outcome:
+        """How the attempt behind a done future went, in the loop's terms."""
+        duration = getattr(future, "ran_for", None)  # as measured by a batching worker
+        if duration is None:
+            duration = time.perf_counter() - attempt.started
+        name = attempt.name
+        over = None if self._memory is None else self._memory.exceeded.pop(future, None)
+        if over is not None:
+            from .._memory import margin
+
+            limit, peak = over
+            return False, MemoryLimitExceeded(
+                f"task {name!r} attempt {attempt.number} used {peak / 2**20:.0f} MiB, over its "
+                f"memory={limit / 2**20:.0f} MiB (+{margin(limit) / 2**20:.0f} MiB margin); "
+                "its worker was killed. Raise Resources(memory=...) or use less",
+                task=name, limit=limit, peak=peak,
+            ), duration
+        try:
+            value = future.result()
+            if attempt.executor.isolated:
+                from .._private.remote import unpack_outcome
+
+                value = unpack_outcome(value, name)
+        except WorkerCrashedError as exc:
+            return False, WorkerCrashedError(
+                f"task {name!r} attempt {attempt.number} failed: {exc.message}; the run "
+                "goes on with a fresh worker",
+                task=name,
+                exitcode=getattr(exc, "exitcode", None),
+                signal=getattr(exc, "signal", None),
+            ), duration
+        except BaseException as exc:  # the task's own error, whatever its class
+            return False, exc, duration
+        return True, value, duration
+
+    # -- stopping --------------------------------------------------------------------
+
+    def stop(self, future: Future[Any]) -> bool:
+        """Stop the attempt behind ``future``: True if it was stopped (a process worker
+        killed), False if it could only be abandoned (a thread)."""
+        attempt = self.running.get(future)
+        ex = attempt.executor if attempt is not None else self.default
+        return ex.cancel_running(future)
+
+    def drop_queued(self) -> list[Attempt]:
+        """The attempts batching executors hold but have not sent to a worker: they will
+        never start (the run stops); no longer tracked."""
+        dropped = []
+        for ex in {a.executor for a in self.running.values() if a.executor.batching}:
+            for future in ex.cancel_queued():  # type: ignore[attr-defined]
+                attempt = self.take(future)
+                if attempt is not None:
+                    dropped.append(attempt)
+        return dropped
+
+    def shutdown(self) -> None:
+        """Stop every worker of the run and tear down the driver's fixtures (stopped
+        attempts were killed or abandoned)."""
+        if self._memory is not None:
+            self._memory.stop()
+        for ex in self.executors():
+            try:
+                ex.shutdown(wait=True)
+            except Exception:  # pragma: no cover - never let cleanup hide the result
+                pass
+        self._pool.close()

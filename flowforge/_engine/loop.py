@@ -1,0 +1,653 @@
+"""The one scheduling loop every executor shares.
+
+States
+------
+Each task has a :class:`~flowforge.result.TaskRun` whose state only
+:func:`~flowforge._engine.lifecycle.move` changes, along :mod:`flowforge.states`:
+PENDING -> RUNNING -> SUCCEEDED | FAILED; RUNNING -> PENDING while a retry waits out its
+delay; PENDING -> SKIPPED when its trigger, a branch or its condition says so; PENDING
+-> FAILED when it fails before it can start; PENDING | RUNNING -> CANCELLED when the run
+is cancelled or times out. A mapped or looping task stays RUNNING while its *units*
+(``(task, index)``: an item, an iteration) run.
+
+Data structures
+---------------
+The loop owns the ready queue and composes plain parts, each with one job:
+
+* ``ready``: a FIFO deque of entries, a task's name or a unit ``(name, index)``; the
+  ``ReadySet`` (:mod:`flowforge.dag`) moves a task there when its last upstream is done;
+* :class:`~.gate.Gate`: whether a ready task runs, is skipped, or fails (triggers,
+  branches, conditions);
+* admission (:mod:`.admission`): whether it may start now within the run's limits, or
+  waits; a run that declares none has a null admission that always grants;
+* :class:`~.dispatch.Dispatcher`: hands attempts to executors, keeps the running ones,
+  and turns done futures into outcomes;
+* :class:`~.timers.Timers`: attempt deadlines, retry delays, the run's deadline and the
+  next rate-limit token, on the injected clock;
+* :class:`~.fanout.FanOut`: map items and loop iterations;
+* :class:`~.results.ResultStore`: results, loaded back or mapped on demand, so the loop
+  never handles a large-result handle itself;
+* :class:`~.recorder.Recorder`: saves each outcome through the run session *before*
+  its event is published, so a task reported finished is on disk;
+* :class:`~.cancel.CancelToken`: the one way to stop the run: fail-fast, a failed save,
+  the run's timeout, Ctrl-C and a cancel request all go through it.
+
+Task selection policy
+---------------------
+Ready entries start in the order they became ready, as long as their executor has room
+and admission grants them; one that must wait keeps its place and the ones behind it
+may pass (with a fairness reservation, see :mod:`.admission`). There are no level
+barriers: a task starts as soon as its own upstreams are done. The loop blocks only on
+the dispatcher's inbox, with a timeout at the next thing due, so it wakes for a finished
+attempt, a deadline, a retry or a cancel, never by polling.
+
+Failures
+--------
+Tasks and units share one retry path (:meth:`Engine._attempt_failed`): an attempt is
+retried while attempts remain, the error matches ``retry_on``, and the run is not
+stopping; its delay is ``retry_delay * backoff**(k-1)``. A final failure under
+``fail_fast`` cancels the run through the token (running attempts finish, the rest stay
+PENDING); under ``continue`` it makes its downstream tasks ask the gate (a skip spreads
+under the default trigger) and the rest goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .._binding import Binding, call_hook
+from .._private.gcpause import paused_gc
+from ..errors import StateError, TaskSerializationError, TaskTimeoutError, WorkflowTimeoutError
+from ..events import (
+    TaskCancelled,
+    TaskFailed,
+    TaskRetrying,
+    TaskSkipped,
+    TaskStarted,
+    TaskSucceeded,
+    TaskWaiting,
+    WorkflowFinished,
+    WorkflowStarted,
+)
+from ..metrics import RunMetrics
+from ..result import Results, RunResult
+from ..states import RunStatus, TaskState
+from .admission import NullAdmission, RunAdmission, Wait
+from .arguments import Arguments
+from .cancel import CancelToken, Stop
+from .dispatch import Attempt, Dispatcher, Outcome
+from .fanout import FanOut, Step
+from .gate import Fail, Gate
+from .lifecycle import move, new_records
+from .recorder import Recorder
+from .results import ResultStore
+from .timers import Timers
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from .._shared import ResourceRef
+    from ..bus import EventBus
+    from ..clock import Clock
+    from ..dag import CompiledDAG
+    from ..executors.base import Executor
+    from ..persistence.session import RunSession
+    from .admission import Admission, Request
+
+__all__ = ["Engine"]
+
+_RUNNING = TaskState.RUNNING
+_PENDING = TaskState.PENDING
+_SUCCEEDED = TaskState.SUCCEEDED
+_FAILED = TaskState.FAILED
+
+
+class Engine:
+    """Runs one workflow run to completion; use once."""
+
+    def __init__(
+        self,
+        *,
+        workflow: str,
+        run_id: str,
+        graph: CompiledDAG,
+        bindings: Mapping[str, Binding],
+        params: Mapping[str, Any],
+        executor: Executor,
+        task_executors: Mapping[str, Executor],
+        on_error: str,
+        timeout: float | None,
+        clock: Clock,
+        bus: EventBus,
+        log_file: str | None = None,
+        log_console: bool = False,
+        session: RunSession | None = None,
+        fixtures: Mapping[str, ResourceRef] | None = None,
+        admission: Admission | None = None,
+        requests: Mapping[str, Request] | None = None,
+    ) -> None:
+        self.workflow = workflow
+        self.run_id = run_id
+        self._graph = graph
+        self._bindings = bindings
+        self._params = params
+        self._on_error = on_error
+        self._timeout = timeout
+        self._bus = bus
+        self.tasks = new_records(graph.order)
+        self._store = ResultStore(None if session is None else session.load)
+        self.results = self._store.values
+        self._ready_set = graph.ready_set()
+        self._ready: deque[Any] = deque()
+        self._gate = Gate(graph, bindings, self.tasks)
+        self._gate_passed: set[str] = set()  # asked already, then made to wait
+        self._admission: RunAdmission | NullAdmission = (
+            NullAdmission() if admission is None
+            else RunAdmission(admission, requests or {}, self.tasks)
+        )
+        self._timers = Timers(clock, timeout)
+        self._recorder = Recorder(session, graph, self.results, self._state_failed)
+        self._fanout = FanOut(bindings, self._recorder, params, ResultStore.value)
+        self._fanned = {n for n, b in bindings.items() if b.task.map or b.task.loop}
+        self._branches = {n for n, b in bindings.items() if b.task.branch}
+        self._dispatch = Dispatcher(
+            executor, task_executors, self._store, self._admission,
+            limited=admission is not None,
+            run_deadline=timeout is not None,
+            send_ahead=session is None and admission is None,
+        )
+        self.token = CancelToken(wake=lambda: self._dispatch.inbox.put(None))
+        self._arguments = Arguments(
+            values=self.results,
+            absent=self._gate.absent,
+            params=params,
+            fixtures={n: dataclasses.replace(r, key=run_id)
+                      for n, r in (fixtures or {}).items()},
+            upstream=graph.upstream,
+            context={
+                "run_id": run_id, "workflow": workflow, "params": params,
+                "log_file": log_file, "log_console": log_console,
+                "resumed": self._recorder.resumed,
+            },
+            gpus_of=self._admission.gpus_of,
+        )
+        self._session = session
+        self._restored = self._recorder.restore(self.tasks, self._ready_set, self._gate,
+                                                bindings)
+        self._first_error: BaseException | None = None
+        self._running_stopped = False
+        self._emit_started = bus.wants(TaskStarted)
+        self._emit_succeeded = bus.wants(TaskSucceeded)
+        self._emit_failed = bus.wants(TaskFailed)
+
+    # -- the run ---------------------------------------------------------------------
+
+    def run(self, *, executor_label: str = "") -> RunResult:
+        """Run every task that is not restored; return the run's result."""
+        started = time.time()
+        t0 = time.perf_counter()
+        self._announce(executor_label)
+        try:
+            self._store.plan(self._dispatch.isolated(), self._session, self.run_id)
+            self._ready.extend(self._ready_set.get_ready())
+            self._loop()
+        except KeyboardInterrupt:
+            self._cancel(Stop.CANCEL, "interrupted (Ctrl-C)")
+        finally:
+            self._store.hold()  # before the executors stop: a cluster's results go too
+            self._dispatch.shutdown()
+            self._store.remove_files()
+        for name in self._fanout.fans:  # a map or loop whose remaining units never ran
+            self._mark_cancelled(name, "the run stopped before all its items or iterations ran")
+        return self._result(started, time.perf_counter() - t0)
+
+    def _loop(self) -> None:
+        ready = self._ready
+        token = self.token
+        dispatch = self._dispatch
+        while True:
+            if ready and not token.stopping:
+                self._start_ready()
+            if dispatch.running:
+                self._wait()
+            elif token.stopping:
+                return
+            elif self._timers.has_due():
+                self._sleep_until_due()
+            elif ready:
+                self._stuck()
+            else:
+                return
+
+    def _start_ready(self) -> None:
+        """Start every ready entry its executor has room for and admission grants, in
+        order; the others keep their place at the front of the queue."""
+        ready = self._ready
+        dispatch = self._dispatch
+        admission = self._admission
+        gate_check = self._gate.check
+        several = bool(dispatch.by_task)
+        kept: list[Any] = []
+        while ready and not self.token.stopping:
+            entry = ready.popleft()
+            name, index = (entry, -1) if entry.__class__ is str else entry
+            ex = dispatch.by_task.get(name, dispatch.default) if several else dispatch.default
+            if not dispatch.has_room(ex, name, self._bindings[name].task.timeout is not None):
+                kept.append(entry)
+                if several or self._admission.__class__ is RunAdmission:
+                    continue  # another entry may fit elsewhere
+                break
+            if (index < 0 and name in gate_check and name not in self._gate_passed
+                    and not self._ask_gate(name)):
+                continue
+            if index < 0 and name in self._fanned:
+                self._open_fan(name)
+                continue
+            grant = admission.admit(name, index)
+            if grant.__class__ is Wait:
+                kept.append(entry)
+                self._waits(name, index, grant)
+                continue
+            if index < 0:
+                self._start(name, ex)
+            else:
+                self._start_unit(name, index, ex)
+        if kept:
+            ready.extendleft(reversed(kept))
+        self._timers.token_in(admission.token_delay())
+
+    def _ask_gate(self, name: str) -> bool:
+        """Ask the gate about a ready task: True if it runs; else it was skipped or failed."""
+        b = self._bindings[name]
+        decision = self._gate.decide(
+            name,
+            lambda: self._store.local_inputs(
+                self._arguments.build(name, b, 1, b.when_args)
+            ),
+        )
+        if decision is None:
+            self._gate_passed.add(name)
+            return True
+        if isinstance(decision, Fail):
+            self._task_failed(name, decision.error, 0.0)
+        else:
+            self._skip(name, decision.reason)
+        return False
+
+    def _waits(self, name: str, index: int, wait: Wait) -> None:
+        if wait.first:
+            self._publish(TaskWaiting, task=name, attempt=self.tasks[name].attempts + 1,
+                          index=None if index < 0 else index, reason=wait.reason)
+
+    # -- starting attempts -----------------------------------------------------------
+
+    def _start(self, name: str, ex: Executor) -> None:
+        rec = self.tasks[name]
+        b = self._bindings[name]
+        move(rec, _RUNNING)
+        attempt = rec.attempts
+        try:
+            kwargs = self._arguments.build(name, b, attempt) if b.args or b.extra_inputs else {}
+        except StateError as exc:  # a restored input could not be loaded back
+            self._finished(Attempt(name, attempt, 0.0, ex), (False, exc, 0.0))
+            return
+        if attempt == 1:
+            self._recorder.inputs_taken(name)
+        if self._emit_started:
+            self._publish(TaskStarted, task=name, attempt=attempt)
+        self._launch(Attempt(name, attempt, time.perf_counter(), ex), b, kwargs)
+
+    def _start_unit(self, name: str, index: int, ex: Executor) -> None:
+        if self.tasks[name].state is not _RUNNING or not self._fanout.runs(name):
+            return  # its task failed meanwhile: the rest of its items never start
+        number, kwargs = self._fanout.unit_arguments(
+            name, index, self._admission.gpus_of(name, index)
+        )
+        self._publish(TaskStarted, task=name, attempt=number, index=index)
+        self._launch(Attempt(name, number, time.perf_counter(), ex, index),
+                     self._bindings[name], kwargs)
+
+    def _launch(self, attempt: Attempt, b: Binding, kwargs: dict[str, Any]) -> None:
+        alone = not self._ready and not self._timers.has_due()
+        launched = self._dispatch.launch(attempt, b, kwargs, alone)
+        if launched.__class__ is tuple:  # it ran here, or could not be handed over
+            self._finished(attempt, launched)
+            return
+        timeout = b.task.timeout
+        if timeout is not None:
+            self._timers.deadline(launched, timeout)
+
+    def _open_fan(self, name: str) -> None:
+        """A mapped or looping task is ready: compute its inputs, queue its first units."""
+        rec = self.tasks[name]
+        b = self._bindings[name]
+        move(rec, _RUNNING)
+        try:
+            base = self._arguments.build(name, b, 1)
+        except StateError as exc:
+            self._task_failed(name, exc, 0.0)
+            return
+        self._recorder.inputs_taken(name)
+        self._publish(TaskStarted, task=name, attempt=1)
+        upstream = {u: self.tasks[u] for u in self._graph.upstream[name]}
+        self._fan_step(name, self._fanout.open(name, base, upstream))
+
+    def _fan_step(self, name: str, step: Step | None) -> None:
+        if step is None:
+            return
+        if step.units:
+            self._ready.extend((name, i) for i in step.units)
+        elif step.done:
+            self._succeeded(name, step.value, self._fanout.elapsed(name))
+        elif step.error is not None:
+            self._task_failed(name, step.error, self._fanout.elapsed(name))
+
+    # -- outcomes --------------------------------------------------------------------
+
+    def _wait(self) -> None:
+        timers = self._timers
+        clock = timers.clock
+        due = timers.next_due(not self.token.stopping)
+        timeout = None if due is None else max(0.0, due - clock.monotonic())
+        dispatch = self._dispatch
+        for future in dispatch.wait(timeout if timeout == 0.0 else
+                                    clock.blocking_timeout(timeout)):
+            attempt = dispatch.take(future)
+            if attempt is not None:
+                assert future is not None
+                self._finished(attempt, dispatch.outcome(attempt, future))
+        if self.token.stopping:
+            self._on_stop()
+        if due is not None:
+            self._on_clock(clock.monotonic())
+
+    def _sleep_until_due(self) -> None:
+        clock = self._timers.clock
+        due = self._timers.next_due(True)
+        assert due is not None
+        clock.sleep(due - clock.monotonic())
+        self._on_clock(clock.monotonic())
+
+    def _on_clock(self, now: float) -> None:
+        """Expire attempt timeouts, release retries that are due, enforce the run's timeout."""
+        timers = self._timers
+        for future in timers.expired(now):
+            self._timed_out(future)
+        if not self.token.stopping:
+            self._ready.extend(timers.due(now))
+        if timers.run_expired(now):
+            self._cancel(Stop.TIMEOUT, f"the workflow timeout of {self._timeout}s passed")
+
+    def _timed_out(self, future: Future[Any]) -> None:
+        dispatch = self._dispatch
+        killed = dispatch.stop(future)
+        attempt = dispatch.take(future)
+        if attempt is None:
+            return
+        timeout = self._bindings[attempt.name].task.timeout
+        how = (
+            "its worker process was killed" if killed
+            else "it cannot be interrupted where it runs (a thread, or a Dask task), so it "
+            "was abandoned"
+        )
+        error = TaskTimeoutError(
+            f"task {attempt.name!r} attempt {attempt.number} timed out after {timeout}s "
+            f"({how}); raise timeout= or make the task faster",
+            task=attempt.name,
+            timeout=timeout,
+        )
+        self._attempt_failed(attempt, error, time.perf_counter() - attempt.started)
+
+    def _finished(self, attempt: Attempt, outcome: Outcome) -> None:
+        ok, value, duration = outcome
+        if ok:
+            if attempt.index < 0:
+                self._succeeded(attempt.name, value, duration)
+            else:
+                self._unit_succeeded(attempt, value, duration)
+        else:
+            self._attempt_failed(attempt, value, duration)
+
+    def _succeeded(self, name: str, value: Any, duration: float) -> None:
+        self._admission.release(name, -1)
+        if name in self._branches:  # a set lookup: this runs for every success
+            try:
+                self._gate.chose(name, ResultStore.value(value))
+            except Exception as exc:  # not a branch's answer, or a held value lost
+                self._task_failed(name, exc, duration)
+                return
+        rec = self.tasks[name]
+        move(rec, _SUCCEEDED)
+        rec.duration = duration
+        self.results[name] = value
+        if self._recorder.session is not None:
+            self._recorder.succeeded(rec, value, mapped=name in self._fanout.fans
+                                     and self._fanout.fans[name].mapped)
+        if self._emit_succeeded:
+            self._publish(TaskSucceeded, task=name, attempt=rec.attempts, duration=duration)
+        rs = self._ready_set
+        rs.done(name)
+        self._ready.extend(rs.get_ready())
+
+    def _unit_succeeded(self, attempt: Attempt, value: Any, duration: float) -> None:
+        name, index = attempt.name, attempt.index
+        self._admission.release(name, index)
+        step = self._fanout.succeeded(name, index, value, duration)
+        if step is None or self.tasks[name].state is not _RUNNING:
+            return  # a late item of a task that already ended: kept for a resume
+        self._publish(TaskSucceeded, task=name, attempt=attempt.number, duration=duration,
+                      index=index)
+        self._fan_step(name, step)
+
+    def _attempt_failed(self, attempt: Attempt, error: BaseException, duration: float) -> None:
+        """The one retry path, for tasks and units alike."""
+        name, index = attempt.name, attempt.index
+        self._admission.release(name, index)
+        rec = self.tasks[name]
+        task = self._bindings[name].task
+        number = attempt.number
+        unit = index >= 0
+        will_retry = (
+            number <= task.retries
+            and isinstance(error, task.retry_on)
+            and not isinstance(error, TaskSerializationError)
+            and not self.token.stopping
+            and (not unit or (self._fanout.runs(name) and rec.state is _RUNNING))
+        )
+        event = None
+        if self._emit_failed or unit or (task.on_failure is not None and not will_retry):
+            event = self._publish(
+                TaskFailed, task=name, attempt=number, duration=duration, error=error,
+                will_retry=will_retry, index=None if not unit else index,
+            )
+        if will_retry:
+            entry: Any = name
+            if unit:
+                entry = (name, index)
+            else:
+                rec.duration = duration
+                move(rec, _PENDING)
+            delay = task.retry_delay_for(number + 1)
+            self._timers.delay(entry, delay)
+            self._publish(TaskRetrying, task=name, attempt=number + 1, delay=delay,
+                          index=index if unit else None)
+            return
+        if not unit:
+            self._task_failed(name, error, duration, event)
+        elif rec.state is _RUNNING:
+            elapsed = self._fanout.failed(name, index, error)
+            if elapsed is not None:
+                self._task_failed(name, error, elapsed)
+
+    def _task_failed(
+        self, name: str, error: BaseException, duration: float, event: Any = None
+    ) -> None:
+        """``name`` failed for good: record it, then stop the run or route around it."""
+        self._admission.release(name, -1)
+        rec = self.tasks[name]
+        task = self._bindings[name].task
+        rec.duration = duration
+        if event is None and (self._emit_failed or task.on_failure is not None):
+            event = self._publish(TaskFailed, task=name, attempt=max(rec.attempts, 1),
+                                  duration=duration, error=error, will_retry=False)
+        move(rec, _FAILED, error=error)
+        rec.tolerated = task.on_error == "continue"
+        self._recorder.ended(rec)
+        if task.on_failure is not None:
+            call_hook(task.on_failure, event, f"on_failure of task {name!r}")
+        if not rec.tolerated and self._first_error is None:
+            self._first_error = error
+        if (task.on_error or self._on_error) == "fail_fast":
+            self._cancel(Stop.FAIL_FAST, f"task {name!r} failed (fail_fast)")
+            return
+        self._done_without_result(name)
+
+    def _skip(self, name: str, reason: str) -> None:
+        rec = self.tasks[name]
+        move(rec, TaskState.SKIPPED)
+        self._recorder.ended(rec)
+        self._publish(TaskSkipped, task=name, attempt=rec.attempts, reason=reason)
+        self._done_without_result(name)
+
+    def _done_without_result(self, name: str) -> None:
+        self._gate.ended_without_result(name)
+        rs = self._ready_set
+        rs.done(name)
+        self._ready.extend(rs.get_ready())
+
+    def _stuck(self) -> None:
+        """Nothing runs and nothing ready may start (a GPU whose memory other programs
+        hold, say): fail the waiting tasks rather than wait for ever."""
+        entries = list(self._ready)
+        self._ready.clear()
+        for entry in entries:
+            name, index = (entry, -1) if isinstance(entry, str) else entry
+            reason = self._admission.reason(name, index)
+            from ..errors import WorkflowDefinitionError
+
+            msg = (
+                f"task {name!r} cannot start although nothing else runs: it waits for "
+                f"{reason}; lower its Resources(...) or free what it needs"
+            )
+            if self.tasks[name].state.finished:
+                continue
+            self._task_failed(name, WorkflowDefinitionError(msg, task=name), 0.0)
+
+    # -- stopping --------------------------------------------------------------------
+
+    def _cancel(self, cause: Stop, reason: str) -> None:
+        """Stop the run through its token, and act on it at once in this thread."""
+        self.token.cancel(cause, reason)
+        self._on_stop()
+
+    def _on_stop(self) -> None:
+        """The token says stop: forget waiting retries, drop what batching executors still
+        queue and, when running attempts must stop too, stop them."""
+        token = self.token
+        self._timers.drop_delayed()
+        for attempt in self._dispatch.drop_queued():
+            if attempt.index < 0:
+                self._mark_cancelled(attempt.name, f"it had not started when {token.reason}")
+        if token.stop_running and not self._running_stopped:
+            self._running_stopped = True
+            dispatch = self._dispatch
+            for future, attempt in list(dispatch.running.items()):
+                dispatch.stop(future)
+                dispatch.take(future)
+                self._admission.release(attempt.name, attempt.index)
+                self._mark_cancelled(attempt.name, token.reason)
+            current = dispatch.current
+            if current is not None:
+                dispatch.current = None
+                self._mark_cancelled(current.name, token.reason)
+
+    def _mark_cancelled(self, name: str, reason: str) -> None:
+        rec = self.tasks[name]
+        if rec.state is _RUNNING:
+            move(rec, TaskState.CANCELLED)
+            self._recorder.ended(rec)
+            self._publish(TaskCancelled, task=name, attempt=rec.attempts, reason=reason)
+
+    def _state_failed(self, error: StateError) -> None:
+        """Saving failed: stop starting tasks; the save error is the run's error."""
+        if self._first_error is None or not isinstance(self._first_error, StateError):
+            self._first_error = error
+        self.token.cancel(Stop.STATE, "saving the run's state failed")
+
+    # -- reporting -------------------------------------------------------------------
+
+    def _announce(self, executor_label: str) -> None:
+        session = self._session
+        resumed = self._recorder.resumed
+        self._publish(
+            WorkflowStarted,
+            total_tasks=len(self.tasks),
+            executor=executor_label or getattr(self._dispatch.default, "name", "custom"),
+            params=dict(self._params),
+            resumed=resumed,
+            restored=self._restored,
+            reasons=session.plan.reasons() if session is not None and resumed else {},
+            notes=() if session is None else tuple(session.plan.notes),
+        )
+
+    def _status(self) -> RunStatus:
+        token = self.token
+        if Stop.CANCEL in token:
+            return RunStatus.CANCELLED
+        if Stop.TIMEOUT in token or isinstance(self._first_error, StateError):
+            return RunStatus.FAILED
+        for rec in self.tasks.values():
+            state = rec.state
+            if state is _SUCCEEDED or state is TaskState.SKIPPED:
+                continue
+            if state is _FAILED and rec.tolerated:
+                continue
+            return RunStatus.FAILED
+        return RunStatus.SUCCEEDED
+
+    def _result(self, started: float, duration: float) -> RunResult:
+        status = self._status()
+        error = self._first_error
+        if Stop.TIMEOUT in self.token:
+            error = WorkflowTimeoutError(
+                f"workflow {self.workflow!r} run {self.run_id} timed out after "
+                f"{self._timeout}s; raise workflow(timeout=...) or speed up its tasks",
+                workflow=self.workflow, run_id=self.run_id, task=None, status=status.value,
+            )
+        with paused_gc():  # a record per task, none in a cycle: see _private/gcpause.py
+            metrics = RunMetrics.from_tasks(self.tasks.values(), duration,
+                                            self._admission.peak)
+            succeeded = [n for n, r in self.tasks.items() if r.state is _SUCCEEDED]
+        counts = {
+            "succeeded": metrics.succeeded, "failed": metrics.failed,
+            "skipped": metrics.skipped,
+            "cancelled": sum(1 for r in self.tasks.values() if r.state is TaskState.CANCELLED),
+        }
+        failed_save = self._recorder.finish(status.value, counts)
+        if failed_save is not None and error is None:
+            error = failed_save
+        if isinstance(error, StateError):
+            status = RunStatus.FAILED
+        self._publish(
+            WorkflowFinished, status=status.value, duration=duration,
+            succeeded=metrics.succeeded, failed=metrics.failed, skipped=metrics.skipped,
+            error=error,
+        )
+        session = self._session
+        return RunResult(
+            workflow=self.workflow, run_id=self.run_id, status=status,
+            results=Results(self.results, succeeded, None if session is None else session.load),
+            tasks=self.tasks, metrics=metrics, started=started, finished=started + duration,
+            error=error, resumed=self._recorder.resumed,
+        )
+
+    def _publish(self, event_type: type[Any], **fields: Any) -> Any:
+        event = event_type(
+            workflow=self.workflow, run_id=self.run_id, timestamp=time.time(), **fields
+        )
+        self._bus.publish(event)
+        return event

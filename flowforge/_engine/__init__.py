@@ -1,5 +1,8 @@
 """The run: one loop over composed parts. Internal; users call ``Workflow.run()``.
 
+The loop decides what starts and when; every other part is a plain object that owns its
+own state and answers the loop's questions. None of them calls back into the loop.
+
 Module map (each module owns one thing):
 
 * ``loop.py``: :class:`Engine`, the one scheduling loop, with the design essay;
@@ -13,6 +16,7 @@ Module map (each module owns one thing):
 * ``arguments.py``: an attempt's keyword arguments from its binding;
 * ``results.py``: results in memory, loaded back from state, or held as handles;
 * ``recorder.py``: outcomes saved through the run session;
+* ``report.py``: the run's status, its ``RunResult`` and start/finish events;
 * ``cancel.py``: the cancel token, the one way to stop a run.
 """
 

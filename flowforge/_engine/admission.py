@@ -277,6 +277,14 @@ class Admission:
         peak["tasks"] = max(peak["tasks"], float(self.running))
 
 
+def stuck_error(name: str, reason: str) -> WorkflowDefinitionError:
+    msg = (
+        f"task {name!r} cannot start although nothing else runs: it waits for {reason}; "
+        "lower its Resources(...) or free what it needs"
+    )
+    return WorkflowDefinitionError(msg, task=name)
+
+
 class RunAdmission:
     """The engine's side of admission for one run: each attempt's grant, keyed by
     ``(task, index)`` (index -1 for a task, else a map item or loop iteration), and how
@@ -331,9 +339,10 @@ class RunAdmission:
         if grant is not None:
             self.admission.release(grant)
 
-    def reason(self, name: str, index: int) -> str:
-        """What a waiting attempt waits for."""
-        return self._reasons.get((name, index), "resources")
+    def stuck_error(self, name: str, index: int) -> WorkflowDefinitionError:
+        """The error of an attempt that can never start: nothing else runs, and it still
+        waits."""
+        return stuck_error(name, self._reasons.get((name, index), "resources"))
 
     def gpus_of(self, name: str, index: int) -> list[int] | None:
         """The GPU devices granted to an attempt that asked for GPUs, else None."""
@@ -361,8 +370,8 @@ class NullAdmission:
     def release(self, name: str, index: int) -> None:
         return None
 
-    def reason(self, name: str, index: int) -> str:
-        return "resources"
+    def stuck_error(self, name: str, index: int) -> WorkflowDefinitionError:
+        return stuck_error(name, "resources")
 
     def gpus_of(self, name: str, index: int) -> None:
         return None

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._shared import ResourcePool, resolve_refs
-from ..errors import MemoryLimitExceeded, TaskError, TaskSerializationError, WorkerCrashedError
+from ..errors import (
+    MemoryLimitExceeded,
+    TaskError,
+    TaskSerializationError,
+    TaskTimeoutError,
+    WorkerCrashedError,
+)
 from ..executors.thread import ThreadExecutor
 
 if TYPE_CHECKING:
@@ -34,7 +40,7 @@ if TYPE_CHECKING:
     from .admission import NullAdmission, RunAdmission
     from .results import ResultStore
 
-__all__ = ["Attempt", "Dispatcher", "Outcome"]
+__all__ = ["Attempt", "Dispatcher", "Outcome", "timeout_error"]
 
 #: ``(ok, value or error, seconds)`` of one finished attempt.
 Outcome = tuple[bool, Any, float]
@@ -50,6 +56,22 @@ class Attempt:
     started: float
     executor: Executor
     index: int = -1
+
+
+def timeout_error(attempt: Attempt, timeout: float | None, killed: bool) -> TaskTimeoutError:
+    """The error of an attempt that ran past its ``timeout``; ``killed``: its worker was
+    killed, else it was abandoned where it runs."""
+    how = (
+        "its worker process was killed" if killed
+        else "it cannot be interrupted where it runs (a thread, or a Dask task), so it was "
+        "abandoned"
+    )
+    return TaskTimeoutError(
+        f"task {attempt.name!r} attempt {attempt.number} timed out after {timeout}s ({how}); "
+        "raise timeout= or make the task faster",
+        task=attempt.name,
+        timeout=timeout,
+    )
 
 
 class Dispatcher:

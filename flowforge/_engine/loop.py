@@ -1,54 +1,32 @@
-"""The one scheduling loop every executor shares.
+"""The one scheduling loop every executor shares (the parts it composes: see the
+package docstring).
 
-States
-------
-Each task has a :class:`~flowforge.result.TaskRun` whose state only
-:func:`~flowforge._engine.lifecycle.move` changes, along :mod:`flowforge.states`:
-PENDING -> RUNNING -> SUCCEEDED | FAILED; RUNNING -> PENDING while a retry waits out its
-delay; PENDING -> SKIPPED when its trigger, a branch or its condition says so; PENDING
--> FAILED when it fails before it can start; PENDING | RUNNING -> CANCELLED when the run
-is cancelled or times out. A mapped or looping task stays RUNNING while its *units*
-(``(task, index)``: an item, an iteration) run.
+States. A task's state changes only through :func:`~.lifecycle.move`: PENDING ->
+RUNNING -> SUCCEEDED | FAILED; RUNNING -> PENDING while a retry waits out its delay;
+PENDING -> SKIPPED (trigger, branch or condition); PENDING -> FAILED when it fails
+before it can start; PENDING | RUNNING -> CANCELLED. A mapped or looping task stays
+RUNNING while its *units* ``(task, index)`` run.
 
-Data structures
----------------
-The loop owns the ready queue and composes plain parts, each with one job:
+Data. ``ready`` is a FIFO deque of entries, a task's name or a unit; the ``ReadySet``
+(:mod:`flowforge.dag`) puts a task there when its last upstream is done. Running
+attempts live in the :class:`~.dispatch.Dispatcher`, whose inbox the loop blocks on,
+with a timeout at the next thing :class:`~.timers.Timers` has due: the loop wakes for a
+finished attempt, a deadline, a retry or a cancel, and never polls.
 
-* ``ready``: a FIFO deque of entries, a task's name or a unit ``(name, index)``; the
-  ``ReadySet`` (:mod:`flowforge.dag`) moves a task there when its last upstream is done;
-* :class:`~.gate.Gate`: whether a ready task runs, is skipped, or fails (triggers,
-  branches, conditions);
-* admission (:mod:`.admission`): whether it may start now within the run's limits, or
-  waits; a run that declares none has a null admission that always grants;
-* :class:`~.dispatch.Dispatcher`: hands attempts to executors, keeps the running ones,
-  and turns done futures into outcomes;
-* :class:`~.timers.Timers`: attempt deadlines, retry delays, the run's deadline and the
-  next rate-limit token, on the injected clock;
-* :class:`~.fanout.FanOut`: map items and loop iterations;
-* :class:`~.results.ResultStore`: results, loaded back or mapped on demand, so the loop
-  never handles a large-result handle itself;
-* :class:`~.recorder.Recorder`: saves each outcome through the run session *before*
-  its event is published, so a task reported finished is on disk;
-* :class:`~.cancel.CancelToken`: the one way to stop the run: fail-fast, a failed save,
-  the run's timeout, Ctrl-C and a cancel request all go through it.
+Selection policy. Ready entries start in the order they became ready while their
+executor has room and admission grants them; one that must wait keeps its place and
+those behind it may pass (admission's fairness reservation stops starvation). There
+are no level barriers: a task starts as soon as its own upstreams are done. A gated
+task asks the :class:`~.gate.Gate` first; a mapped or looping task opens its units
+through :class:`~.fanout.FanOut` instead of starting.
 
-Task selection policy
----------------------
-Ready entries start in the order they became ready, as long as their executor has room
-and admission grants them; one that must wait keeps its place and the ones behind it
-may pass (with a fairness reservation, see :mod:`.admission`). There are no level
-barriers: a task starts as soon as its own upstreams are done. The loop blocks only on
-the dispatcher's inbox, with a timeout at the next thing due, so it wakes for a finished
-attempt, a deadline, a retry or a cancel, never by polling.
-
-Failures
---------
-Tasks and units share one retry path (:meth:`Engine._attempt_failed`): an attempt is
-retried while attempts remain, the error matches ``retry_on``, and the run is not
-stopping; its delay is ``retry_delay * backoff**(k-1)``. A final failure under
-``fail_fast`` cancels the run through the token (running attempts finish, the rest stay
-PENDING); under ``continue`` it makes its downstream tasks ask the gate (a skip spreads
-under the default trigger) and the rest goes on.
+Outcomes. A success is saved by the :class:`~.recorder.Recorder` *before* its event is
+published, so a task reported finished is on disk. Tasks and units share one retry
+path (:meth:`Engine._attempt_failed`): retried while attempts remain, the error matches
+``retry_on`` and the run is not stopping, after ``retry_delay * backoff**(k-1)``. A
+final failure under ``fail_fast`` stops the run through the :class:`~.cancel.CancelToken`
+(running attempts finish, the rest stay PENDING); under ``continue`` its downstream
+tasks ask the gate (a skip spreads under the default trigger) and the rest goes on.
 """
 
 from __future__ import annotations
@@ -60,8 +38,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._binding import Binding, call_hook
-from .._private.gcpause import paused_gc
-from ..errors import StateError, TaskSerializationError, TaskTimeoutError, WorkflowTimeoutError
+from ..errors import StateError, TaskSerializationError
 from ..events import (
     TaskCancelled,
     TaskFailed,
@@ -70,20 +47,19 @@ from ..events import (
     TaskStarted,
     TaskSucceeded,
     TaskWaiting,
-    WorkflowFinished,
     WorkflowStarted,
 )
-from ..metrics import RunMetrics
-from ..result import Results, RunResult
-from ..states import RunStatus, TaskState
+from ..result import RunResult
+from ..states import TaskState
 from .admission import NullAdmission, RunAdmission, Wait
 from .arguments import Arguments
 from .cancel import CancelToken, Stop
-from .dispatch import Attempt, Dispatcher, Outcome
+from .dispatch import Attempt, Dispatcher, Outcome, timeout_error
 from .fanout import FanOut, Step
 from .gate import Fail, Gate
 from .lifecycle import move, new_records
 from .recorder import Recorder
+from .report import started_fields, summarize
 from .results import ResultStore
 from .timers import Timers
 
@@ -190,7 +166,12 @@ class Engine:
         """Run every task that is not restored; return the run's result."""
         started = time.time()
         t0 = time.perf_counter()
-        self._announce(executor_label)
+        self._publish(
+            WorkflowStarted, total_tasks=len(self.tasks),
+            executor=executor_label or getattr(self._dispatch.default, "name", "custom"),
+            params=dict(self._params),
+            **started_fields(self._session, self._recorder.resumed, self._restored),
+        )
         try:
             self._store.plan(self._dispatch.isolated(), self._session, self.run_id)
             self._ready.extend(self._ready_set.get_ready())
@@ -203,7 +184,12 @@ class Engine:
             self._store.remove_files()
         for name in self._fanout.fans:  # a map or loop whose remaining units never ran
             self._mark_cancelled(name, "the run stopped before all its items or iterations ran")
-        return self._result(started, time.perf_counter() - t0)
+        return summarize(
+            workflow=self.workflow, run_id=self.run_id, tasks=self.tasks, values=self.results,
+            token=self.token, first_error=self._first_error, timeout=self._timeout,
+            peak=self._admission.peak, recorder=self._recorder, session=self._session,
+            started=started, duration=time.perf_counter() - t0, publish=self._publish,
+        )
 
     def _loop(self) -> None:
         ready = self._ready
@@ -388,18 +374,7 @@ class Engine:
         attempt = dispatch.take(future)
         if attempt is None:
             return
-        timeout = self._bindings[attempt.name].task.timeout
-        how = (
-            "its worker process was killed" if killed
-            else "it cannot be interrupted where it runs (a thread, or a Dask task), so it "
-            "was abandoned"
-        )
-        error = TaskTimeoutError(
-            f"task {attempt.name!r} attempt {attempt.number} timed out after {timeout}s "
-            f"({how}); raise timeout= or make the task faster",
-            task=attempt.name,
-            timeout=timeout,
-        )
+        error = timeout_error(attempt, self._bindings[attempt.name].task.timeout, killed)
         self._attempt_failed(attempt, error, time.perf_counter() - attempt.started)
 
     def _finished(self, attempt: Attempt, outcome: Outcome) -> None:
@@ -526,16 +501,8 @@ class Engine:
         self._ready.clear()
         for entry in entries:
             name, index = (entry, -1) if isinstance(entry, str) else entry
-            reason = self._admission.reason(name, index)
-            from ..errors import WorkflowDefinitionError
-
-            msg = (
-                f"task {name!r} cannot start although nothing else runs: it waits for "
-                f"{reason}; lower its Resources(...) or free what it needs"
-            )
-            if self.tasks[name].state.finished:
-                continue
-            self._task_failed(name, WorkflowDefinitionError(msg, task=name), 0.0)
+            if not self.tasks[name].state.finished:
+                self._task_failed(name, self._admission.stuck_error(name, index), 0.0)
 
     # -- stopping --------------------------------------------------------------------
 
@@ -577,73 +544,6 @@ class Engine:
         if self._first_error is None or not isinstance(self._first_error, StateError):
             self._first_error = error
         self.token.cancel(Stop.STATE, "saving the run's state failed")
-
-    # -- reporting -------------------------------------------------------------------
-
-    def _announce(self, executor_label: str) -> None:
-        session = self._session
-        resumed = self._recorder.resumed
-        self._publish(
-            WorkflowStarted,
-            total_tasks=len(self.tasks),
-            executor=executor_label or getattr(self._dispatch.default, "name", "custom"),
-            params=dict(self._params),
-            resumed=resumed,
-            restored=self._restored,
-            reasons=session.plan.reasons() if session is not None and resumed else {},
-            notes=() if session is None else tuple(session.plan.notes),
-        )
-
-    def _status(self) -> RunStatus:
-        token = self.token
-        if Stop.CANCEL in token:
-            return RunStatus.CANCELLED
-        if Stop.TIMEOUT in token or isinstance(self._first_error, StateError):
-            return RunStatus.FAILED
-        for rec in self.tasks.values():
-            state = rec.state
-            if state is _SUCCEEDED or state is TaskState.SKIPPED:
-                continue
-            if state is _FAILED and rec.tolerated:
-                continue
-            return RunStatus.FAILED
-        return RunStatus.SUCCEEDED
-
-    def _result(self, started: float, duration: float) -> RunResult:
-        status = self._status()
-        error = self._first_error
-        if Stop.TIMEOUT in self.token:
-            error = WorkflowTimeoutError(
-                f"workflow {self.workflow!r} run {self.run_id} timed out after "
-                f"{self._timeout}s; raise workflow(timeout=...) or speed up its tasks",
-                workflow=self.workflow, run_id=self.run_id, task=None, status=status.value,
-            )
-        with paused_gc():  # a record per task, none in a cycle: see _private/gcpause.py
-            metrics = RunMetrics.from_tasks(self.tasks.values(), duration,
-                                            self._admission.peak)
-            succeeded = [n for n, r in self.tasks.items() if r.state is _SUCCEEDED]
-        counts = {
-            "succeeded": metrics.succeeded, "failed": metrics.failed,
-            "skipped": metrics.skipped,
-            "cancelled": sum(1 for r in self.tasks.values() if r.state is TaskState.CANCELLED),
-        }
-        failed_save = self._recorder.finish(status.value, counts)
-        if failed_save is not None and error is None:
-            error = failed_save
-        if isinstance(error, StateError):
-            status = RunStatus.FAILED
-        self._publish(
-            WorkflowFinished, status=status.value, duration=duration,
-            succeeded=metrics.succeeded, failed=metrics.failed, skipped=metrics.skipped,
-            error=error,
-        )
-        session = self._session
-        return RunResult(
-            workflow=self.workflow, run_id=self.run_id, status=status,
-            results=Results(self.results, succeeded, None if session is None else session.load),
-            tasks=self.tasks, metrics=metrics, started=started, finished=started + duration,
-            error=error, resumed=self._recorder.resumed,
-        )
 
     def _publish(self, event_type: type[Any], **fields: Any) -> Any:
         event = event_type(

@@ -23,6 +23,7 @@ from tests.waiting import wait_until  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = "tests.fixture_web"
+LOCAL = "http://localhost"  # a loopback name: the Host rule refuses "testserver"
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def state(tmp_path):
 def client(state, monkeypatch):
     """A test client of a dashboard over ``state``, given the fixture workflows."""
     monkeypatch.setenv("PYTHONPATH", REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    with TestClient(create_app(state, [TARGET])) as c:
+    with TestClient(create_app(state, [TARGET]), base_url=LOCAL) as c:
         yield c
 
 
@@ -95,7 +96,7 @@ def test_unknown_runs_answer_404_saying_where_to_look(client):
 def test_without_the_workflows_file_the_dag_has_no_edges_and_says_why(state):
     """A dashboard not given a workflow's file still lists its tasks, in a grid, and says
     how to get the edges drawn."""
-    with TestClient(create_app(state)) as c:
+    with TestClient(create_app(state), base_url=LOCAL) as c:
         run_id = c.get("/api/v1/runs", params={"workflow": "gated"}).json()["runs"][0]["run_id"]
         graph = c.get(f"/api/v1/runs/{run_id}").json()["graph"]
     assert graph["edges"] == [] and not graph["complete"]
@@ -202,8 +203,8 @@ def test_cancel_a_running_run(client, tmp_path):
 
 def test_token_is_required_on_every_request(state):
     """With a token, pages, static files, the API and event streams answer 401 without
-    it, and accept it as a Bearer header or ?token=; the pages pass it on."""
-    with TestClient(create_app(state, token="s3cret")) as c:
+    it, and accept it as a Bearer header or ?token=; the pages pass it on in a cookie."""
+    with TestClient(create_app(state, token="s3cret"), base_url=LOCAL) as c:
         for path in ("/runs", "/static/app.js", "/api/v1/runs", "/api/v1/health",
                      "/api/v1/openapi.json", "/api/v1/runs/x/events", "/api/v1/metrics"):
             refused = c.get(path)
@@ -215,7 +216,8 @@ def test_token_is_required_on_every_request(state):
         assert c.get("/api/v1/health", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert c.get("/api/v1/health", params={"token": "s3cret"}).status_code == 200
         page = c.get("/runs", params={"token": "s3cret"})
-        assert page.status_code == 200 and 'src="/static/app.js?token=s3cret"' in page.text
+        assert page.status_code == 200 and 'src="/static/app.js"' in page.text
+        assert "set-cookie" in page.headers  # what the page's own requests carry
 
 
 def test_a_non_loopback_address_needs_a_token():

@@ -132,6 +132,12 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=8765)
     ui.add_argument("--token", default=None,
                     help="required on every request (default: $FLOWFORGE_UI_TOKEN)")
+    ui.add_argument("--allowed-host", dest="allowed_hosts", action="append", default=[],
+                    metavar="HOST[:PORT]",
+                    help="a further name the dashboard may be reached at (repeatable; "
+                         "loopback names and --host always are)")
+    ui.add_argument("--max-body", type=_byte_size, default=1 << 20, metavar="SIZE",
+                    help="the largest request body, in bytes or like 2MiB (default 1MiB)")
     ui.add_argument("--log-file", default=os.path.join("logs", "workflow.log"),
                     help="the runs' JSON log, for tracebacks and log lines "
                          "(default: logs/workflow.log)")
@@ -144,6 +150,22 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
     return value
+
+
+_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1 << 10, "mb": 1000**2, "mib": 1 << 20,
+          "gb": 1000**3, "gib": 1 << 30}
+
+
+def _byte_size(text: str) -> int:
+    """Bytes from ``1048576``, ``512KiB``, ``2MiB`` or ``2MB``: 1 or more."""
+    raw = text.strip().replace(" ", "")
+    digits = raw.rstrip("BbIiKkMmGg")
+    unit = raw[len(digits):].lower()
+    if not digits.isdigit() or unit not in _UNITS or int(digits) < 1:
+        msg = (f"takes a size in bytes, 1 or more, like 1048576 or 1MiB (units B, KB, KiB, "
+               f"MB, MiB, GB, GiB), got {text!r}")
+        raise argparse.ArgumentTypeError(msg)
+    return int(digits) * _UNITS[unit]
 
 
 def _target(p: argparse.ArgumentParser) -> None:
@@ -407,7 +429,7 @@ def _ui(args: argparse.Namespace) -> int:
 
     token = args.token if args.token is not None else os.environ.get("FLOWFORGE_UI_TOKEN") or None
     serve(args.state_dir, args.targets, host=args.host, port=args.port, token=token,
-          log_file=args.log_file)
+          log_file=args.log_file, allowed_hosts=args.allowed_hosts, max_body=args.max_body)
     return OK
 
 

@@ -58,6 +58,35 @@ def test_run_succeeds_fails_and_refuses_with_the_documented_exit_codes(flow):
     assert bad.returncode == 2 and "--params takes a JSON object" in bad.stderr
 
 
+def test_run_takes_params_from_a_file_or_stdin(flow, tmp_path):
+    """--params-file PATH and --params-file - (stdin) give the params as a JSON object;
+    bad JSON, a missing file or a non-object is a usage error naming the flag."""
+    path = tmp_path / "params.json"
+    path.write_text('{"n": 5}')
+    assert cli("run", flow, "--params-file", str(path)).returncode == 0
+    env = {**os.environ, "PYTHONPATH": REPO}
+    piped = subprocess.run([sys.executable, "-m", "flowforge", "run", flow, "--fresh",
+                            "--params-file", "-"], input='{"n": 6}', env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    from flowforge.persistence import PersistenceManager
+
+    assert [r.params for r in PersistenceManager("state").runs()] == [{"n": 6}, {"n": 5}]
+    path.write_text("{n: 5")
+    bad = cli("run", flow, "--params-file", str(path))
+    assert bad.returncode == 2
+    assert f"flowforge run: --params-file {path}: not JSON (" in bad.stderr
+    assert "give a JSON object" in bad.stderr
+    path.write_text("[5]")
+    listed = cli("run", flow, "--params-file", str(path))
+    assert listed.returncode == 2 and "--params-file takes a JSON object" in listed.stderr
+    missing = cli("run", flow, "--params-file", str(tmp_path / "none.json"))
+    assert missing.returncode == 2
+    assert "none.json: cannot read it (No such file or directory)" in missing.stderr
+    both = cli("run", flow, "--params", "{}", "--params-file", str(path))
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
 def test_history_status_and_list_read_the_state_folder(flow, capsys):
     """history/list/status show saved runs as tables or --json."""
     assert main(["run", flow]) == 0

@@ -169,6 +169,22 @@ def test_start_a_run_in_its_own_process_with_params(client, tmp_path):
     assert run["status"] == "succeeded" and run["params"] == {"gate": str(gate)}
 
 
+def test_params_too_large_for_a_command_line_reach_the_run(client, state):
+    """Params over the kernel's 128 KiB limit on one argument (E2BIG) still start the
+    run: they go to `flowforge run` on its stdin, not in its argument list."""
+    big = "x" * 200_000
+    answer = client.post("/api/v1/workflows/needs_n/runs", json={"params": {"n": big}})
+    assert answer.status_code == 202, answer.text
+    run_id = answer.json()["run_id"]
+
+    def finished():
+        run = client.get(f"/api/v1/runs/{run_id}").json()["run"]
+        return run if run["status"] != "running" else None
+
+    run = wait_until(finished, what="the started run to end")
+    assert run["status"] == "succeeded" and run["params"] == {"n": big}
+
+
 def test_start_refuses_unknown_workflows_and_bad_params(client):
     """An unknown workflow is a 404 listing the known ones; params the workflow refuses
     are a 422 saying why, before any process starts."""

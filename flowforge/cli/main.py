@@ -46,7 +46,11 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a workflow from a Python file or module")
     _target(run)
-    run.add_argument("--params", help="params as a JSON object")
+    given = run.add_mutually_exclusive_group()
+    given.add_argument("--params", help="params as a JSON object")
+    given.add_argument("--params-file", metavar="PATH",
+                       help="params as a JSON object in a file, or - for standard input "
+                            "(for params too large for the command line)")
     run.add_argument("-p", dest="param", action="append", default=[], metavar="KEY=VALUE",
                      help="one param (VALUE is JSON if it parses, else a string)")
     run.add_argument("--executor", choices=["sequential", "thread", "process"])
@@ -185,13 +189,8 @@ def _workflow(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
+    params = _params(args)  # first: a parent writing them to our stdin is not kept waiting
     wf = _workflow(args)
-    params: dict[str, Any] = {}
-    if args.params:
-        loaded = json.loads(args.params)
-        if not isinstance(loaded, dict):
-            raise ValueError("--params takes a JSON object, like '{\"limit\": 10}'")
-        params.update(loaded)
     for item in args.param:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -209,6 +208,35 @@ def _run(args: argparse.Namespace) -> int:
     if wf.log_dir is not None:
         print(f"log: {os.path.join(os.fspath(wf.log_dir), 'workflow.log')}", file=sys.stderr)
     return FAILED
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    """The params of ``--params`` or ``--params-file`` (``-``: standard input)."""
+    if args.params_file is not None:
+        flag = f"--params-file {args.params_file}"
+        try:
+            if args.params_file == "-":
+                text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
+            else:
+                with open(args.params_file, encoding="utf-8") as f:
+                    text = f.read()
+        except OSError as exc:
+            msg = f"{flag}: cannot read it ({exc.strerror or exc}); give a readable JSON file"
+            raise ValueError(msg) from exc
+    elif args.params:
+        flag, text = "--params", args.params
+    else:
+        return {}
+    try:
+        loaded = json.loads(text)
+    except ValueError as exc:
+        msg = f"{flag}: not JSON ({exc}); give a JSON object, like '{{\"limit\": 10}}'"
+        raise ValueError(msg) from exc
+    if not isinstance(loaded, dict):
+        msg = (f"{flag.split()[0]} takes a JSON object, like '{{\"limit\": 10}}', got "
+               f"{type(loaded).__name__}")
+        raise ValueError(msg)
+    return loaded
 
 
 def _plan(args: argparse.Namespace) -> int:

@@ -87,6 +87,29 @@ def test_run_takes_params_from_a_file_or_stdin(flow, tmp_path):
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
 
 
+def test_history_lists_an_unreadable_run_file_and_the_rest(flow, tmp_path):
+    """With a garbage .run file beside real runs, `flowforge history` (and `list`) exit 0,
+    show the other runs and the bad one as 'unreadable', and say why on stderr."""
+    assert cli("run", flow).returncode == 0
+    bad = next((tmp_path / "state").glob("*/*.run")).with_name("20200101T000000-bad.run")
+    bad.write_bytes(b"garbage")
+    os.utime(bad, (1577836800, 1577836800))  # written 2020-01-01: listed by that date
+    table = cli("history")
+    assert table.returncode == 0, table.stderr
+    assert "Traceback" not in table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:3] == ["WORKFLOW", "RUN_ID", "STATUS"]
+    assert [line.split()[2] for line in lines[1:]] == ["succeeded", "unreadable"]
+    assert "run 20200101T000000-bad of 'demo' is unreadable: " in table.stderr
+    assert str(bad) in table.stderr
+    as_json = cli("history", "--json")
+    rows = json.loads(as_json.stdout)
+    assert [r["status"] for r in rows] == ["succeeded", "unreadable"]
+    assert str(bad) in rows[1]["reason"]
+    listed = cli("list")
+    assert listed.returncode == 0 and "succeeded" in listed.stdout
+
+
 def test_history_status_and_list_read_the_state_folder(flow, capsys):
     """history/list/status show saved runs as tables or --json."""
     assert main(["run", flow]) == 0

@@ -290,12 +290,39 @@ def test_openapi_document_is_published_with_the_contract_paths(client):
     assert "text/event-stream" in paths["/api/v1/runs/{run_id}/events"]["get"]["responses"]["200"]["content"]
 
 
-def test_a_corrupt_state_file_is_a_500_that_names_it(client, state):
-    """A damaged run summary is answered with a message naming the file, not a bare 500."""
-    run_file = next((state / "gated").glob("*.run"))
-    run_file.write_bytes(b"garbage")
-    answer = client.get("/api/v1/runs")
-    assert answer.status_code == 500 and str(run_file) in answer.json()["detail"]
+def test_one_unreadable_run_file_is_listed_and_breaks_nothing_else(client, state):
+    """A garbage .run file in a real state folder: the runs list shows it as
+    'unreadable' with the reason naming the file, and the runs list, the workflows,
+    the metrics, the other runs' pages and the bad run's own page all keep working."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    good = client.get("/api/v1/runs", params={"workflow": "gated"}).json()["runs"][0]
+    bad_file = state / "gated" / "20200101T000000-bad.run"
+    bad_file.write_bytes(b"garbage")
+    page = client.get("/api/v1/runs")
+    assert page.status_code == 200 and page.json()["total"] == 4
+    (bad,) = [r for r in page.json()["runs"] if r["status"] == "unreadable"]
+    assert bad["run_id"] == "20200101T000000-bad" and bad["workflow"] == "gated"
+    assert str(bad_file) in bad["reason"]
+    assert {r["status"] for r in page.json()["runs"]} == {"succeeded", "failed", "unreadable"}
+    only = client.get("/api/v1/runs", params={"status": "unreadable"}).json()
+    assert [r["run_id"] for r in only["runs"]] == [bad["run_id"]]
+    views = {v["name"]: v for v in client.get("/api/v1/workflows").json()}
+    assert views["gated"]["runs"] == 3 and views["gated"]["success_rate"] == 1.0
+    assert "unreadable" in {r["status"] for r in views["gated"]["last_runs"]}
+    metrics = client.get("/api/v1/metrics")
+    assert metrics.status_code == 200
+    runs = {(s.labels["workflow"], s.labels["status"]): s.value
+            for f in text_string_to_metric_families(metrics.text) if f.name == "flowforge_runs"
+            for s in f.samples}
+    assert runs[("gated", "unreadable")] == 1.0 and runs[("gated", "succeeded")] == 2.0
+    view = client.get(f"/api/v1/runs/{good['run_id']}")
+    assert view.status_code == 200 and view.json()["run"]["status"] == "succeeded"
+    assert client.get(f"/runs/{good['run_id']}").status_code == 200
+    own = client.get(f"/api/v1/runs/{bad['run_id']}")
+    assert own.status_code == 200, own.text
+    assert own.json()["run"]["status"] == "unreadable" and own.json()["tasks"] == []
+    assert str(bad_file) in own.json()["run"]["reason"]
 
 
 def test_layered_layout_puts_every_task_right_of_its_upstreams():

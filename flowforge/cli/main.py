@@ -264,20 +264,37 @@ def _manager(args: argparse.Namespace) -> Any:
 
 def _list(args: argparse.Namespace) -> int:
     latest: dict[str, Any] = {}
-    for info in _manager(args).runs():
-        latest.setdefault(info.workflow, info)
-    rows = [_run_row(i) for i in latest.values()]
-    _output(args, rows, ["workflow", "run_id", "status", "started", "tasks"])
+    for row in _run_rows(args, None):
+        latest.setdefault(row["workflow"], row)
+    _output(args, list(latest.values()), ["workflow", "run_id", "status", "started", "tasks"])
     return OK
 
 
 def _history(args: argparse.Namespace) -> int:
-    runs = _manager(args).runs(args.workflow)
+    rows = _run_rows(args, args.workflow)
     if args.status:
-        runs = [r for r in runs if r.status == args.status]
-    rows = [_run_row(i) for i in runs[: args.limit]]
-    _output(args, rows, ["workflow", "run_id", "status", "started", "duration", "tasks"])
+        rows = [r for r in rows if r["status"] == args.status]
+    _output(args, rows[: args.limit],
+            ["workflow", "run_id", "status", "started", "duration", "tasks"])
     return OK
+
+
+def _run_rows(args: argparse.Namespace, workflow: str | None) -> list[dict[str, Any]]:
+    """Saved runs as rows, newest first; a run whose summary cannot be read is a row with
+    status ``unreadable`` and its ``reason``, also said on stderr: one damaged file must
+    not hide the other runs."""
+    unreadable: list[Any] = []
+    runs = _manager(args).runs(workflow, unreadable=unreadable)
+    dated = [(i.started, _run_row(i)) for i in runs]
+    for bad in unreadable:
+        print(f"flowforge {args.command}: run {bad.run_id} of {bad.workflow!r} is unreadable: "
+              f"{bad.reason}", file=sys.stderr)
+        dated.append((bad.modified or 0.0, {
+            "workflow": bad.workflow, "run_id": bad.run_id, "status": "unreadable",
+            "started": _when(bad.modified), "duration": None, "tasks": "", "job": None,
+            "reason": bad.reason}))
+    dated.sort(key=lambda pair: (pair[0], pair[1]["run_id"]), reverse=True)
+    return [row for _, row in dated]
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -464,11 +481,16 @@ def _ui(args: argparse.Namespace) -> int:
 # -- output -------------------------------------------------------------------------------
 
 
+def _when(stamp: float | None) -> str | None:
+    if stamp is None:
+        return None
+    return datetime.fromtimestamp(stamp).isoformat(sep=" ", timespec="seconds")
+
+
 def _run_row(info: Any) -> dict[str, Any]:
-    started = datetime.fromtimestamp(info.started).isoformat(sep=" ", timespec="seconds")
     duration = None if info.finished is None else round(info.finished - info.started, 3)
     return {"workflow": info.workflow, "run_id": info.run_id, "status": info.status,
-            "started": started, "duration": duration,
+            "started": _when(info.started), "duration": duration,
             "tasks": f"{info.succeeded}/{info.total} ok, {info.failed} failed"
                      + (f", {info.restored} restored" if info.restored else ""),
             "job": info.job}

@@ -141,7 +141,7 @@
     const limit = 25;
     const workflowSelect = h("select", { name: "workflow" }, h("option", { value: "" }, "all"));
     const statusSelect = h("select", { name: "status" }, h("option", { value: "" }, "all"),
-      ["running", "succeeded", "failed", "cancelled", "interrupted"].map(
+      ["running", "succeeded", "failed", "cancelled", "interrupted", "unreadable"].map(
         (st) => h("option", { value: st, selected: st === filters.status }, st)));
     const body = h("tbody");
     const info = h("span", { class: "muted" });
@@ -198,8 +198,9 @@
           h("td", {}, badge(run.status)),
           h("td", {}, when(run.started)),
           h("td", { class: "num" }, secs(run.duration)),
-          h("td", {}, `${run.succeeded}/${run.total} ok` + (run.failed ? `, ${run.failed} failed` : "")
-                      + (run.restored ? `, ${run.restored} restored` : ""))));
+          run.reason ? h("td", { class: "muted small" }, run.reason)
+            : h("td", {}, `${run.succeeded}/${run.total} ok` + (run.failed ? `, ${run.failed} failed` : "")
+                          + (run.restored ? `, ${run.restored} restored` : ""))));
       }
       if (!data.runs.length) {
         body.appendChild(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No runs yet.")));
@@ -258,6 +259,7 @@
         h("span", {}, "duration ", h("b", {}, run.duration === null ? "…" : secs(run.duration))),
         h("span", {}, "tasks ", h("b", {}, `${run.succeeded}/${run.total} ok, ${run.failed} failed, `
                                           + `${run.skipped} skipped`)),
+        run.reason ? h("span", { id: "run-reason" }, "unreadable: ", h("b", {}, run.reason)) : null,
         run.params ? h("span", {}, "params ", h("b", {}, JSON.stringify(run.params))) : null,
         run.job ? h("span", {}, "job ", h("b", {}, run.job)) : null);
     }

@@ -58,6 +58,58 @@ def test_run_succeeds_fails_and_refuses_with_the_documented_exit_codes(flow):
     assert bad.returncode == 2 and "--params takes a JSON object" in bad.stderr
 
 
+def test_run_takes_params_from_a_file_or_stdin(flow, tmp_path):
+    """--params-file PATH and --params-file - (stdin) give the params as a JSON object;
+    bad JSON, a missing file or a non-object is a usage error naming the flag."""
+    path = tmp_path / "params.json"
+    path.write_text('{"n": 5}')
+    assert cli("run", flow, "--params-file", str(path)).returncode == 0
+    env = {**os.environ, "PYTHONPATH": REPO}
+    piped = subprocess.run([sys.executable, "-m", "flowforge", "run", flow, "--fresh",
+                            "--params-file", "-"], input='{"n": 6}', env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    from flowforge.persistence import PersistenceManager
+
+    assert [r.params for r in PersistenceManager("state").runs()] == [{"n": 6}, {"n": 5}]
+    path.write_text("{n: 5")
+    bad = cli("run", flow, "--params-file", str(path))
+    assert bad.returncode == 2
+    assert f"flowforge run: --params-file {path}: not JSON (" in bad.stderr
+    assert "give a JSON object" in bad.stderr
+    path.write_text("[5]")
+    listed = cli("run", flow, "--params-file", str(path))
+    assert listed.returncode == 2 and "--params-file takes a JSON object" in listed.stderr
+    missing = cli("run", flow, "--params-file", str(tmp_path / "none.json"))
+    assert missing.returncode == 2
+    assert "none.json: cannot read it (No such file or directory)" in missing.stderr
+    both = cli("run", flow, "--params", "{}", "--params-file", str(path))
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
+def test_history_lists_an_unreadable_run_file_and_the_rest(flow, tmp_path):
+    """With a garbage .run file beside real runs, `flowforge history` (and `list`) exit 0,
+    show the other runs and the bad one as 'unreadable', and say why on stderr."""
+    assert cli("run", flow).returncode == 0
+    bad = next((tmp_path / "state").glob("*/*.run")).with_name("20200101T000000-bad.run")
+    bad.write_bytes(b"garbage")
+    os.utime(bad, (1577836800, 1577836800))  # written 2020-01-01: listed by that date
+    table = cli("history")
+    assert table.returncode == 0, table.stderr
+    assert "Traceback" not in table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:3] == ["WORKFLOW", "RUN_ID", "STATUS"]
+    assert [line.split()[2] for line in lines[1:]] == ["succeeded", "unreadable"]
+    assert "run 20200101T000000-bad of 'demo' is unreadable: " in table.stderr
+    assert str(bad) in table.stderr
+    as_json = cli("history", "--json")
+    rows = json.loads(as_json.stdout)
+    assert [r["status"] for r in rows] == ["succeeded", "unreadable"]
+    assert str(bad) in rows[1]["reason"]
+    listed = cli("list")
+    assert listed.returncode == 0 and "succeeded" in listed.stdout
+
+
 def test_history_status_and_list_read_the_state_folder(flow, capsys):
     """history/list/status show saved runs as tables or --json."""
     assert main(["run", flow]) == 0

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -50,19 +51,35 @@ def http(method, url, body=None):
 @pytest.fixture
 def dashboard(tmp_path):
     """`flowforge ui tests.fixture_web` serving a fresh state folder on a free port."""
+    yield from _serve(tmp_path)
+
+
+TOKEN = "t0k/en s3cret"  # a slash and a space: the cookie must carry it intact
+
+
+@pytest.fixture
+def token_dashboard(tmp_path):
+    """The same, started with --token."""
+    yield from _serve(tmp_path, "--token", TOKEN)
+
+
+def _serve(tmp_path, *extra):
     assert CHROMIUM and DRIVER, "CI must have chromium and chromedriver (see .ci/run)"
     port = free_port()
     env = {**os.environ, "PYTHONPATH": REPO}
     output = open(tmp_path / "ui.out", "w")  # a file, not a pipe: a full pipe would block it
     proc = subprocess.Popen(
         [sys.executable, "-m", "flowforge", "ui", "tests.fixture_web", "--state-dir",
-         str(tmp_path / "s"), "--port", str(port)],
+         str(tmp_path / "s"), "--port", str(port), *extra],
         cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
         try:
-            if http("GET", base + "/api/v1/health")[0] == 200:
+            if http("GET", base + "/api/v1/health")[0] in (200, 401):
+                break
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:
                 break
         except OSError:
             pass
@@ -118,5 +135,34 @@ def test_a_task_turns_from_running_to_succeeded_without_a_reload(dashboard, brow
         assert len(edges) == 2  # prepare -> wait -> report
         shot = tmp_path / "run.png"
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 0
+    finally:
+        gate.touch()
+
+
+def test_the_start_form_posts_from_the_page_and_the_token_lives_in_a_cookie(
+        token_dashboard, browser, tmp_path):
+    """Opened from a ?token= link, the page drops the token from its address; its start
+    form's POST passes the cross-site rules (same Origin, JSON), and the run's live
+    events arrive through the token cookie, which no script can read."""
+    from urllib.parse import quote
+
+    gate = tmp_path / "gate"
+    wait = WebDriverWait(browser, 30, poll_frequency=0.05,
+                         ignored_exceptions=[StaleElementReferenceException])
+    try:
+        browser.get(token_dashboard + "/workflows?token=" + quote(TOKEN, safe=""))
+        form = '[data-workflow="gated"] textarea'
+        box = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, form))
+        assert browser.current_url == token_dashboard + "/workflows"
+        assert browser.execute_script("return document.cookie") == ""  # HttpOnly
+        box.clear()
+        box.send_keys(json.dumps({"gate": str(gate)}))
+        browser.find_element(By.CSS_SELECTOR, '[data-workflow="gated"] button').click()
+        wait.until(lambda d: "/runs/" in d.current_url)
+        cell = '#tasks tr[data-task="wait"] .state'
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, cell).text == "running")
+        gate.touch()
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, cell).text == "succeeded")
+        assert "token" not in browser.current_url
     finally:
         gate.touch()

@@ -272,7 +272,7 @@ def test_sse_of_a_finished_run_sends_snapshot_and_end_at_once(tmp_path, gated):
     assert gated.run({"gate": str(gate)}).ok
     from fastapi.testclient import TestClient
 
-    with TestClient(create_app(tmp_path / "s")) as client:
+    with TestClient(create_app(tmp_path / "s"), base_url="http://localhost") as client:
         run_id = client.get("/api/v1/runs").json()["runs"][0]["run_id"]
         text = client.get(f"/api/v1/runs/{run_id}/events").text
     names = [line[7:] for line in text.splitlines() if line.startswith("event: ")]

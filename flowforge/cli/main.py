@@ -46,7 +46,11 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a workflow from a Python file or module")
     _target(run)
-    run.add_argument("--params", help="params as a JSON object")
+    given = run.add_mutually_exclusive_group()
+    given.add_argument("--params", help="params as a JSON object")
+    given.add_argument("--params-file", metavar="PATH",
+                       help="params as a JSON object in a file, or - for standard input "
+                            "(for params too large for the command line)")
     run.add_argument("-p", dest="param", action="append", default=[], metavar="KEY=VALUE",
                      help="one param (VALUE is JSON if it parses, else a string)")
     run.add_argument("--executor", choices=["sequential", "thread", "process"])
@@ -132,6 +136,12 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=8765)
     ui.add_argument("--token", default=None,
                     help="required on every request (default: $FLOWFORGE_UI_TOKEN)")
+    ui.add_argument("--allowed-host", dest="allowed_hosts", action="append", default=[],
+                    metavar="HOST[:PORT]",
+                    help="a further name the dashboard may be reached at (repeatable; "
+                         "loopback names and --host always are)")
+    ui.add_argument("--max-body", type=_byte_size, default=1 << 20, metavar="SIZE",
+                    help="the largest request body, in bytes or like 2MiB (default 1MiB)")
     ui.add_argument("--log-file", default=os.path.join("logs", "workflow.log"),
                     help="the runs' JSON log, for tracebacks and log lines "
                          "(default: logs/workflow.log)")
@@ -144,6 +154,22 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
     return value
+
+
+_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1 << 10, "mb": 1000**2, "mib": 1 << 20,
+          "gb": 1000**3, "gib": 1 << 30}
+
+
+def _byte_size(text: str) -> int:
+    """Bytes from ``1048576``, ``512KiB``, ``2MiB`` or ``2MB``: 1 or more."""
+    raw = text.strip().replace(" ", "")
+    digits = raw.rstrip("BbIiKkMmGg")
+    unit = raw[len(digits):].lower()
+    if not digits.isdigit() or unit not in _UNITS or int(digits) < 1:
+        msg = (f"takes a size in bytes, 1 or more, like 1048576 or 1MiB (units B, KB, KiB, "
+               f"MB, MiB, GB, GiB), got {text!r}")
+        raise argparse.ArgumentTypeError(msg)
+    return int(digits) * _UNITS[unit]
 
 
 def _target(p: argparse.ArgumentParser) -> None:
@@ -163,13 +189,8 @@ def _workflow(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
+    params = _params(args)  # first: a parent writing them to our stdin is not kept waiting
     wf = _workflow(args)
-    params: dict[str, Any] = {}
-    if args.params:
-        loaded = json.loads(args.params)
-        if not isinstance(loaded, dict):
-            raise ValueError("--params takes a JSON object, like '{\"limit\": 10}'")
-        params.update(loaded)
     for item in args.param:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -187,6 +208,35 @@ def _run(args: argparse.Namespace) -> int:
     if wf.log_dir is not None:
         print(f"log: {os.path.join(os.fspath(wf.log_dir), 'workflow.log')}", file=sys.stderr)
     return FAILED
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    """The params of ``--params`` or ``--params-file`` (``-``: standard input)."""
+    if args.params_file is not None:
+        flag = f"--params-file {args.params_file}"
+        try:
+            if args.params_file == "-":
+                text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
+            else:
+                with open(args.params_file, encoding="utf-8") as f:
+                    text = f.read()
+        except OSError as exc:
+            msg = f"{flag}: cannot read it ({exc.strerror or exc}); give a readable JSON file"
+            raise ValueError(msg) from exc
+    elif args.params:
+        flag, text = "--params", args.params
+    else:
+        return {}
+    try:
+        loaded = json.loads(text)
+    except ValueError as exc:
+        msg = f"{flag}: not JSON ({exc}); give a JSON object, like '{{\"limit\": 10}}'"
+        raise ValueError(msg) from exc
+    if not isinstance(loaded, dict):
+        msg = (f"{flag.split()[0]} takes a JSON object, like '{{\"limit\": 10}}', got "
+               f"{type(loaded).__name__}")
+        raise ValueError(msg)
+    return loaded
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -214,20 +264,37 @@ def _manager(args: argparse.Namespace) -> Any:
 
 def _list(args: argparse.Namespace) -> int:
     latest: dict[str, Any] = {}
-    for info in _manager(args).runs():
-        latest.setdefault(info.workflow, info)
-    rows = [_run_row(i) for i in latest.values()]
-    _output(args, rows, ["workflow", "run_id", "status", "started", "tasks"])
+    for row in _run_rows(args, None):
+        latest.setdefault(row["workflow"], row)
+    _output(args, list(latest.values()), ["workflow", "run_id", "status", "started", "tasks"])
     return OK
 
 
 def _history(args: argparse.Namespace) -> int:
-    runs = _manager(args).runs(args.workflow)
+    rows = _run_rows(args, args.workflow)
     if args.status:
-        runs = [r for r in runs if r.status == args.status]
-    rows = [_run_row(i) for i in runs[: args.limit]]
-    _output(args, rows, ["workflow", "run_id", "status", "started", "duration", "tasks"])
+        rows = [r for r in rows if r["status"] == args.status]
+    _output(args, rows[: args.limit],
+            ["workflow", "run_id", "status", "started", "duration", "tasks"])
     return OK
+
+
+def _run_rows(args: argparse.Namespace, workflow: str | None) -> list[dict[str, Any]]:
+    """Saved runs as rows, newest first; a run whose summary cannot be read is a row with
+    status ``unreadable`` and its ``reason``, also said on stderr: one damaged file must
+    not hide the other runs."""
+    unreadable: list[Any] = []
+    runs = _manager(args).runs(workflow, unreadable=unreadable)
+    dated = [(i.started, _run_row(i)) for i in runs]
+    for bad in unreadable:
+        print(f"flowforge {args.command}: run {bad.run_id} of {bad.workflow!r} is unreadable: "
+              f"{bad.reason}", file=sys.stderr)
+        dated.append((bad.modified or 0.0, {
+            "workflow": bad.workflow, "run_id": bad.run_id, "status": "unreadable",
+            "started": _when(bad.modified), "duration": None, "tasks": "", "job": None,
+            "reason": bad.reason}))
+    dated.sort(key=lambda pair: (pair[0], pair[1]["run_id"]), reverse=True)
+    return [row for _, row in dated]
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -407,18 +474,23 @@ def _ui(args: argparse.Namespace) -> int:
 
     token = args.token if args.token is not None else os.environ.get("FLOWFORGE_UI_TOKEN") or None
     serve(args.state_dir, args.targets, host=args.host, port=args.port, token=token,
-          log_file=args.log_file)
+          log_file=args.log_file, allowed_hosts=args.allowed_hosts, max_body=args.max_body)
     return OK
 
 
 # -- output -------------------------------------------------------------------------------
 
 
+def _when(stamp: float | None) -> str | None:
+    if stamp is None:
+        return None
+    return datetime.fromtimestamp(stamp).isoformat(sep=" ", timespec="seconds")
+
+
 def _run_row(info: Any) -> dict[str, Any]:
-    started = datetime.fromtimestamp(info.started).isoformat(sep=" ", timespec="seconds")
     duration = None if info.finished is None else round(info.finished - info.started, 3)
     return {"workflow": info.workflow, "run_id": info.run_id, "status": info.status,
-            "started": started, "duration": duration,
+            "started": _when(info.started), "duration": duration,
             "tasks": f"{info.succeeded}/{info.total} ok, {info.failed} failed"
                      + (f", {info.restored} restored" if info.restored else ""),
             "job": info.job}

@@ -28,7 +28,7 @@ from typing import Any
 from ..errors import StateError
 from . import _frames
 from .records import RunInfo
-from .store import Journal, JournalScan, StateStore, check_scan
+from .store import Journal, JournalScan, StateStore, UnreadableRun, check_scan
 
 __all__ = ["FileStore"]
 
@@ -83,7 +83,9 @@ class FileStore(StateStore):
             fsync=self.durability == "fsync",
         )
 
-    def list_runs(self, workflow: str | None = None) -> list[RunInfo]:
+    def list_runs(
+        self, workflow: str | None = None, *, unreadable: list[UnreadableRun] | None = None
+    ) -> list[RunInfo]:
         sealer = self.sealer(create=False)
         if workflow is not None:
             folders = [self._dir(workflow)]
@@ -108,22 +110,32 @@ class FileStore(StateStore):
                     continue
                 path = os.path.join(folder, name)
                 try:
-                    data = _frames.read_file(path)
-                except StateError as exc:
-                    old = getattr(exc, "format", None)
-                    if isinstance(old, int) and old < _frames.FORMAT_VERSION:
-                        # A run saved by an older FlowForge: it cannot be resumed, and it
-                        # must not stop new runs either.
-                        _log.warning("%s (left out of the run list)", exc)
-                        continue
-                    raise
-                if sealer is None:
-                    raise StateError(_frames.problem_message(path, _frames.FOREIGN), path=path)
-                payload = sealer.open_one(data[len(_frames.MAGIC) :], path)
-                info = RunInfo.from_json(payload, path)
-                if workflow is None or info.workflow == workflow:
+                    info = self._read_run(path, sealer)
+                except (StateError, OSError) as exc:
+                    if unreadable is None:
+                        raise
+                    unreadable.append(_unreadable(path, workflow, exc))
+                    continue
+                if info is not None and (workflow is None or info.workflow == workflow):
                     runs.append(info)
         return runs
+
+    def _read_run(self, path: str, sealer: _frames.Sealer | None) -> RunInfo | None:
+        """The summary in ``path``; None for one saved by an older FlowForge."""
+        try:
+            data = _frames.read_file(path)
+        except StateError as exc:
+            old = getattr(exc, "format", None)
+            if isinstance(old, int) and old < _frames.FORMAT_VERSION:
+                # A run saved by an older FlowForge: it cannot be resumed, and it must not
+                # stop new runs either.
+                _log.warning("%s (left out of the run list)", exc)
+                return None
+            raise
+        if sealer is None:
+            raise StateError(_frames.problem_message(path, _frames.FOREIGN), path=path)
+        payload = sealer.open_one(data[len(_frames.MAGIC) :], path)
+        return RunInfo.from_json(payload, path)
 
     def delete_run(self, workflow: str, run_id: str) -> None:
         for suffix in (".journal", ".run"):
@@ -301,3 +313,21 @@ class _FileJournal(Journal):
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _unreadable(path: str, workflow: str | None, exc: Exception) -> UnreadableRun:
+    """How a listing reports the summary in ``path`` that raised ``exc``."""
+    try:
+        modified: float | None = os.stat(path).st_mtime
+    except OSError:
+        modified = None
+    if isinstance(exc, OSError):
+        reason = (f"cannot read {path}: {exc.strerror or exc}; check its owner and "
+                  "permissions")
+    else:
+        reason = str(exc)
+    return UnreadableRun(
+        workflow=workflow or os.path.basename(os.path.dirname(path)),
+        run_id=os.path.basename(path)[: -len(".run")], where=path, reason=reason,
+        modified=modified,
+    )

@@ -24,7 +24,7 @@ from .journal import JournalState, load_result, read_journal
 from .plan import Plan, make_plan
 from .records import DB_FILE, MAPPED, RunInfo, TaskRecord
 from .session import RunSession
-from .store import StateStore
+from .store import StateStore, UnreadableRun
 
 if TYPE_CHECKING:
     pass
@@ -101,10 +101,13 @@ class PersistenceManager:
 
     # -- the user's tools ------------------------------------------------------------
 
-    def runs(self, workflow: str | None = None) -> list[RunInfo]:
+    def runs(
+        self, workflow: str | None = None, *, unreadable: list[UnreadableRun] | None = None
+    ) -> list[RunInfo]:
         """Saved runs (of ``workflow``), newest first. A run whose process died says
-        ``interrupted``."""
-        found = self.store.list_runs(workflow)
+        ``interrupted``. A run whose summary cannot be read raises StateError, unless
+        ``unreadable`` is a list: then it is reported there and the rest are listed."""
+        found = self.store.list_runs(workflow, unreadable=unreadable)
         locked: dict[str, bool] = {}
         out = []
         for info in found:
@@ -180,9 +183,13 @@ class PersistenceManager:
         return deleted
 
     def _find(self, run_id: str, workflow: str | None) -> RunInfo:
-        for info in self.runs(workflow):
+        unreadable: list[UnreadableRun] = []
+        for info in self.runs(workflow, unreadable=unreadable):
             if info.run_id == run_id:
                 return info
+        for bad in unreadable:  # another run's damaged summary does not hide this one
+            if bad.run_id == run_id:
+                raise StateError(bad.reason, path=bad.where, run_id=run_id)
         where = f" of workflow {workflow!r}" if workflow else ""
         msg = (
             f"no saved run {run_id!r}{where} in state folder {self.state_dir!r}; "

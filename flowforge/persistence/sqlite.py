@@ -21,7 +21,7 @@ from ..errors import StateError
 from . import _frames
 from .files import check_run_id, workflow_dir_name
 from .records import DB_FILE, RunInfo
-from .store import Journal, JournalScan, StateStore
+from .store import Journal, JournalScan, StateStore, UnreadableRun
 
 __all__ = ["SQLiteStore"]
 
@@ -142,7 +142,9 @@ class SQLiteStore(StateStore):
             (info.workflow, check_run_id(info.run_id), frame),
         )
 
-    def list_runs(self, workflow: str | None = None) -> list[RunInfo]:
+    def list_runs(
+        self, workflow: str | None = None, *, unreadable: list[UnreadableRun] | None = None
+    ) -> list[RunInfo]:
         if workflow is None:
             rows = self._query("SELECT workflow, run_id, frame FROM runs", create=False)
         else:
@@ -154,7 +156,13 @@ class SQLiteStore(StateStore):
         out = []
         for w, r, f in rows:
             where = self.where(w, r)
-            out.append(RunInfo.from_json(self._open(f, where), where))
+            try:
+                out.append(RunInfo.from_json(self._open(f, where), where))
+            except StateError as exc:
+                if unreadable is None:
+                    raise
+                unreadable.append(UnreadableRun(workflow=w, run_id=r, where=where,
+                                                reason=str(exc)))
         return out
 
     def delete_run(self, workflow: str, run_id: str) -> None:

@@ -21,7 +21,21 @@ from ..errors import StateError, WorkflowLockedError
 from . import DURABILITY, _frames
 from .records import RunInfo
 
-__all__ = ["Journal", "JournalScan", "StateStore"]
+__all__ = ["Journal", "JournalScan", "StateStore", "UnreadableRun"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnreadableRun:
+    """A saved run whose summary cannot be read (damaged, foreign, or not readable by
+    this user), as a tolerant listing reports it: ``reason`` is the error's text, naming
+    the file; ``modified`` is when it was last written (time.time() seconds), if known.
+    ``workflow`` is the folder's name when the summary is all that names the workflow."""
+
+    workflow: str
+    run_id: str
+    where: str
+    reason: str
+    modified: float | None = None
 
 
 @dataclass(slots=True)
@@ -81,8 +95,13 @@ class StateStore(ABC):
         """Create or replace the summary of ``info.run_id``, atomically."""
 
     @abstractmethod
-    def list_runs(self, workflow: str | None = None) -> list[RunInfo]:
-        """Every saved run (of ``workflow``), in no particular order."""
+    def list_runs(
+        self, workflow: str | None = None, *, unreadable: list[UnreadableRun] | None = None
+    ) -> list[RunInfo]:
+        """Every saved run (of ``workflow``), in no particular order. A summary that
+        cannot be read raises StateError, unless ``unreadable`` is given: then it is
+        appended there and the listing goes on (what the dashboard and ``flowforge
+        history`` do, so one damaged file does not hide the rest)."""
 
     @abstractmethod
     def delete_run(self, workflow: str, run_id: str) -> None:

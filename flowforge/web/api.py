@@ -29,7 +29,6 @@ from .models import (
     StartRequest,
     WorkflowView,
 )
-from .reader import run_dict
 from .stream import event_stream
 
 if TYPE_CHECKING:
@@ -69,12 +68,12 @@ def list_runs(
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> dict[str, Any]:
     reader = _dash(request).reader
-    every = reader.runs()
-    runs = [r for r in every if (workflow is None or r.workflow == workflow)
-            and (status is None or r.status == status.value)]
-    return {"runs": [run_dict(r) for r in runs[offset:offset + limit]], "total": len(runs),
+    every = reader.summaries()  # a run that cannot be read is listed, status "unreadable"
+    runs = [r for r in every if (workflow is None or r["workflow"] == workflow)
+            and (status is None or r["status"] == status.value)]
+    return {"runs": runs[offset:offset + limit], "total": len(runs),
             "limit": limit, "offset": offset,
-            "workflows": sorted({r.workflow for r in every})}
+            "workflows": sorted({r["workflow"] for r in every})}
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail, responses=_NOT_FOUND,

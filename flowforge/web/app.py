@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
@@ -28,6 +27,7 @@ from .. import __version__
 from ..errors import FlowForgeError
 from .api import router
 from .auth import TokenGate, check_bind
+from .guard import DEFAULT_MAX_BODY, RequestGuard, check_max_body
 from .launch import Launcher
 from .live import LiveHub
 from .metrics import DashboardMetrics
@@ -62,11 +62,19 @@ def create_app(
     token: str | None = None,
     log_file: str | os.PathLike[str] | None = DEFAULT_LOG_FILE,
     poll_s: float = 1.0,
+    host: str = "127.0.0.1",
+    allowed_hosts: Sequence[str] = (),
+    max_body: int = DEFAULT_MAX_BODY,
 ) -> FastAPI:
     """The dashboard for ``state_dir``. ``targets`` are files or modules defining
     workflows the dashboard may start (and whose DAGs draw their runs' edges); ``token``,
     if set, is required on every request; ``log_file`` is where runs write their JSON log
-    lines (for tracebacks and the run's log)."""
+    lines (for tracebacks and the run's log).
+
+    ``host`` is the address the server is bound to; requests must name it, a loopback
+    name or one of ``allowed_hosts`` in their Host header, and bodies may be at most
+    ``max_body`` bytes (see :mod:`.guard` for these and the cross-site rules)."""
+    check_max_body(max_body)
     workflows = _load_targets(targets)
     reader = StateReader(os.fspath(state_dir), {n: wf for n, (_, wf) in workflows.items()},
                          None if log_file is None else os.fspath(log_file))
@@ -103,9 +111,8 @@ def create_app(
     shell = (resources.files("flowforge.web") / "static" / "index.html").read_text("utf-8")
 
     def page(request: Request) -> HTMLResponse:
-        query = "" if dash.token is None else "?token=" + quote(dash.token, safe="")
-        text = shell.replace("{{query}}", html.escape(query)).replace(
-            "{{version}}", html.escape(__version__))
+        # no token in the script and style URLs: the cookie set from ?token= carries it
+        text = shell.replace("{{version}}", html.escape(__version__))
         return HTMLResponse(text, headers={"Cache-Control": "no-store"})
 
     @app.get("/", include_in_schema=False)
@@ -118,18 +125,24 @@ def create_app(
                           response_class=HTMLResponse)
     if token is not None:
         app.add_middleware(TokenGate, token=token)
+    # added last, so outermost: the body limit is checked before any other rule
+    app.add_middleware(RequestGuard, bound_host=host, allowed_hosts=tuple(allowed_hosts),
+                       max_body=max_body)
     return app
 
 
 def serve(
     state_dir: str, targets: Sequence[str] = (), *, host: str = "127.0.0.1", port: int = 8765,
     token: str | None = None, log_file: str | None = DEFAULT_LOG_FILE,
+    allowed_hosts: Sequence[str] = (), max_body: int = DEFAULT_MAX_BODY,
 ) -> None:
-    """Check the binding rule (:func:`~.auth.check_bind`) and serve until Ctrl-C."""
+    """Check the binding rule (:func:`~.auth.check_bind`) and serve until Ctrl-C;
+    ``allowed_hosts`` and ``max_body`` as for :func:`create_app`."""
     import uvicorn
 
     check_bind(host, token)
-    app = create_app(state_dir, targets, token=token, log_file=log_file)
+    app = create_app(state_dir, targets, token=token, log_file=log_file, host=host,
+                     allowed_hosts=allowed_hosts, max_body=max_body)
     dash: Dashboard = app.state.dashboard
 
     class Server(uvicorn.Server):

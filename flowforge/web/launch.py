@@ -1,15 +1,20 @@
 """Starting and cancelling runs from the dashboard, always in processes of their own.
 
-A start runs ``python -m flowforge run TARGET --workflow NAME --state-dir DIR --params
-JSON`` as a child in its own session, so a run outlives the dashboard and a crash in one
-never touches the other; the params are checked here first, so a bad request is answered
-at once. A cancel is what ``flowforge cancel`` does: SIGINT to the process that holds the
-run's lock, which stops its tasks, saves, and ends the run ``cancelled``.
+A start runs ``python -m flowforge run TARGET --workflow NAME --state-dir DIR
+--params-file -`` as a child in its own session, so a run outlives the dashboard and a
+crash in one never touches the other; the params are checked here first, so a bad request
+is answered at once. They reach the child as JSON on its standard input, never in its
+argument list: the kernel limits one argument to 128 KiB (``E2BIG``), and an argument list
+is visible to every user through ``ps``.
+
+A cancel is what ``flowforge cancel`` does: SIGINT to the process that holds the run's
+lock, which stops its tasks, saves, and ends the run ``cancelled``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -71,12 +76,13 @@ class Launcher:
                    f"{owner.get('run_id')}); wait for it to end or cancel that run")
             raise LaunchError(msg, 409)
         cmd = [sys.executable, "-m", "flowforge", "run", target, "--workflow", name,
-               "--state-dir", self.reader.state_dir, "--params", json.dumps(dict(params))]
+               "--state-dir", self.reader.state_dir, "--params-file", "-"]
         if fresh:
             cmd.append("--fresh")
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True)
-        threading.Thread(target=proc.wait, name=f"flowforge-run-{proc.pid}",
-                         daemon=True).start()  # reaped when it ends: no zombie holds a lock
+        data = json.dumps(dict(params)).encode("utf-8")
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, start_new_session=True)
+        threading.Thread(target=_feed_and_reap, args=(proc, data),
+                         name=f"flowforge-run-{proc.pid}", daemon=True).start()
         self._procs[proc.pid] = proc
         return proc.pid
 
@@ -114,3 +120,18 @@ class Launcher:
         except ProcessLookupError:
             raise LaunchError(f"run {run_id}'s process {pid} has just ended", 409) from None
         return pid
+
+
+def _feed_and_reap(proc: subprocess.Popen[bytes], data: bytes) -> None:
+    """Write the params to the child's stdin and close it (its tasks then read an empty
+    stdin, as before), then wait for it to end: no zombie holds a lock. In a thread, so a
+    child slow to read never holds up the request."""
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(data)
+    except BrokenPipeError:
+        pass  # it died before reading: its exit code tells
+    finally:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    proc.wait()

@@ -3,7 +3,8 @@
 Two sources, each the natural one for its metric:
 
 - at each scrape, from the state folder: ``flowforge_runs`` (saved runs by workflow and
-  status) and ``flowforge_tasks_waiting`` (tasks of running runs waiting for resources);
+  status, ``unreadable`` for a run whose summary cannot be read) and
+  ``flowforge_tasks_waiting`` (tasks of running runs waiting for resources);
 - from the live events this server received since it started (so they are counters, as
   Prometheus expects): ``flowforge_task_duration_seconds`` (a histogram, by workflow and
   outcome), ``flowforge_task_retries_total`` and ``flowforge_live_events_total``.
@@ -99,10 +100,13 @@ class _StateCollector(Collector):
         )
         counts: dict[tuple[str, str], int] = {}
         running: set[str] = set()
-        for info in self._reader.runs():
+        readable, unreadable = self._reader.listing()
+        for info in readable:
             counts[(info.workflow, info.status)] = counts.get((info.workflow, info.status), 0) + 1
             if info.status == "running":
                 running.add(info.workflow)
+        for bad in unreadable:  # counted, so an alert can notice a damaged state folder
+            counts[(bad.workflow, "unreadable")] = counts.get((bad.workflow, "unreadable"), 0) + 1
         for (workflow, status), n in sorted(counts.items()):
             runs.add_metric([workflow, status], n)
         yield runs

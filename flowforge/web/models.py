@@ -16,13 +16,15 @@ __all__ = [
 
 
 class RunStatusName(str, Enum):
-    """A saved run's status; ``interrupted``: its process died while it ran."""
+    """A saved run's status; ``interrupted``: its process died while it ran;
+    ``unreadable``: its saved summary cannot be read (the run's ``reason`` says why)."""
 
     running = "running"
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
     interrupted = "interrupted"
+    unreadable = "unreadable"
 
 
 class Error(BaseModel):
@@ -46,6 +48,7 @@ class RunSummary(BaseModel):
     job: str | None = None
     target: str | None = None
     params: dict[str, Any] | None = None
+    reason: str | None = Field(None, description="Why an unreadable run cannot be read")
 
 
 class RunPage(BaseModel):

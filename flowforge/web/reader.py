@@ -16,19 +16,33 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from ..errors import StateError
 from ..persistence.manager import PersistenceManager, SavedRun, folder_store
 from ..persistence.records import RunInfo
+from ..persistence.store import UnreadableRun
 from .layout import MAX_DRAWN, grid, layered
 
 if TYPE_CHECKING:
     from ..workflow import Workflow
 
-__all__ = ["FINAL", "StateReader", "run_dict"]
+__all__ = ["FINAL", "StateReader", "run_dict", "unreadable_dict"]
 
 #: Run statuses that never change again.
 FINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 _RECENT = 30  # runs per workflow in its duration chart
 _LOG_CAP = 2000  # log lines per request, at most
+
+
+def unreadable_dict(bad: UnreadableRun) -> dict[str, Any]:
+    """A run whose summary cannot be read, as the API lists it: status ``unreadable``,
+    ``reason`` naming the file and the problem, ``started`` when the file was written."""
+    return {
+        "workflow": bad.workflow, "run_id": bad.run_id, "status": "unreadable",
+        "reason": bad.reason, "started": bad.modified or 0.0, "finished": None,
+        "duration": None, "total": 0, "succeeded": 0, "failed": 0, "skipped": 0,
+        "cancelled": 0, "restored": 0, "resumes": 0, "job": None, "target": None,
+        "params": None,
+    }
 
 
 def run_dict(info: RunInfo) -> dict[str, Any]:
@@ -66,11 +80,23 @@ class StateReader:
 
     # -- runs ------------------------------------------------------------------------
 
-    def runs(self, workflow: str | None = None) -> list[RunInfo]:
-        """Saved runs, newest first (of ``workflow`` only, if given)."""
+    def listing(
+        self, workflow: str | None = None
+    ) -> tuple[list[RunInfo], list[UnreadableRun]]:
+        """Saved runs, newest first (of ``workflow`` only, if given), and the runs whose
+        summary cannot be read: one damaged file never hides the others."""
         if not os.path.isdir(self.state_dir):
-            return []
-        return self.manager().runs(workflow)
+            return [], []
+        unreadable: list[UnreadableRun] = []
+        return self.manager().runs(workflow, unreadable=unreadable), unreadable
+
+    def runs(self, workflow: str | None = None) -> list[RunInfo]:
+        """Saved runs that can be read, newest first (of ``workflow`` only, if given)."""
+        return self.listing(workflow)[0]
+
+    def summaries(self, workflow: str | None = None) -> list[dict[str, Any]]:
+        """Every run as the API lists it, unreadable ones included, newest first."""
+        return _summaries(*self.listing(workflow))
 
     def find(self, run_id: str, workflow: str | None = None) -> RunInfo | None:
         return next((r for r in self.runs(workflow) if r.run_id == run_id), None)
@@ -87,6 +113,11 @@ class StateReader:
             saved = self.manager().load(run_id)  # one listing of the runs, not two
         except KeyError:
             return None
+        except StateError:
+            bad = next((u for u in self.listing()[1] if u.run_id == run_id), None)
+            if bad is None:
+                raise  # its journal, not its summary: the app's handler names the file
+            return {"run": unreadable_dict(bad), "tasks": [], "graph": None}
         info = saved.info
         order = self._order(info.workflow, saved)
         running = info.status == "running"
@@ -185,8 +216,13 @@ class StateReader:
     def workflow_views(self) -> list[dict[str, Any]]:
         """Per workflow: success rate, recent durations, last runs, schedules."""
         by_name: dict[str, list[RunInfo]] = {n: [] for n in self.workflows}
-        for info in self.runs():
-            by_name.setdefault(info.workflow, []).append(info)
+        readable, unreadable = self.listing()
+        listed: dict[str, list[dict[str, Any]]] = {}
+        for summary in _summaries(readable, unreadable):
+            by_name.setdefault(summary["workflow"], [])
+            listed.setdefault(summary["workflow"], []).append(summary)
+        for info in readable:
+            by_name[info.workflow].append(info)
         schedules = self.schedules()
         for row in schedules:
             by_name.setdefault(str(row["workflow"]), [])
@@ -199,14 +235,14 @@ class StateReader:
             wf = self.workflows.get(name)
             views.append({
                 "name": name,
-                "runs": len(runs),
+                "runs": len(listed.get(name, ())),
                 "success_rate": round(ok / len(done), 4) if done else None,
                 "durations": [
                     {"run_id": r.run_id, "status": r.status,
                      "duration": round((r.finished or r.started) - r.started, 6)}
                     for r in reversed(recent)
                 ],
-                "last_runs": [run_dict(r) for r in runs[:5]],
+                "last_runs": listed.get(name, [])[:5],
                 "schedules": [s for s in schedules if s["workflow"] == name],
                 "startable": wf is not None,
                 "params": {} if wf is None else _jsonable(wf.params),
@@ -236,6 +272,12 @@ class StateReader:
                 "last_status": row.get("last_status"),
             })
         return rows
+
+
+def _summaries(runs: list[RunInfo], unreadable: list[UnreadableRun]) -> list[dict[str, Any]]:
+    out = [run_dict(r) for r in runs] + [unreadable_dict(u) for u in unreadable]
+    out.sort(key=lambda r: (r["started"], r["run_id"]), reverse=True)
+    return out
 
 
 def _task_view(name: str, saved: SavedRun, live: Mapping[str, Any] | None) -> dict[str, Any]:

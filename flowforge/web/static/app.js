@@ -3,7 +3,14 @@
 // page as text nodes, never as HTML.
 "use strict";
 (() => {
+  // A ?token= link set the token cookie with this page (HttpOnly, SameSite=Strict): take the
+  // token out of the address bar, so it stays out of history; API calls send it as a header
   const TOKEN = new URLSearchParams(location.search).get("token");
+  if (TOKEN) {
+    const here = new URL(location.href);
+    here.searchParams.delete("token");
+    history.replaceState(null, "", here.pathname + here.search + here.hash);
+  }
   const STATES = ["pending", "waiting", "running", "retrying", "succeeded", "failed",
                   "skipped", "cancelled"];
   const main = document.getElementById("main");
@@ -11,15 +18,13 @@
 
   // -- helpers ---------------------------------------------------------------------------
 
-  function withToken(url) {
-    if (!TOKEN) return url;
-    return url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(TOKEN);
-  }
-
   async function api(path, options = {}) {
     const headers = Object.assign({ Accept: "application/json" }, options.headers || {});
     if (TOKEN) headers.Authorization = "Bearer " + TOKEN;
-    const response = await fetch("/api/v1" + path, Object.assign({}, options, { headers }));
+    // the page says Referrer-Policy: no-referrer, under which the Fetch standard sends
+    // "Origin: null" on a POST; same-origin keeps the page's origin, which the server checks
+    const response = await fetch("/api/v1" + path, Object.assign(
+      { referrerPolicy: "same-origin", credentials: "same-origin" }, options, { headers }));
     const body = await response.json().catch(() => ({}));
     if (!response.ok) {
       const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
@@ -56,7 +61,7 @@
   }
 
   function link(path, text) {
-    return h("a", { href: withToken(path), "data-link": true }, text);
+    return h("a", { href: path, "data-link": true }, text);
   }
 
   function badge(state) {
@@ -115,11 +120,10 @@
     const url = new URL(a.href, location.href);
     if (url.origin !== location.origin) return;
     event.preventDefault();
-    history.pushState(null, "", withToken(url.pathname + keepQuery(url)));
+    history.pushState(null, "", url.pathname + keepQuery(url));
     route();
   });
   window.addEventListener("popstate", route);
-  for (const a of document.querySelectorAll("a[data-link]")) a.href = withToken(a.getAttribute("href"));
 
   function keepQuery(url) {
     const q = new URLSearchParams(url.search);
@@ -137,7 +141,7 @@
     const limit = 25;
     const workflowSelect = h("select", { name: "workflow" }, h("option", { value: "" }, "all"));
     const statusSelect = h("select", { name: "status" }, h("option", { value: "" }, "all"),
-      ["running", "succeeded", "failed", "cancelled", "interrupted"].map(
+      ["running", "succeeded", "failed", "cancelled", "interrupted", "unreadable"].map(
         (st) => h("option", { value: st, selected: st === filters.status }, st)));
     const body = h("tbody");
     const info = h("span", { class: "muted" });
@@ -174,7 +178,7 @@
       const shown = new URLSearchParams(q);
       shown.delete("limit");
       if (!filters.offset) shown.delete("offset");
-      history.replaceState(null, "", withToken("/runs" + (shown.toString() ? "?" + shown : "")));
+      history.replaceState(null, "", "/runs" + (shown.toString() ? "?" + shown : ""));
       let data;
       try {
         data = await api("/runs?" + q);
@@ -194,8 +198,9 @@
           h("td", {}, badge(run.status)),
           h("td", {}, when(run.started)),
           h("td", { class: "num" }, secs(run.duration)),
-          h("td", {}, `${run.succeeded}/${run.total} ok` + (run.failed ? `, ${run.failed} failed` : "")
-                      + (run.restored ? `, ${run.restored} restored` : ""))));
+          run.reason ? h("td", { class: "muted small" }, run.reason)
+            : h("td", {}, `${run.succeeded}/${run.total} ok` + (run.failed ? `, ${run.failed} failed` : "")
+                          + (run.restored ? `, ${run.restored} restored` : ""))));
       }
       if (!data.runs.length) {
         body.appendChild(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No runs yet.")));
@@ -254,6 +259,7 @@
         h("span", {}, "duration ", h("b", {}, run.duration === null ? "…" : secs(run.duration))),
         h("span", {}, "tasks ", h("b", {}, `${run.succeeded}/${run.total} ok, ${run.failed} failed, `
                                           + `${run.skipped} skipped`)),
+        run.reason ? h("span", { id: "run-reason" }, "unreadable: ", h("b", {}, run.reason)) : null,
         run.params ? h("span", {}, "params ", h("b", {}, JSON.stringify(run.params))) : null,
         run.job ? h("span", {}, "job ", h("b", {}, run.job)) : null);
     }
@@ -353,7 +359,7 @@
 
     function follow() {
       if (state.source) return;
-      const source = new EventSource(withToken(`/api/v1/runs/${encodeURIComponent(runId)}/events`));
+      const source = new EventSource(`/api/v1/runs/${encodeURIComponent(runId)}/events`);
       state.source = source;
       cleanup.push(() => source.close());
       source.addEventListener("snapshot", (e) => {
@@ -473,7 +479,7 @@
         const answer = await api(`/workflows/${encodeURIComponent(wf.name)}/runs`, {
           method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } });
         if (answer.run_id) {
-          history.pushState(null, "", withToken("/runs/" + encodeURIComponent(answer.run_id)));
+          history.pushState(null, "", "/runs/" + encodeURIComponent(answer.run_id));
           route();
         } else {
           out.textContent = `started in process ${answer.pid}`;

@@ -1,7 +1,14 @@
-"""The one clock that retry delays, timeouts and run deadlines read.
+"""The one clock that the engine's waits read.
 
-The engine never calls ``time`` directly: it asks a :class:`Clock`, so tests can swap in
+Every *decision* that depends on time goes through a :class:`Clock`: retry delays,
+attempt timeouts, the run's timeout and rate-limit tokens (see
+``flowforge/_engine/timers.py`` and ``admission.py``). Tests swap in
 :class:`flowforge.testing.FakeClock` and drive hours of backoff in microseconds.
+
+What is only *reported* is real time, read from ``time`` directly: a task's duration
+(``time.perf_counter()``) and the wall-clock stamps of records and events
+(``time.time()``). A fake clock changes when things happen, never how long they took.
+The cron scheduler has a clock of its own (:mod:`flowforge.scheduler`).
 """
 
 from __future__ import annotations

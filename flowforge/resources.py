@@ -5,7 +5,7 @@ limits and concurrency pools.
 ``workflow(limits=ResourceLimits(...), rate_limits={"api": RateLimit("5/s")},
 concurrency={"db": 3})`` states what the run may use. A ready task starts only when its
 request fits in what is free, its tags' pools have room and its rate limits have a
-token (see :mod:`flowforge._admission`). Tasks that declare nothing request nothing: only
+token (see :mod:`flowforge._engine.admission`). Tasks that declare nothing request nothing: only
 ``max_concurrent_tasks`` and the executor's workers bound them.
 
 Sizes are bytes (``int``) or strings such as ``"512MB"`` (powers of 1000) and

@@ -44,7 +44,7 @@ from .clock import Clock, SystemClock
 from .dag import DAG, CompiledDAG
 from .errors import WorkflowDefinitionError
 from .executors import resolve
-from .executors.base import Executor
+from .executors.base import ChecksCluster, Executor
 from .persistence import DURABILITY
 from .resources import RateLimit, ResourceLimits
 from .result import RunResult
@@ -269,10 +269,10 @@ class Workflow:
                 executor if executor is not None else self.executor, self.max_workers,
                 owner=owner,
             )
-            remote = hasattr(main, "prepare")  # a cluster: its workers hold the resources
-            admission, requests = self._admission(local=not remote)
-            if remote:  # refuses requests no worker can meet, before any state is written
-                main.prepare(_cluster_requests(self.dag.tasks))  # type: ignore[attr-defined]
+            cluster = main if isinstance(main, ChecksCluster) else None
+            admission, requests = self._admission(local=cluster is None)
+            if cluster is not None:  # refuses requests no worker can meet, before any
+                cluster.prepare(_cluster_requests(self.dag.tasks))  # state is written
             session = None
             if self.autosave:
                 session = self._manager().begin(

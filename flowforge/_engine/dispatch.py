@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._shared import ResourcePool, resolve_refs
 from ..errors import (
@@ -31,7 +31,13 @@ from ..errors import (
     TaskTimeoutError,
     WorkerCrashedError,
 )
-from ..executors.thread import ThreadExecutor
+from ..executors.base import (
+    AttemptCall,
+    Batching,
+    InProcess,
+    TakesAttempts,
+    WorkerProcesses,
+)
 
 if TYPE_CHECKING:
     from .._binding import Binding
@@ -44,6 +50,26 @@ __all__ = ["Attempt", "Dispatcher", "Outcome", "timeout_error"]
 
 #: ``(ok, value or error, seconds)`` of one finished attempt.
 Outcome = tuple[bool, Any, float]
+
+
+class Abilities(NamedTuple):
+    """What one executor can do beyond the required contract (see
+    :mod:`flowforge.executors.base`), each the executor itself or None; read once per
+    run, since a Protocol ``isinstance`` costs microseconds."""
+
+    in_process: InProcess | None
+    takes_attempts: TakesAttempts | None
+    batching: Batching | None
+    worker_processes: WorkerProcesses | None
+
+    @classmethod
+    def of(cls, ex: Executor) -> Abilities:
+        return cls(
+            ex if isinstance(ex, InProcess) else None,
+            ex if isinstance(ex, TakesAttempts) else None,
+            ex if isinstance(ex, Batching) else None,
+            ex if isinstance(ex, WorkerProcesses) else None,
+        )
 
 
 @dataclass(slots=True)
@@ -102,6 +128,7 @@ class Dispatcher:
         self._send_ahead = send_ahead
         self._pool = ResourcePool()
         self._memory: MemoryWatch | None = None
+        self.can = {ex: Abilities.of(ex) for ex in self.executors()}
 
     # -- where ---------------------------------------------------------------------
 
@@ -109,20 +136,15 @@ class Dispatcher:
         return {self.default, *self.by_task.values()}
 
     def isolated(self) -> Iterable[Executor]:
-        return (ex for ex in self.executors() if ex.isolated)
+        """The executors whose attempts run in other processes (pickled)."""
+        return (ex for ex, can in self.can.items() if can.in_process is None)
 
-    def has_room(self, ex: Executor, name: str, timed: bool) -> bool:
-        """Whether ``ex`` takes one more attempt of ``name`` now: a free worker, or on a
-        batching executor a small task's place in its queue (never a timed task's: its
-        timeout must start when it really starts)."""
-        inflight = self.inflight.get(ex, 0)
-        if inflight < ex.max_workers:
-            return True
-        return (
-            ex.batching
-            and not timed
-            and inflight < ex.room(name, ahead=self._send_ahead)  # type: ignore[attr-defined]
-        )
+    def queues(self, ex: Executor, name: str, timed: bool) -> bool:
+        """Whether ``ex``, all of whose workers are busy, takes one more attempt of
+        ``name`` in its queue: a batching executor does for a small task, never for a
+        timed one (its timeout must start when it really starts)."""
+        batching = self.can[ex].batching
+        return not timed and batching is not None and self.inflight[ex] < batching.room(name)
 
     # -- starting --------------------------------------------------------------------
 
@@ -136,7 +158,9 @@ class Dispatcher:
         on the thread executor when it is the only thing to do (a chain), where handing
         it to a pool thread would cost two thread switches and buy no parallelism."""
         ex = attempt.executor
-        if not ex.isolated:
+        can = self.can[ex]
+        local = can.in_process
+        if local is not None:
             try:
                 kwargs = self._store.local_inputs(kwargs)
                 if b.uses_resources:
@@ -146,22 +170,21 @@ class Dispatcher:
             except Exception as exc:  # a held result lost: a file gone, a worker dead
                 return False, exc, 0.0
         timeout = b.task.timeout
-        if timeout is None and not self._run_deadline and (
-            ex.inline
-            or (alone and not self.running and type(ex) is ThreadExecutor)
+        if local is not None and timeout is None and not self._run_deadline and local.may_run_here(
+            alone and not self.running
         ):
             return self._call_here(attempt, b, kwargs)
         self.current = attempt
         try:
-            future = self._submit(attempt, b, kwargs, timeout is not None)
+            future = self._submit(attempt, can, b, kwargs, timeout is not None)
         except TaskSerializationError as exc:
             self.current = None
             return False, exc, time.perf_counter() - attempt.started
         self.current = None
         self.running[future] = attempt
         self.inflight[ex] = self.inflight.get(ex, 0) + 1
-        if ex.isolated and self._limited:
-            self._watch_memory(attempt, future)
+        if self._limited and can.worker_processes is not None:
+            self._watch_memory(attempt, future, can.worker_processes)
         future.add_done_callback(self.inbox.put)
         return future
 
@@ -179,38 +202,38 @@ class Dispatcher:
         return True, value, time.perf_counter() - t0
 
     def _submit(
-        self, attempt: Attempt, b: Binding, kwargs: dict[str, Any], timed: bool
+        self, attempt: Attempt, can: Abilities, b: Binding, kwargs: dict[str, Any],
+        timed: bool,
     ) -> Future[Any]:
         ex = attempt.executor
-        if not ex.isolated:
-            if ex.inline:
-                return ex.submit_detached(b.call, **kwargs)  # type: ignore[attr-defined]
+        if can.in_process is not None:
+            if timed:
+                return can.in_process.submit_timed(b.call, **kwargs)
             return ex.submit(b.call, **kwargs)
         gpus = self._admission.gpus_of(attempt.name, attempt.index)
         env = None if gpus is None else {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
         spill = self._store.spills.get(ex)
-        if ex.takes_tasks:  # it pickles attempts itself (several at once, or with their
-            # inputs left on a cluster)
-            return ex.submit_task(  # type: ignore[attr-defined]
+        if can.takes_attempts is not None:
+            return can.takes_attempts.submit_attempt(AttemptCall(
                 b.task, kwargs, env, spill, attempt.name,
                 solo=timed or self._limited, ahead=self._send_ahead,
-            )
+            ))
         from .._private.remote import pack_call, run_packed
 
         return ex.submit(run_packed, pack_call(b.task, kwargs, env, spill), attempt.name)
 
-    def _watch_memory(self, attempt: Attempt, future: Future[Any]) -> None:
+    def _watch_memory(
+        self, attempt: Attempt, future: Future[Any], ex: WorkerProcesses
+    ) -> None:
         limit = self._admission.memory_of(attempt.name, attempt.index)
-        ex = attempt.executor
-        worker_pid = getattr(ex, "worker_pid", None)
-        if not limit or worker_pid is None:
+        if not limit:
             return
         if self._memory is None:
             from .._memory import MemoryWatch
 
             self._memory = MemoryWatch()
-        self._memory.watch(future, lambda: worker_pid(future), limit,
-                           lambda: ex.cancel_running(future))
+        self._memory.watch(future, lambda: ex.worker_pid(future), limit,
+                           lambda: attempt.executor.cancel_running(future))
 
     # -- finishing -------------------------------------------------------------------
 
@@ -255,7 +278,7 @@ class Dispatcher:
             ), duration
         try:
             value = future.result()
-            if attempt.executor.isolated:
+            if self.can[attempt.executor].in_process is None:
                 from .._private.remote import unpack_outcome
 
                 value = unpack_outcome(value, name)
@@ -284,8 +307,11 @@ class Dispatcher:
         """The attempts batching executors hold but have not sent to a worker: they will
         never start (the run stops); no longer tracked."""
         dropped = []
-        for ex in {a.executor for a in self.running.values() if a.executor.batching}:
-            for future in ex.cancel_queued():  # type: ignore[attr-defined]
+        for ex in {a.executor for a in self.running.values()}:
+            batching = self.can[ex].batching
+            if batching is None:
+                continue
+            for future in batching.cancel_queued():
                 attempt = self.take(future)
                 if attempt is not None:
                     dropped.append(attempt)

@@ -216,13 +216,16 @@ class Engine:
         dispatch = self._dispatch
         admission = self._admission
         gate_check = self._gate.check
+        inflight = dispatch.inflight
         several = bool(dispatch.by_task)
         kept: list[Any] = []
         while ready and not self.token.stopping:
             entry = ready.popleft()
             name, index = (entry, -1) if entry.__class__ is str else entry
             ex = dispatch.by_task.get(name, dispatch.default) if several else dispatch.default
-            if not dispatch.has_room(ex, name, self._bindings[name].task.timeout is not None):
+            if inflight.get(ex, 0) >= ex.max_workers and not dispatch.queues(
+                ex, name, self._bindings[name].task.timeout is not None
+            ):
                 kept.append(entry)
                 if several or self._admission.__class__ is RunAdmission:
                     continue  # another entry may fit elsewhere

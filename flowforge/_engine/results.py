@@ -27,6 +27,7 @@ from .._private.handoff import (
     plan_spills,
     remove_files,
 )
+from ..executors.base import SharesResults
 
 if TYPE_CHECKING:
     from ..executors.base import Executor
@@ -67,7 +68,9 @@ class ResultStore:
         isolated = list(isolated)
         if isolated:
             self.spills = plan_spills(isolated, session, run_id)
-            self.handles = bool(self.spills) or any(ex.holds_results for ex in isolated)
+            self.handles = bool(self.spills) or any(
+                isinstance(ex, SharesResults) and ex.on_cluster for ex in isolated
+            )
 
     def local_inputs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """``kwargs`` for an attempt that runs in the driver: every handle mapped."""

@@ -361,9 +361,12 @@ def plan_spills(executors: Any, session: Any, run_id: str) -> dict[Any, Spill]:
     """Each executor of a run with a ``share_threshold``: where its workers write large
     results. In the run's state folder when the store has one (the file is then the
     saved result); else, for process workers on this machine, in ``/dev/shm`` (first
-    clearing files that killed drivers left). A cluster's workers (``holds_results``)
-    keep large results themselves and write a file only to save one."""
-    sharing = [ex for ex in executors if getattr(ex, "share_threshold", None) is not None]
+    clearing files that killed drivers left). A cluster's workers (``on_cluster``) keep
+    large results themselves and write a file only to save one."""
+    from ..executors.base import SharesResults
+
+    sharing = [(ex, ex.share_threshold) for ex in executors
+               if isinstance(ex, SharesResults) and ex.share_threshold is not None]
     if not sharing:
         return {}
     saved: Spill | None = None
@@ -372,16 +375,15 @@ def plan_spills(executors: Any, session: Any, run_id: str) -> dict[Any, Spill]:
         if folder is not None:
             saved = Spill(folder, "s-", 0, True, session.store.durability == "fsync", False)
     spills = {}
-    for ex in sharing:
+    for ex, threshold in sharing:
         if saved is not None:
-            spills[ex] = saved._replace(threshold=ex.share_threshold)
-        elif not ex.holds_results:
+            spills[ex] = saved._replace(threshold=threshold)
+        elif not ex.on_cluster:
             folder = scratch_folder()
             if not spills:
                 sweep_stale(folder)
                 hold_run_lock(folder, run_prefix(run_id))
-            spills[ex] = Spill(folder, run_prefix(run_id), ex.share_threshold, False, False,
-                               True)
+            spills[ex] = Spill(folder, run_prefix(run_id), threshold, False, False, True)
     return spills
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from .base import Executor
+from .base import Adapted, Executor, FuturesExecutor
 from .process import ProcessExecutor
 from .sequential import SequentialExecutor
 from .thread import ThreadExecutor
@@ -45,8 +45,8 @@ def resolve(spec: Any, max_workers: int | None = None, *, owner: str = "workflow
         if factory is SequentialExecutor:
             return SequentialExecutor()
         return factory(max_workers=max_workers)
-    if hasattr(spec, "submit") and hasattr(spec, "shutdown"):
-        return spec
+    if isinstance(spec, FuturesExecutor):  # concurrent.futures' own, or alike
+        return Adapted(spec)
     msg = (
         f"{owner}: executor must be 'sequential', 'thread', 'process' or an Executor "
         f"instance, got {spec!r}"

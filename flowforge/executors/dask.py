@@ -42,7 +42,7 @@ from typing import Any
 
 from .._private.handoff import Handle, SharedResult
 from ..errors import WorkerCrashedError
-from .base import Executor
+from .base import AttemptCall, Executor
 
 __all__ = ["DaskExecutor", "DaskResult"]
 
@@ -100,9 +100,7 @@ class DaskExecutor(Executor):
     """
 
     name = "dask"
-    isolated = True
-    takes_tasks = True
-    holds_results = True
+    on_cluster = True  # large results stay on the workers (see SharesResults)
 
     def __init__(
         self, address: str | None = None, *, share_threshold: int = 1 << 20,
@@ -190,17 +188,15 @@ class DaskExecutor(Executor):
         remote = client.submit(fn, *args, pure=False, resources=resources, **kwargs)
         return self._follow((remote,), _same)
 
-    def submit_task(
-        self, task: Any, kwargs: dict[str, Any], env: dict[str, str] | None, spill: Any,
-        name: str, *, solo: bool = False, ahead: bool = False,
-    ) -> Future[Any]:
-        """Run one attempt of ``task``, its held inputs passed as Dask futures; the
-        value stays on the worker (see the module docstring). ``solo`` and ``ahead``
-        are the process executor's; the scheduler places attempts here."""
+    def submit_attempt(self, call: AttemptCall) -> Future[Any]:
+        """Run one attempt, its held inputs passed as Dask futures; the value stays on
+        the worker (see the module docstring). ``solo`` and ``ahead`` are the process
+        executor's; Dask's scheduler places attempts here."""
         from .._private.remote import pack_call, report_held, run_held
 
+        name, spill = call.name, call.spill
         futures: list[Any] = []
-        payload = pack_call(task, _take_inputs(kwargs, futures), env, spill)
+        payload = pack_call(call.task, _take_inputs(call.kwargs, futures), call.env, spill)
         client = self.client()
         resources = self._requests.get(name) or None
         held = client.submit(run_held, payload, name, *futures, pure=False,

@@ -42,7 +42,7 @@ from functools import partial
 from typing import Any
 
 from ..errors import WorkerCrashedError
-from .base import Executor, default_workers
+from .base import AttemptCall, Executor, default_workers
 
 __all__ = ["ProcessExecutor"]
 
@@ -103,9 +103,7 @@ class ProcessExecutor(Executor):
     """
 
     name = "process"
-    isolated = True
-    takes_tasks = True
-    batching = True
+    on_cluster = False  # large results go to files on this machine (see SharesResults)
 
     def __init__(
         self, max_workers: int | None = None, *, share_threshold: int | None = 1 << 20
@@ -139,6 +137,7 @@ class ProcessExecutor(Executor):
         self._by_code: dict[Any, float] = {}
         self._closed = False  # shut down: what a dying worker hands back stays queued
         self._claims = itertools.count()  # numbers the claim files of attempts sent ahead
+        self._ahead_mode = False
 
     def start(self) -> None:
         """Start every worker now rather than at first use (they start in parallel), so
@@ -173,11 +172,19 @@ class ProcessExecutor(Executor):
         job = _Job(Future(), None, (), {}, (task, kwargs, env, spill), name, solo, ahead)
         return self._enqueue(job)
 
-    def room(self, name: str, ahead: bool = False) -> int:
+    def submit_attempt(self, call: AttemptCall) -> Future[Any]:
+        """Run one attempt (see :meth:`submit_task`)."""
+        self._ahead_mode = call.ahead  # what room() assumes: this run's attempts may wait
+        return self.submit_task(call.task, call.kwargs, call.env, call.spill, call.name,
+                                solo=call.solo, ahead=call.ahead)
+
+    def room(self, name: str, ahead: bool | None = None) -> int:
         """How many attempts of task ``name`` the engine may have here at once: one per
         worker, plus with ``ahead`` one per worker that has or may take one waiting
         behind what it runs (see :meth:`submit_task`); for a small task, as many as make
         ``QUEUE_SECONDS`` of work a worker."""
+        if ahead is None:
+            ahead = self._ahead_mode
         seconds = self._seconds.get(name)
         if seconds is None or seconds >= SMALL_SECONDS:
             if not ahead:

@@ -15,13 +15,16 @@ __all__ = ["SequentialExecutor"]
 class SequentialExecutor(Executor):
     """Runs work immediately in the caller's thread; ``submit`` returns a done future.
 
-    A task with a ``timeout`` runs on a helper thread instead (``submit_detached``), so
-    the engine can give up on it; the thread cannot be killed and is abandoned.
+    A task with a ``timeout`` runs on a helper thread instead (``submit_timed``), so the
+    engine can give up on it; the thread cannot be killed and is abandoned.
     """
 
     name = "sequential"
     max_workers = 1
-    inline = True
+
+    def may_run_here(self, alone: bool) -> bool:
+        """Always: running in the caller's thread is what this executor does."""
+        return True
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         future: Future[Any] = Future()
@@ -33,9 +36,7 @@ class SequentialExecutor(Executor):
             future.set_result(result)
         return future
 
-    def submit_detached(
-        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
-    ) -> Future[Any]:
+    def submit_timed(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Run on a daemon thread of its own and return at once."""
         future: Future[Any] = Future()
 

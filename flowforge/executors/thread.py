@@ -46,6 +46,14 @@ class ThreadExecutor(Executor):
             self._spawn_if_needed()
         return future
 
+    def may_run_here(self, alone: bool) -> bool:
+        """Only for a lone attempt (a chain): handing it to a pool thread and waiting for
+        the answer would cost two thread switches and buy no parallelism."""
+        return alone
+
+    def submit_timed(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return self.submit(fn, *args, **kwargs)
+
     def cancel_running(self, future: Future[Any]) -> bool:
         """Abandon the thread running ``future`` and start a replacement; False."""
         if future.cancel():

@@ -2,8 +2,10 @@
 
 A task moves PENDING -> RUNNING -> SUCCEEDED or FAILED. A failed attempt that will be
 retried goes RUNNING -> PENDING until its delay is over. PENDING -> SKIPPED when it will
-never run (an upstream failed under ``on_error="continue"``); PENDING or RUNNING ->
-CANCELLED on Ctrl-C, the run's timeout or a cancel request. PENDING -> SUCCEEDED is a
+never run (its trigger, a branch or its condition says so); RUNNING -> CANCELLED on
+Ctrl-C, the run's timeout or a cancel request, while tasks that had not started stay
+PENDING, so that a resume runs them (PENDING -> CANCELLED is allowed for a cancel that
+names a task before it starts). PENDING -> SUCCEEDED is a
 result restored from an earlier run. PENDING -> FAILED is a failure before the task could
 start: its condition raised, an input could not be loaded back, or what it asks for can
 never be granted. Nothing leaves SUCCEEDED, FAILED, SKIPPED or CANCELLED.

@@ -4,7 +4,8 @@ package docstring).
 States. A task's state changes only through :func:`~.lifecycle.move`: PENDING ->
 RUNNING -> SUCCEEDED | FAILED; RUNNING -> PENDING while a retry waits out its delay;
 PENDING -> SKIPPED (trigger, branch or condition); PENDING -> FAILED when it fails
-before it can start; PENDING | RUNNING -> CANCELLED. A mapped or looping task stays
+before it can start; RUNNING -> CANCELLED when the run is cancelled or times out (what
+had not started stays PENDING, for a resume). A mapped or looping task stays
 RUNNING while its *units* ``(task, index)`` run.
 
 Data. ``ready`` is a FIFO deque of entries, a task's name or a unit; the ``ReadySet``

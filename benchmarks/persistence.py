@@ -159,7 +159,7 @@ def _child_env(**extra: str) -> dict[str, str]:
 
 _PHASES = [
     ("flowforge.workflow", "Workflow._bind", "bind params (engine, not persistence)"),
-    ("flowforge.workflow", "Workflow._fingerprints", "fingerprint every task"),
+    ("flowforge._run", "fingerprints", "fingerprint every task"),
     ("flowforge.persistence.manager", "PersistenceManager.begin", "begin: lock, find, plan"),
     ("flowforge.persistence.manager", "_read_journal", "  read + verify the journal"),
     ("flowforge.persistence.store", "StateStore.sealer", "    load the key"),
@@ -168,7 +168,7 @@ _PHASES = [
     ("flowforge.persistence.manager", "make_plan", "  make_plan"),
     ("flowforge.persistence.manager", "RunSession.__init__", "  RunSession()"),
     ("flowforge._engine", "Engine.__init__", "Engine() (incl. restore)"),
-    ("flowforge._engine", "Engine._restore", "  Engine._restore"),
+    ("flowforge._engine.recorder", "Recorder.restore", "  Recorder.restore"),
     ("flowforge._engine", "Engine.run", "Engine.run (1 task + end)"),
     ("flowforge.metrics", "RunMetrics.from_tasks", "  RunMetrics.from_tasks"),
 ]

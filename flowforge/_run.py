@@ -40,7 +40,7 @@ def run_workflow(
 ) -> RunResult:
     """Run ``wf`` with params ``merged`` (see :meth:`Workflow.run`)."""
     owner = f"workflow {wf.name!r}"
-    from ._engine import Engine  # loaded on the first run: import flowforge stays light
+    from ._engine import Engine, RunSpec  # loaded on the first run: import flowforge stays light
 
     with gcpause.preparing():  # 100,000 tasks make a million long-lived objects
         bindings, graph = wf._bound_for_run(merged)
@@ -69,7 +69,7 @@ def run_workflow(
         detach: Callable[[], None] = _nothing
         try:
             detach = attach_listeners(wf, graph.order)  # before the engine asks
-            engine = Engine(
+            engine = Engine(RunSpec(
                 workflow=wf.name,
                 run_id=new_run_id() if session is None else session.run_id,
                 graph=graph,
@@ -84,10 +84,10 @@ def run_workflow(
                 log_file=log_file(wf),
                 log_console=not wf.quiet,
                 session=session,
-                fixtures=refs,
+                fixtures=refs or {},
                 admission=admission,
                 requests=requests,
-            )
+            ))
         except BaseException:
             detach()
             if session is not None:

@@ -6,6 +6,7 @@ own state and answers the loop's questions. None of them calls back into the loo
 Module map (each module owns one thing):
 
 * ``loop.py``: :class:`Engine`, the one scheduling loop, with the design essay;
+* ``spec.py``: :class:`RunSpec`, what one run is made of, as run assembly hands it over;
 * ``lifecycle.py``: task records and :func:`move`, the only writer of a task's state;
 * ``gate.py``: run, skip or fail a ready task (triggers, branches, conditions);
 * ``admission.py``: CPU, memory, GPU, pool and rate limits; a null admission for runs
@@ -23,5 +24,6 @@ Module map (each module owns one thing):
 from __future__ import annotations
 
 from .loop import Engine
+from .spec import RunSpec
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "RunSpec"]

@@ -8,6 +8,7 @@ runs anyway (``absent``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from ..task import TaskContext
 if TYPE_CHECKING:
     from .._binding import Binding
     from .._shared import ResourceRef
+    from .spec import RunSpec
 
 __all__ = ["Arguments"]
 
@@ -45,6 +47,28 @@ class Arguments:
         self._upstream = upstream
         self._context = context  # the TaskContext fields every attempt shares
         self._gpus_of = gpus_of
+
+    @classmethod
+    def for_run(
+        cls, spec: RunSpec, values: Mapping[str, Any], absent: set[str], resumed: bool,
+        gpus_of: Callable[[str, int], list[int] | None],
+    ) -> Arguments:
+        """The builder for one run: its fixtures keyed to the run (a process worker keeps
+        one of each per run), the context fields every attempt shares."""
+        return cls(
+            values=values,
+            absent=absent,
+            params=spec.params,
+            fixtures={n: dataclasses.replace(r, key=spec.run_id)
+                      for n, r in spec.fixtures.items()},
+            upstream=spec.graph.upstream,
+            context={
+                "run_id": spec.run_id, "workflow": spec.workflow, "params": spec.params,
+                "log_file": spec.log_file, "log_console": spec.log_console,
+                "resumed": resumed,
+            },
+            gpus_of=gpus_of,
+        )
 
     def build(
         self, name: str, b: Binding, attempt: int,

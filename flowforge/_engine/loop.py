@@ -32,10 +32,8 @@ tasks ask the gate (a skip spreads under the default trigger) and the rest goes 
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import deque
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._binding import Binding, call_hook
@@ -67,13 +65,8 @@ from .timers import Timers
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-    from .._shared import ResourceRef
-    from ..bus import EventBus
-    from ..clock import Clock
-    from ..dag import CompiledDAG
     from ..executors.base import Executor
-    from ..persistence.session import RunSession
-    from .admission import Admission, Request
+    from .spec import RunSpec
 
 __all__ = ["Engine"]
 
@@ -86,35 +79,17 @@ _FAILED = TaskState.FAILED
 class Engine:
     """Runs one workflow run to completion; use once."""
 
-    def __init__(
-        self,
-        *,
-        workflow: str,
-        run_id: str,
-        graph: CompiledDAG,
-        bindings: Mapping[str, Binding],
-        params: Mapping[str, Any],
-        executor: Executor,
-        task_executors: Mapping[str, Executor],
-        on_error: str,
-        timeout: float | None,
-        clock: Clock,
-        bus: EventBus,
-        log_file: str | None = None,
-        log_console: bool = False,
-        session: RunSession | None = None,
-        fixtures: Mapping[str, ResourceRef] | None = None,
-        admission: Admission | None = None,
-        requests: Mapping[str, Request] | None = None,
-    ) -> None:
-        self.workflow = workflow
-        self.run_id = run_id
+    def __init__(self, spec: RunSpec) -> None:
+        graph, bindings, session = spec.graph, spec.bindings, spec.session
+        self.workflow = spec.workflow
+        self.run_id = spec.run_id
         self._graph = graph
         self._bindings = bindings
-        self._params = params
-        self._on_error = on_error
-        self._timeout = timeout
-        self._bus = bus
+        self._params = spec.params
+        self._on_error = spec.on_error
+        self._timeout = spec.timeout
+        self._bus = spec.bus
+        self._session = session
         self.tasks = new_records(graph.order)
         self._store = ResultStore(None if session is None else session.load)
         self.results = self._store.values
@@ -123,43 +98,29 @@ class Engine:
         self._gate = Gate(graph, bindings, self.tasks)
         self._gate_passed: set[str] = set()  # asked already, then made to wait
         self._admission: RunAdmission | NullAdmission = (
-            NullAdmission() if admission is None
-            else RunAdmission(admission, requests or {}, self.tasks)
+            NullAdmission() if spec.admission is None
+            else RunAdmission(spec.admission, spec.requests, self.tasks)
         )
-        self._timers = Timers(clock, timeout)
+        self._timers = Timers(spec.clock, spec.timeout)
         self._recorder = Recorder(session, graph, self.results, self._state_failed)
-        self._fanout = FanOut(bindings, self._recorder, params, ResultStore.value)
+        self._fanout = FanOut(bindings, self._recorder, spec.params, ResultStore.value)
         self._fanned = {n for n, b in bindings.items() if b.task.map or b.task.loop}
         self._branches = {n for n, b in bindings.items() if b.task.branch}
         self._dispatch = Dispatcher(
-            executor, task_executors, self._store, self._admission,
-            limited=admission is not None,
-            run_deadline=timeout is not None,
-            send_ahead=session is None and admission is None,
+            spec.executor, spec.task_executors, self._store, self._admission,
+            limited=spec.admission is not None, run_deadline=spec.timeout is not None,
+            send_ahead=session is None and spec.admission is None,
         )
         self.token = CancelToken(wake=lambda: self._dispatch.inbox.put(None))
-        self._arguments = Arguments(
-            values=self.results,
-            absent=self._gate.absent,
-            params=params,
-            fixtures={n: dataclasses.replace(r, key=run_id)
-                      for n, r in (fixtures or {}).items()},
-            upstream=graph.upstream,
-            context={
-                "run_id": run_id, "workflow": workflow, "params": params,
-                "log_file": log_file, "log_console": log_console,
-                "resumed": self._recorder.resumed,
-            },
-            gpus_of=self._admission.gpus_of,
-        )
-        self._session = session
+        self._arguments = Arguments.for_run(spec, self.results, self._gate.absent,
+                                            self._recorder.resumed, self._admission.gpus_of)
         self._restored = self._recorder.restore(self.tasks, self._ready_set, self._gate,
                                                 bindings)
         self._first_error: BaseException | None = None
         self._running_stopped = False
-        self._emit_started = bus.wants(TaskStarted)
-        self._emit_succeeded = bus.wants(TaskSucceeded)
-        self._emit_failed = bus.wants(TaskFailed)
+        self._emit_started = spec.bus.wants(TaskStarted)
+        self._emit_succeeded = spec.bus.wants(TaskSucceeded)
+        self._emit_failed = spec.bus.wants(TaskFailed)
 
     # -- the run ---------------------------------------------------------------------
 

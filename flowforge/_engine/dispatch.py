@@ -17,16 +17,15 @@ a future or a worker crash in an executor's own terms.
 from __future__ import annotations
 
 import queue
-import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._shared import ResourcePool, resolve_refs
 from ..errors import (
     MemoryLimitExceeded,
-    TaskError,
     TaskSerializationError,
     TaskTimeoutError,
     WorkerCrashedError,
@@ -61,14 +60,19 @@ class Abilities(NamedTuple):
     takes_attempts: TakesAttempts | None
     batching: Batching | None
     worker_processes: WorkerProcesses | None
+    here_alone: bool  # in_process.may_run_here(True), asked once
+    here_busy: bool  # in_process.may_run_here(False), asked once
 
     @classmethod
     def of(cls, ex: Executor) -> Abilities:
+        local = ex if isinstance(ex, InProcess) else None
         return cls(
-            ex if isinstance(ex, InProcess) else None,
+            local,
             ex if isinstance(ex, TakesAttempts) else None,
             ex if isinstance(ex, Batching) else None,
             ex if isinstance(ex, WorkerProcesses) else None,
+            local is not None and local.may_run_here(True),
+            local is not None and local.may_run_here(False),
         )
 
 
@@ -79,9 +83,10 @@ class Attempt:
 
     name: str
     number: int
-    started: float
     executor: Executor
     index: int = -1
+    started: float = 0.0  # when it was handed to its executor
+    future: Future[Any] | None = None
 
 
 def timeout_error(attempt: Attempt, timeout: float | None, killed: bool) -> TaskTimeoutError:
@@ -119,8 +124,9 @@ class Dispatcher:
         self.running: dict[Future[Any], Attempt] = {}
         self.inflight: dict[Executor, int] = {}
         self.inbox: queue.SimpleQueue[Future[Any] | None] = queue.SimpleQueue()
-        #: The attempt being run or handed over in this thread (Ctrl-C cancels it).
-        self.current: Attempt | None = None
+        #: The task whose attempt is being run or handed over in this thread (Ctrl-C
+        #: cancels it).
+        self.current: str | None = None
         self._store = store
         self._admission = admission
         self._limited = limited  # admission control is on: never batch an attempt
@@ -149,57 +155,55 @@ class Dispatcher:
     # -- starting --------------------------------------------------------------------
 
     def launch(
-        self, attempt: Attempt, b: Binding, kwargs: dict[str, Any], alone: bool
-    ) -> Outcome | Future[Any]:
-        """Start ``attempt``. Returns its outcome when it ran (or failed) right here,
-        its future when it was handed to its executor. ``alone``: nothing else is ready or due.
+        self, name: str, number: int, index: int, ex: Executor, b: Binding,
+        kwargs: dict[str, Any], alone: bool,
+    ) -> Outcome | Attempt:
+        """Start attempt ``number`` of ``name`` (``index`` >= 0: of one of its units) on
+        ``ex``. Returns its outcome when it ran (or failed) right here, its
+        :class:`Attempt` when it was handed to its executor. ``alone``: nothing else is
+        ready or due.
 
-        It runs in this thread when that is cheaper and safe: on an inline executor, or
-        on the thread executor when it is the only thing to do (a chain), where handing
-        it to a pool thread would cost two thread switches and buy no parallelism."""
-        ex = attempt.executor
+        It runs in this thread when its executor says that is cheaper and safe (the
+        sequential executor always; the thread executor for a lone attempt, a chain,
+        where a pool thread would cost two thread switches and buy no parallelism)."""
         can = self.can[ex]
-        local = can.in_process
-        if local is not None:
+        if can.in_process is not None and (self._store.handles or b.uses_resources):
             try:
                 kwargs = self._store.local_inputs(kwargs)
                 if b.uses_resources:
                     resolve_refs(kwargs, self._pool)
-            except TaskError as exc:
-                return False, exc, 0.0
-            except Exception as exc:  # a held result lost: a file gone, a worker dead
+            except Exception as exc:  # a fixture's set-up, a held result lost: it fails
                 return False, exc, 0.0
         timeout = b.task.timeout
-        if local is not None and timeout is None and not self._run_deadline and local.may_run_here(
-            alone and not self.running
-        ):
-            return self._call_here(attempt, b, kwargs)
-        self.current = attempt
+        if timeout is None and (
+            can.here_alone if alone and not self.running else can.here_busy
+        ) and not self._run_deadline:
+            self.current = name
+            t0 = perf_counter()
+            try:
+                value = b.call(**kwargs)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # SystemExit too: as on the pool paths
+                self.current = None
+                return False, exc, perf_counter() - t0
+            self.current = None
+            return True, value, perf_counter() - t0
+        attempt = Attempt(name, number, ex, index, perf_counter())
+        self.current = name
         try:
             future = self._submit(attempt, can, b, kwargs, timeout is not None)
         except TaskSerializationError as exc:
             self.current = None
-            return False, exc, time.perf_counter() - attempt.started
+            return False, exc, perf_counter() - attempt.started
         self.current = None
+        attempt.future = future
         self.running[future] = attempt
         self.inflight[ex] = self.inflight.get(ex, 0) + 1
         if self._limited and can.worker_processes is not None:
             self._watch_memory(attempt, future, can.worker_processes)
         future.add_done_callback(self.inbox.put)
-        return future
-
-    def _call_here(self, attempt: Attempt, b: Binding, kwargs: dict[str, Any]) -> Outcome:
-        self.current = attempt
-        t0 = time.perf_counter()
-        try:
-            value = b.call(**kwargs)
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # SystemExit too: as on the pool paths
-            self.current = None
-            return False, exc, time.perf_counter() - t0
-        self.current = None
-        return True, value, time.perf_counter() - t0
+        return attempt
 
     def _submit(
         self, attempt: Attempt, can: Abilities, b: Binding, kwargs: dict[str, Any],
@@ -263,7 +267,7 @@ class Dispatcher:
         """How the attempt behind a done future went, in the loop's terms."""
         duration = getattr(future, "ran_for", None)  # as measured by a batching worker
         if duration is None:
-            duration = time.perf_counter() - attempt.started
+            duration = perf_counter() - attempt.started
         name = attempt.name
         over = None if self._memory is None else self._memory.exceeded.pop(future, None)
         if over is not None:

@@ -20,6 +20,7 @@ __all__ = ["move", "new_records"]
 
 _RUNNING = TaskState.RUNNING
 _PENDING = TaskState.PENDING
+_NEXT = {state: ALLOWED.get(state, frozenset()) for state in TaskState}  # every key there
 
 
 def new_records(names: Iterable[str]) -> dict[str, TaskRun]:
@@ -33,7 +34,7 @@ def move(rec: TaskRun, new: TaskState, *, error: BaseException | None = None) ->
     RUNNING counts an attempt; FAILED keeps ``error`` (a failure before the start counts
     as the attempt it would have been); every final state stamps ``finished``."""
     old = rec.state
-    if new not in ALLOWED.get(old, ()):
+    if new not in _NEXT[old]:
         check_transition(rec.name, old, new)  # raises, naming the task and why not
     rec.state = new
     if new is _RUNNING:

@@ -101,6 +101,7 @@ class Engine:
             NullAdmission() if spec.admission is None
             else RunAdmission(spec.admission, spec.requests, self.tasks)
         )
+        self._limited = spec.admission is not None  # admission may make an attempt wait
         self._timers = Timers(spec.clock, spec.timeout)
         self._recorder = Recorder(session, graph, self.results, self._state_failed)
         self._fanout = FanOut(bindings, self._recorder, spec.params, ResultStore.value)
@@ -179,6 +180,7 @@ class Engine:
         admission = self._admission
         gate_check = self._gate.check
         inflight = dispatch.inflight
+        limited = self._limited
         several = bool(dispatch.by_task)
         kept: list[Any] = []
         while ready and not self.token.stopping:
@@ -189,7 +191,7 @@ class Engine:
                 ex, name, self._bindings[name].task.timeout is not None
             ):
                 kept.append(entry)
-                if several or self._admission.__class__ is RunAdmission:
+                if several or limited:
                     continue  # another entry may fit elsewhere
                 break
             if (index < 0 and name in gate_check and name not in self._gate_passed
@@ -198,18 +200,20 @@ class Engine:
             if index < 0 and name in self._fanned:
                 self._open_fan(name)
                 continue
-            grant = admission.admit(name, index)
-            if grant.__class__ is Wait:
-                kept.append(entry)
-                self._waits(name, index, grant)
-                continue
+            if limited:
+                grant = admission.admit(name, index)
+                if grant.__class__ is Wait:
+                    kept.append(entry)
+                    self._waits(name, index, grant)
+                    continue
             if index < 0:
                 self._start(name, ex)
             else:
                 self._start_unit(name, index, ex)
         if kept:
             ready.extendleft(reversed(kept))
-        self._timers.token_in(admission.token_delay())
+        if limited:
+            self._timers.token_in(admission.token_delay())
 
     def _ask_gate(self, name: str) -> bool:
         """Ask the gate about a ready task: True if it runs; else it was skipped or failed."""
@@ -244,13 +248,13 @@ class Engine:
         try:
             kwargs = self._arguments.build(name, b, attempt) if b.args or b.extra_inputs else {}
         except StateError as exc:  # a restored input could not be loaded back
-            self._finished(Attempt(name, attempt, 0.0, ex), (False, exc, 0.0))
+            self._attempt_failed(Attempt(name, attempt, ex), exc, 0.0)
             return
-        if attempt == 1:
+        if attempt == 1 and self._recorder.session is not None:
             self._recorder.inputs_taken(name)
         if self._emit_started:
             self._publish(TaskStarted, task=name, attempt=attempt)
-        self._launch(Attempt(name, attempt, time.perf_counter(), ex), b, kwargs)
+        self._launch(name, attempt, -1, ex, b, kwargs)
 
     def _start_unit(self, name: str, index: int, ex: Executor) -> None:
         if self.tasks[name].state is not _RUNNING or not self._fanout.runs(name):
@@ -259,18 +263,27 @@ class Engine:
             name, index, self._admission.gpus_of(name, index)
         )
         self._publish(TaskStarted, task=name, attempt=number, index=index)
-        self._launch(Attempt(name, number, time.perf_counter(), ex, index),
-                     self._bindings[name], kwargs)
+        self._launch(name, number, index, ex, self._bindings[name], kwargs)
 
-    def _launch(self, attempt: Attempt, b: Binding, kwargs: dict[str, Any]) -> None:
-        alone = not self._ready and not self._timers.has_due()
-        launched = self._dispatch.launch(attempt, b, kwargs, alone)
-        if launched.__class__ is tuple:  # it ran here, or could not be handed over
-            self._finished(attempt, launched)
+    def _launch(
+        self, name: str, number: int, index: int, ex: Executor, b: Binding,
+        kwargs: dict[str, Any],
+    ) -> None:
+        timers = self._timers
+        alone = not self._ready and not timers.delayed and timers.token_due is None
+        launched = self._dispatch.launch(name, number, index, ex, b, kwargs, alone)
+        if launched.__class__ is not tuple:  # handed over: its future will tell
+            if b.task.timeout is not None:
+                assert isinstance(launched, Attempt) and launched.future is not None
+                timers.deadline(launched.future, b.task.timeout)
             return
-        timeout = b.task.timeout
-        if timeout is not None:
-            self._timers.deadline(launched, timeout)
+        ok, value, duration = launched
+        if not ok:
+            self._attempt_failed(Attempt(name, number, ex, index), value, duration)
+        elif index < 0:
+            self._succeeded(name, value, duration)
+        else:
+            self._unit_succeeded(Attempt(name, number, ex, index), value, duration)
 
     def _open_fan(self, name: str) -> None:
         """A mapped or looping task is ready: compute its inputs, queue its first units."""
@@ -353,7 +366,8 @@ class Engine:
             self._attempt_failed(attempt, value, duration)
 
     def _succeeded(self, name: str, value: Any, duration: float) -> None:
-        self._admission.release(name, -1)
+        if self._limited:
+            self._admission.release(name, -1)
         if name in self._branches:  # a set lookup: this runs for every success
             try:
                 self._gate.chose(name, ResultStore.value(value))
@@ -495,7 +509,7 @@ class Engine:
             current = dispatch.current
             if current is not None:
                 dispatch.current = None
-                self._mark_cancelled(current.name, token.reason)
+                self._mark_cancelled(current, token.reason)
 
     def _mark_cancelled(self, name: str, reason: str) -> None:
         rec = self.tasks[name]

@@ -20,14 +20,14 @@ __all__ = ["Timers"]
 class Timers:
     """Deadlines and due times of one run, on one clock."""
 
-    __slots__ = ("clock", "run_deadline", "token_due", "_deadlines", "_delayed", "_seq")
+    __slots__ = ("clock", "run_deadline", "token_due", "_deadlines", "delayed", "_seq")
 
     def __init__(self, clock: Clock, run_timeout: float | None) -> None:
         self.clock = clock
         self.run_deadline = None if run_timeout is None else clock.monotonic() + run_timeout
         self.token_due: float | None = None  # when a rate-limited task may have its token
         self._deadlines: list[tuple[float, int, Any]] = []
-        self._delayed: list[tuple[float, int, Any]] = []
+        self.delayed: list[tuple[float, int, Any]] = []  # a heap of retries waiting
         self._seq = 0  # ties in time keep their order; keys never get compared
 
     def deadline(self, key: Any, seconds: float) -> None:
@@ -38,7 +38,7 @@ class Timers:
     def delay(self, entry: Any, seconds: float) -> None:
         """``entry`` (a ready-queue entry) is due again ``seconds`` from now."""
         self._seq += 1
-        heapq.heappush(self._delayed, (self.clock.monotonic() + seconds, self._seq, entry))
+        heapq.heappush(self.delayed, (self.clock.monotonic() + seconds, self._seq, entry))
 
     def token_in(self, seconds: float | None) -> None:
         """A rate-limited task may have its token ``seconds`` from now (None: none waits)."""
@@ -46,12 +46,12 @@ class Timers:
 
     def drop_delayed(self) -> None:
         """Forget the retries still waiting: the run stops."""
-        self._delayed.clear()
+        self.delayed.clear()
         self.token_due = None
 
     def has_due(self) -> bool:
         """Something will be due later that could start work: a retry or a token."""
-        return bool(self._delayed) or self.token_due is not None
+        return bool(self.delayed) or self.token_due is not None
 
     def next_due(self, starting: bool) -> float | None:
         """The earliest time anything is due (retries and tokens only while ``starting``)."""
@@ -60,8 +60,8 @@ class Timers:
             t = self._deadlines[0][0]
             due = t if due is None or t < due else due
         if starting:
-            if self._delayed:
-                t = self._delayed[0][0]
+            if self.delayed:
+                t = self.delayed[0][0]
                 due = t if due is None or t < due else due
             if self.token_due is not None and (due is None or self.token_due < due):
                 due = self.token_due
@@ -78,7 +78,7 @@ class Timers:
     def due(self, now: float) -> list[Any]:
         """The delayed entries whose time has come, in order."""
         out = []
-        delayed = self._delayed
+        delayed = self.delayed
         while delayed and delayed[0][0] <= now:
             out.append(heapq.heappop(delayed)[2])
         return out

@@ -98,7 +98,8 @@ class InProcess(Protocol):
 
     def may_run_here(self, alone: bool) -> bool:
         """Whether the engine may call an attempt in its own thread instead of submitting
-        it (same effect, less cost); ``alone``: nothing else runs, is ready or is due."""
+        it (same effect, less cost); ``alone``: nothing else runs, is ready or is due. A
+        function of ``alone`` only: the engine asks once for each value per run."""
         ...
 
     def submit_timed(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:

@@ -256,7 +256,7 @@ class Workflow:
         Raises :class:`WorkflowLockedError` if another process is running it."""
         merged = {**self.params, **(params or {})}
         if self.param_types:
-            from .definition import check_params
+            from .definitions.params import check_params
 
             check_params(self, merged)
         owner = f"workflow {self.name!r}"
@@ -610,8 +610,8 @@ class Workflow:
         return to_mermaid(self)
 
     def to_yaml(self) -> str:
-        """The workflow as a YAML definition (see :mod:`flowforge.definition`)."""
-        from .definition import to_yaml
+        """The workflow as a YAML definition (see :mod:`flowforge.definitions`)."""
+        from .export import to_yaml
 
         return to_yaml(self)
 

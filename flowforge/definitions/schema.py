@@ -99,7 +99,6 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-
 def _check_schema(data: Any, lines: dict[tuple[Any, ...], int], path: str) -> None:
     import jsonschema
 
@@ -113,7 +112,6 @@ def _check_schema(data: Any, lines: dict[tuple[Any, ...], int], path: str) -> No
         problems.append(f"{path}:{line}: {field}: {error.message}")
     if problems:
         raise WorkflowDefinitionError("\n".join(problems), path=path, problems=problems)
-
 
 
 def _read(path: str) -> tuple[Any, dict[tuple[Any, ...], int]]:

@@ -1,4 +1,5 @@
-"""A workflow's shape as data and pictures: ``to_dict``, Mermaid, Graphviz DOT, text."""
+"""A workflow's shape as data and pictures: ``to_dict``, Mermaid, Graphviz DOT, text, and
+back out as a YAML definition (``to_yaml``, read back by :mod:`flowforge.definitions`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,19 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from ._binding import FROM_CONTEXT, FROM_PARAM, FROM_TASK
+from ._expressions import references
+from .definitions.tasktypes import (
+    LOOP_NAMES,
+    DefinitionTask,
+    ExpressionCondition,
+    ExpressionUntil,
+    _SharedFactory,
+)
+from .errors import WorkflowDefinitionError
+
 if TYPE_CHECKING:
+    from .task import Task
     from .workflow import Workflow
 
 __all__ = ["to_dict", "to_dot", "to_mermaid", "to_text"]
@@ -83,6 +96,167 @@ def to_text(wf: Workflow) -> str:
         ups = graph.upstream[name]
         lines.append(f"  {name:<{width}}  <- {', '.join(ups)}" if ups else f"  {name}")
     return "\n".join(lines) + "\n"
+
+
+def to_yaml(wf: Workflow) -> str:
+    """A YAML definition of ``wf``; tasks must be module-level functions without Python
+    conditions (``when=``) or loops, which YAML cannot name."""
+    import yaml
+
+
+    bindings, graph = wf._bind(wf.params, strict=True)  # noqa: SLF001 - same package
+    doc: dict[str, Any] = {"name": wf.name}
+    if isinstance(wf.executor, str):
+        doc["executor"] = wf.executor
+    if wf.max_workers is not None:
+        doc["max_workers"] = wf.max_workers
+    if wf.param_types:
+        doc["params"] = wf.param_types
+    elif wf.params:
+        doc["params"] = {k: {"default": v} for k, v in wf.params.items()}
+    tasks = []
+    items_of = {t.map[0]: n for n, t in wf.dag.tasks.items()
+                if isinstance(t, DefinitionTask) and t.item_from}
+    for name in graph.order:
+        b = bindings[name]
+        t = b.task
+        if isinstance(t, DefinitionTask):
+            if name not in items_of:  # a map's items helper folds back into its task
+                tasks.append(_definition_entry(t, graph.upstream[name], wf))
+            continue
+        if t.when is not None or t.fn is None:
+            msg = (f"task {name!r} uses a Python-only feature (a when= callable or a Task "
+                   "subclass) that YAML writes as an expression; rewrite it in the definition")
+            raise WorkflowDefinitionError(msg, task=name)
+        module = getattr(t.fn, "__module__", "")
+        qualname = getattr(t.fn, "__qualname__", "")
+        if module == "__main__" or "<locals>" in qualname:
+            msg = f"task {name!r}: its function must live in an importable module to export"
+            raise WorkflowDefinitionError(msg, task=name)
+        entry: dict[str, Any] = {"id": name, "call": f"{module}:{qualname}"}
+        if t.branch:
+            entry["type"] = "branch"
+        args = {}
+        for param, kind, source in b.args:
+            if kind == FROM_TASK:
+                args[param] = f"${{{source}}}"
+            elif kind == FROM_PARAM:
+                args[param] = f"${{params.{source}}}"
+            elif kind == FROM_CONTEXT:
+                msg = f"task {name!r} takes ctx, which a YAML definition cannot pass"
+                raise WorkflowDefinitionError(msg, task=name)
+        if t.map:  # map over a task's result: each item reaches the parameter of its name
+            if len(t.map) == 1:
+                entry["map"] = f"${{{t.map[0]}}}"
+                args[t.map[0]] = "${item}"
+            else:
+                entry["map"] = {m: f"${{{m}}}" for m in t.map}
+                args.update({m: f"${{item.{m}}}" for m in t.map})
+        if args:
+            entry["with"] = args
+        extra = sorted(set(graph.upstream[name]) - {s for _, k, s in b.args if k == FROM_TASK})
+        if extra:
+            entry["depends_on"] = extra
+        entry.update(_common_options(t))
+        tasks.append(entry)
+    doc["tasks"] = tasks
+    hooks = getattr(wf, "_failure_hooks", [])
+    if hooks:
+        fn = hooks[0]
+        doc["on_error"] = {"call": f"{fn.__module__}:{fn.__qualname__}"}
+    elif wf.on_error != "fail_fast":
+        doc["on_error"] = wf.on_error
+    if wf.limits is not None:
+        lim = wf.limits
+        doc["limits"] = {k: v for k, v in (("cpus", lim.cpus), ("memory", lim.memory),
+                                           ("gpus", lim.gpus),
+                                           ("max_concurrent_tasks", lim.max_concurrent_tasks))
+                         if v is not None}
+    if wf.rate_limits:
+        doc["rate_limits"] = {k: v.rate for k, v in wf.rate_limits.items()}
+    if wf.concurrency:
+        doc["concurrency"] = dict(wf.concurrency)
+    shared = {}
+    for rname, res in wf.shared_resources.items():
+        if not isinstance(res.fn, _SharedFactory):
+            msg = f"shared resource {rname!r} is a Python function; YAML cannot name it"
+            raise WorkflowDefinitionError(msg, resource=rname)
+        shared[rname] = {"call": res.fn.target, **({"with": res.fn.args} if res.fn.args else {})}
+    if shared:
+        doc["shared"] = shared
+    meta = wf.definition or {}
+    for key in ("version", "description", "schedule"):
+        if meta.get(key) is not None:
+            doc[key] = meta[key]
+    return str(yaml.safe_dump(doc, sort_keys=False))
+
+
+def _definition_entry(t: DefinitionTask, upstream: tuple[str, ...], wf: Workflow
+                      ) -> dict[str, Any]:
+    """The YAML entry a task loaded from a definition came from."""
+    entry: dict[str, Any] = {"id": t.name}
+    implied = references(t.args) | references(t.test or "")
+    if t.loop is not None:  # its loop's names, not tasks: a dependency on such a task
+        implied -= set(LOOP_NAMES)  # stays in depends_on
+    if t.test is not None:
+        entry.update({"type": "condition", "if": t.test, "then": t.then, "else": t.otherwise})
+        implied |= set(upstream)
+    else:
+        entry["call"] = t.target
+        if t.branch:
+            entry["type"] = "branch"
+        if t.args:
+            entry["with"] = t.args
+        if t.item_from:
+            helper = wf.dag.tasks[t.item_from]
+            assert isinstance(helper, DefinitionTask)
+            entry["map"] = helper.args["items"]
+            implied |= {t.item_from} | references(helper.args["items"])
+    routed = {n for n, o in wf.dag.tasks.items() if isinstance(o, DefinitionTask)
+              and t.name in (*o.then, *o.otherwise)}
+    extra = sorted(set(upstream) - implied - routed)
+    if extra:
+        entry["depends_on"] = extra
+    entry.update(_common_options(t))
+    if isinstance(t.when, ExpressionCondition):
+        entry["when"] = t.when.source
+    return entry
+
+
+def _common_options(t: Task) -> dict[str, Any]:
+    """The YAML form of options a Python task and a definition's task share."""
+    out: dict[str, Any] = {}
+    if t.retries:
+        out["retry"] = {"attempts": t.retries + 1, "delay": t.retry_delay, "backoff": t.backoff}
+        if t.max_delay is not None:
+            out["retry"]["max_delay"] = t.max_delay
+    for key in ("timeout", "on_error"):
+        if getattr(t, key) is not None:
+            out[key] = getattr(t, key)
+    if t.trigger != "all_success":
+        out["trigger"] = t.trigger
+    if t.on_failure is not None:
+        fn = t.on_failure
+        out["on_failure"] = {"call": f"{fn.__module__}:{fn.__qualname__}"}
+    if t.tags:
+        out["tags"] = list(t.tags)
+    if t.rate_limit is not None:
+        out["rate_limit"] = t.rate_limit.rate
+    if t.resources is not None:
+        r = t.resources
+        out["resources"] = {k: v for k, v in (("cpus", r.cpus), ("memory", r.memory),
+                                              ("gpus", r.gpus), ("gpu_memory", r.gpu_memory))
+                            if v}
+    if t.loop is not None:
+        loop: dict[str, Any] = {"max_iterations": t.loop.max_iterations,
+                                "on_exhausted": t.loop.on_exhausted}
+        if isinstance(t.loop.until, ExpressionUntil):
+            loop["until"] = t.loop.until.source
+        elif t.loop.until is not None:
+            msg = f"task {t.name!r}: its loop's until= is a Python callable, not an expression"
+            raise WorkflowDefinitionError(msg, task=t.name)
+        out["loop"] = loop
+    return out
 
 
 def _ids(wf: Workflow) -> dict[str, str]:

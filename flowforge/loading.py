@@ -27,7 +27,7 @@ def load(target: str) -> dict[str, Workflow]:
     from .workflow import Workflow
 
     if target.endswith((".yaml", ".yml", ".json")):
-        from .definition import load_definition
+        from .definitions.loading import load_definition
 
         wf = load_definition(target)
         wf.source = os.path.abspath(target)

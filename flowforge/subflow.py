@@ -59,9 +59,9 @@ class SubflowTask(Task):
         parent = self.parent
         flow = self.subflow
         label = self.name if ctx.map_index is None else f"{self.name}[{ctx.map_index}]"
-        from .workflow import Workflow
-
-        nested = Workflow(
+        # The nested run is made by the subflow's own class, so this module never imports
+        # flowforge.workflow (which imports this one to build SubflowTasks).
+        nested = type(flow)(
             f"{ctx.workflow}.{label}",
             executor=flow.executor,
             max_workers=flow.max_workers,

@@ -232,7 +232,7 @@ class Workflow:
         Raises :class:`WorkflowLockedError` if another process is running it."""
         merged = {**self.params, **(params or {})}
         if self.param_types:
-            from .definition import check_params
+            from .definitions.params import check_params
 
             check_params(self, merged)
         from ._run import run_workflow  # loaded on the first run: import flowforge stays light
@@ -324,8 +324,8 @@ class Workflow:
         return to_mermaid(self)
 
     def to_yaml(self) -> str:
-        """The workflow as a YAML definition (see :mod:`flowforge.definition`)."""
-        from .definition import to_yaml
+        """The workflow as a YAML definition (see :mod:`flowforge.definitions`)."""
+        from .export import to_yaml
 
         return to_yaml(self)
 

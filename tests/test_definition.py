@@ -10,7 +10,8 @@ import pytest
 
 from flowforge import WorkflowDefinitionError, load, task, workflow
 from flowforge.cli import main
-from flowforge.definition import SCHEMA, load_definition
+from flowforge.definitions.loading import load_definition
+from flowforge.definitions.schema import SCHEMA
 from tests import fixture_definition as fx
 
 GOOD = """\
@@ -395,3 +396,36 @@ def test_expression_details_follow_python_and_text_is_left_alone(tmp_path):
     with pytest.raises(WorkflowDefinitionError, match=r"dup\.yaml:5: tasks\.0\.call is given "
                        r"twice \(first on line 4\)"):
         load_definition(str(dup))
+
+
+def test_old_module_warns_and_still_offers_the_old_names():
+    """flowforge.definition is a deprecated shim: importing it warns with the new place,
+    and its names are the ones in flowforge.definitions and flowforge.export."""
+    import importlib
+    import sys
+
+    from flowforge.definitions.params import check_params
+    from flowforge.definitions.tasktypes import DefinitionTask
+    from flowforge.export import to_yaml
+
+    sys.modules.pop("flowforge.definition", None)
+    with pytest.warns(DeprecationWarning, match=r"flowforge\.definitions"):
+        old = importlib.import_module("flowforge.definition")
+    assert old.load_definition is load_definition and old.SCHEMA is SCHEMA
+    assert old.DefinitionTask is DefinitionTask and old.check_params is check_params
+    assert old.to_yaml is to_yaml
+
+
+def test_the_package_loads_its_names_on_first_use():
+    """Importing flowforge.definitions imports no submodule (so flowforge.workflow can
+    import its params module without importing itself back); a name loads on use."""
+    import subprocess
+    import sys
+
+    code = ("import sys, flowforge.definitions as d; "
+            "print(sorted(m for m in sys.modules if m.startswith('flowforge.definitions.')), "
+            "'flowforge.workflow' in sys.modules); d.load_definition; "
+            "print('flowforge.definitions.loading' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[:2] == ["[] False", "True"]

@@ -436,7 +436,7 @@ def _workers(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from ..definition import SCHEMA
+    from ..definitions.schema import SCHEMA
 
     _print_json(SCHEMA)
     return OK

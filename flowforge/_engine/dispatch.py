@@ -17,7 +17,7 @@ a future or a worker crash in an executor's own terms.
 from __future__ import annotations
 
 import queue
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from time import perf_counter
@@ -114,6 +114,7 @@ class Dispatcher:
         task_executors: Mapping[str, Executor],
         store: ResultStore,
         admission: RunAdmission | NullAdmission,
+        idle: Callable[[], bool],
         *,
         limited: bool,
         run_deadline: bool,
@@ -129,6 +130,7 @@ class Dispatcher:
         self.current: str | None = None
         self._store = store
         self._admission = admission
+        self._idle = idle  # the loop has nothing else ready or due
         self._limited = limited  # admission control is on: never batch an attempt
         self._run_deadline = run_deadline  # the run has a timeout: nothing runs inline
         self._send_ahead = send_ahead
@@ -156,12 +158,11 @@ class Dispatcher:
 
     def launch(
         self, name: str, number: int, index: int, ex: Executor, b: Binding,
-        kwargs: dict[str, Any], alone: bool,
+        kwargs: dict[str, Any],
     ) -> Outcome | Attempt:
         """Start attempt ``number`` of ``name`` (``index`` >= 0: of one of its units) on
         ``ex``. Returns its outcome when it ran (or failed) right here, its
-        :class:`Attempt` when it was handed to its executor. ``alone``: nothing else is
-        ready or due.
+        :class:`Attempt` when it was handed to its executor.
 
         It runs in this thread when its executor says that is cheaper and safe (the
         sequential executor always; the thread executor for a lone attempt, a chain,
@@ -176,7 +177,7 @@ class Dispatcher:
                 return False, exc, 0.0
         timeout = b.task.timeout
         if timeout is None and (
-            can.here_alone if alone and not self.running else can.here_busy
+            can.here_busy or (can.here_alone and not self.running and self._idle())
         ) and not self._run_deadline:
             self.current = name
             t0 = perf_counter()

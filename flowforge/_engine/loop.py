@@ -109,6 +109,7 @@ class Engine:
         self._branches = {n for n, b in bindings.items() if b.task.branch}
         self._dispatch = Dispatcher(
             spec.executor, spec.task_executors, self._store, self._admission,
+            self._idle,
             limited=spec.admission is not None, run_deadline=spec.timeout is not None,
             send_ahead=session is None and spec.admission is None,
         )
@@ -183,7 +184,8 @@ class Engine:
         limited = self._limited
         several = bool(dispatch.by_task)
         kept: list[Any] = []
-        while ready and not self.token.stopping:
+        token = self.token
+        while ready and not token.stopping:
             entry = ready.popleft()
             name, index = (entry, -1) if entry.__class__ is str else entry
             ex = dispatch.by_task.get(name, dispatch.default) if several else dispatch.default
@@ -214,6 +216,11 @@ class Engine:
             ready.extendleft(reversed(kept))
         if limited:
             self._timers.token_in(admission.token_delay())
+
+    def _idle(self) -> bool:
+        """Nothing is ready or due (the dispatcher adds: and nothing runs)."""
+        timers = self._timers
+        return not self._ready and not timers.delayed and timers.token_due is None
 
     def _ask_gate(self, name: str) -> bool:
         """Ask the gate about a ready task: True if it runs; else it was skipped or failed."""
@@ -269,13 +276,11 @@ class Engine:
         self, name: str, number: int, index: int, ex: Executor, b: Binding,
         kwargs: dict[str, Any],
     ) -> None:
-        timers = self._timers
-        alone = not self._ready and not timers.delayed and timers.token_due is None
-        launched = self._dispatch.launch(name, number, index, ex, b, kwargs, alone)
+        launched = self._dispatch.launch(name, number, index, ex, b, kwargs)
         if launched.__class__ is not tuple:  # handed over: its future will tell
             if b.task.timeout is not None:
                 assert isinstance(launched, Attempt) and launched.future is not None
-                timers.deadline(launched.future, b.task.timeout)
+                self._timers.deadline(launched.future, b.task.timeout)
             return
         ok, value, duration = launched
         if not ok:

@@ -62,7 +62,7 @@ class Launcher:
         target, wf = found
         try:
             if wf.param_types:
-                from ..definition import check_params
+                from ..definitions.params import check_params
 
                 check_params(wf, {**wf.params, **params})
             wf.validate(params)

@@ -17,7 +17,7 @@ a future or a worker crash in an executor's own terms.
 from __future__ import annotations
 
 import queue
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sized
 from concurrent.futures import Future
 from dataclasses import dataclass
 from time import perf_counter
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from ..executors.base import Executor
     from .admission import NullAdmission, RunAdmission
     from .results import ResultStore
+    from .timers import Timers
 
 __all__ = ["Attempt", "Dispatcher", "Outcome", "timeout_error"]
 
@@ -114,7 +115,8 @@ class Dispatcher:
         task_executors: Mapping[str, Executor],
         store: ResultStore,
         admission: RunAdmission | NullAdmission,
-        idle: Callable[[], bool],
+        ready: Sized,
+        timers: Timers,
         *,
         limited: bool,
         run_deadline: bool,
@@ -130,7 +132,8 @@ class Dispatcher:
         self.current: str | None = None
         self._store = store
         self._admission = admission
-        self._idle = idle  # the loop has nothing else ready or due
+        self._ready = ready  # the loop's ready queue and timers, read to tell whether
+        self._timers = timers  # an attempt is alone (nothing else ready or due)
         self._limited = limited  # admission control is on: never batch an attempt
         self._run_deadline = run_deadline  # the run has a timeout: nothing runs inline
         self._send_ahead = send_ahead
@@ -177,7 +180,8 @@ class Dispatcher:
                 return False, exc, 0.0
         timeout = b.task.timeout
         if timeout is None and (
-            can.here_busy or (can.here_alone and not self.running and self._idle())
+            can.here_busy or (can.here_alone and not self.running and not self._ready
+                              and not self._timers.delayed and self._timers.token_due is None)
         ) and not self._run_deadline:
             self.current = name
             t0 = perf_counter()

@@ -10,8 +10,8 @@ people and the saved run, never for deciding anything.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
+from time import time
 
 from ..result import TaskRun
 from ..states import ALLOWED, TaskState, check_transition
@@ -20,6 +20,7 @@ __all__ = ["move", "new_records"]
 
 _RUNNING = TaskState.RUNNING
 _PENDING = TaskState.PENDING
+_FAILED = TaskState.FAILED
 _NEXT = {state: ALLOWED.get(state, frozenset()) for state in TaskState}  # every key there
 
 
@@ -40,10 +41,10 @@ def move(rec: TaskRun, new: TaskState, *, error: BaseException | None = None) ->
     if new is _RUNNING:
         rec.attempts += 1
         if rec.started is None:
-            rec.started = time.time()
+            rec.started = time()
     elif new is not _PENDING:
-        rec.finished = time.time()
-        if new is TaskState.FAILED:
+        rec.finished = time()
+        if new is _FAILED:
             rec.error = error
             if old is _PENDING:  # failed before it could start
                 rec.attempts += 1

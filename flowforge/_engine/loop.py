@@ -109,7 +109,7 @@ class Engine:
         self._branches = {n for n, b in bindings.items() if b.task.branch}
         self._dispatch = Dispatcher(
             spec.executor, spec.task_executors, self._store, self._admission,
-            self._idle,
+            self._ready, self._timers,
             limited=spec.admission is not None, run_deadline=spec.timeout is not None,
             send_ahead=session is None and spec.admission is None,
         )
@@ -217,11 +217,6 @@ class Engine:
         if limited:
             self._timers.token_in(admission.token_delay())
 
-    def _idle(self) -> bool:
-        """Nothing is ready or due (the dispatcher adds: and nothing runs)."""
-        timers = self._timers
-        return not self._ready and not timers.delayed and timers.token_due is None
-
     def _ask_gate(self, name: str) -> bool:
         """Ask the gate about a ready task: True if it runs; else it was skipped or failed."""
         b = self._bindings[name]
@@ -261,7 +256,11 @@ class Engine:
             self._recorder.inputs_taken(name)
         if self._emit_started:
             self._publish(TaskStarted, task=name, attempt=attempt)
-        self._launch(name, attempt, -1, ex, b, kwargs)
+        launched = self._dispatch.launch(name, attempt, -1, ex, b, kwargs)
+        if launched.__class__ is tuple and launched[0]:  # it ran here: the common case
+            self._succeeded(name, launched[1], launched[2])
+        else:
+            self._launched(name, attempt, -1, ex, b, launched)
 
     def _start_unit(self, name: str, index: int, ex: Executor) -> None:
         if self.tasks[name].state is not _RUNNING or not self._fanout.runs(name):
@@ -270,13 +269,16 @@ class Engine:
             name, index, self._admission.gpus_of(name, index)
         )
         self._publish(TaskStarted, task=name, attempt=number, index=index)
-        self._launch(name, number, index, ex, self._bindings[name], kwargs)
+        b = self._bindings[name]
+        self._launched(name, number, index, ex, b,
+                       self._dispatch.launch(name, number, index, ex, b, kwargs))
 
-    def _launch(
+    def _launched(
         self, name: str, number: int, index: int, ex: Executor, b: Binding,
-        kwargs: dict[str, Any],
+        launched: Outcome | Attempt,
     ) -> None:
-        launched = self._dispatch.launch(name, number, index, ex, b, kwargs)
+        """Act on what the dispatcher did with an attempt: its outcome if it ran here,
+        else its deadline if it has a timeout."""
         if launched.__class__ is not tuple:  # handed over: its future will tell
             if b.task.timeout is not None:
                 assert isinstance(launched, Attempt) and launched.future is not None

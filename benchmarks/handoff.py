@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import loky
 
-    from flowforge import ProcessExecutor
+    from flowforge.executors import ProcessExecutor
 
     rows: list[tuple[str, float]] = []
     once_times: list[float] = []

@@ -13,22 +13,41 @@
 
     result = wf.run()
 
-Everything public is importable from here; the rest lives in ``_private`` modules.
+What users write is importable from here (``__all__``). The submodules users import:
+
+* ``flowforge.events``: the event classes to subscribe to (``wf.events.subscribe``);
+* ``flowforge.errors``: the error classes (also importable from here);
+* ``flowforge.executors``: the executors, the ``Executor`` interface and its Protocols;
+* ``flowforge.testing``: a recording listener, a fake clock, an in-process runner;
+* ``flowforge.persistence``: the persistence manager, state stores, resume plans;
+* ``flowforge.scheduler``: the cron scheduler and its triggers.
+
+Also public, for the less common needs they name: ``flowforge.states`` (task and run
+states), ``flowforge.clock`` (write your own clock), ``flowforge.resources``,
+``flowforge.dag`` (the classic ``DAG`` object), ``flowforge.result``,
+``flowforge.metrics``, ``flowforge.bus``, ``flowforge.definitions`` (YAML and JSON),
+``flowforge.export``, ``flowforge.subflow``, ``flowforge.listeners``, and the command line
+and dashboard (``flowforge.cli``, ``flowforge.web``). Modules and packages whose names
+start with ``_`` are internal and may change in any release.
+
+Names that moved keep working with a ``DeprecationWarning`` naming their new place:
+``flowforge.Clock`` (now ``flowforge.clock``), ``flowforge.ProcessExecutor``
+(``flowforge.executors``), ``from flowforge.workflow import Workflow`` (``from flowforge
+import Workflow``), ``flowforge.dsl``, and the others in ``_MOVED`` below.
 """
 
 from __future__ import annotations
 
-import sys as _sys
-import types as _types
 from typing import TYPE_CHECKING
 
 from ._private.lazy import lazy_names
+from ._private.moved import MovedModule, moved_names
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .bus import EventBus
-    from .clock import Clock, SystemClock
+    from ._task import Loop, Task, TaskContext, branch, task
+    from ._workflow import Workflow, workflow
     from .dag import DAG
     from .errors import (
         FlowForgeError,
@@ -46,35 +65,24 @@ if TYPE_CHECKING:
         WorkflowLockedError,
         WorkflowTimeoutError,
     )
-    from .executors.base import Executor
     from .executors.dask import DaskExecutor
-    from .executors.process import ProcessExecutor
-    from .executors.sequential import SequentialExecutor
-    from .executors.thread import ThreadExecutor
     from .loading import load
-    from .metrics import RunMetrics, TaskMetrics
-    from .persistence import PersistenceManager, Plan, StateStore
+    from .persistence import PersistenceManager
     from .resources import RateLimit, ResourceLimits, Resources
-    from .result import RunResult, TaskRun
+    from .result import RunResult
     from .scheduler import Scheduler
     from .states import RunStatus, TaskState
-    from .task import Loop, Task, TaskContext, branch, task
-    from .workflow import Workflow, workflow
 
 # Every public name loads on first use (PEP 562): ``import flowforge`` costs next to
 # nothing, and a process worker, which imports only what the tasks it runs need, starts
 # faster.
 _WHERE = {
-    "EventBus": "bus", "Clock": "clock", "SystemClock": "clock", "DAG": "dag",
-    "Executor": "executors.base", "DaskExecutor": "executors.dask",
-    "ProcessExecutor": "executors.process", "SequentialExecutor": "executors.sequential",
-    "ThreadExecutor": "executors.thread", "load": "loading", "RunMetrics": "metrics",
-    "TaskMetrics": "metrics", "PersistenceManager": "persistence", "Plan": "persistence",
-    "StateStore": "persistence", "RateLimit": "resources", "ResourceLimits": "resources",
-    "Resources": "resources", "RunResult": "result", "TaskRun": "result",
-    "Scheduler": "scheduler", "RunStatus": "states", "TaskState": "states", "Loop": "task",
-    "Task": "task", "TaskContext": "task", "branch": "task", "task": "task",
-    "Workflow": "workflow", "workflow": "workflow",
+    "DAG": "dag", "DaskExecutor": "executors.dask", "load": "loading",
+    "PersistenceManager": "persistence", "RateLimit": "resources",
+    "ResourceLimits": "resources", "Resources": "resources", "RunResult": "result",
+    "Scheduler": "scheduler", "RunStatus": "states", "TaskState": "states", "Loop": "_task",
+    "Task": "_task", "TaskContext": "_task", "branch": "_task", "task": "_task",
+    "Workflow": "_workflow", "workflow": "_workflow",
 }
 _WHERE.update(dict.fromkeys([
     "FlowForgeError", "InvalidTransitionError", "MemoryLimitExceeded", "RemoteTaskError",
@@ -82,20 +90,25 @@ _WHERE.update(dict.fromkeys([
     "WorkerCrashedError", "WorkflowDefinitionError", "WorkflowFailedError",
     "WorkflowLockedError", "WorkflowTimeoutError",
 ], "errors"))
-__getattr__ = lazy_names(__name__, _WHERE, globals())
 
+#: Names this package exported before, and the module that holds each now.
+_MOVED = {
+    "Clock": "flowforge.clock", "SystemClock": "flowforge.clock", "EventBus": "flowforge.bus",
+    "Executor": "flowforge.executors", "ProcessExecutor": "flowforge.executors",
+    "SequentialExecutor": "flowforge.executors", "ThreadExecutor": "flowforge.executors",
+    "Plan": "flowforge.persistence", "StateStore": "flowforge.persistence",
+    "TaskRun": "flowforge.result", "RunMetrics": "flowforge.metrics",
+    "TaskMetrics": "flowforge.metrics",
+}
+__getattr__ = moved_names(__name__, _MOVED, lazy_names(__name__, _WHERE, globals()))
 
-class _Face(_types.ModuleType):
-    """The package module: ``task`` and ``workflow`` stay the decorator and the context
-    manager even once their submodules (of the same names) are imported."""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in ("task", "workflow") and isinstance(value, _types.ModuleType):
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-_sys.modules[__name__].__class__ = _Face
+# Module paths of the last release: ``flowforge.task`` and ``flowforge.workflow`` are the
+# decorator and the context manager, so the modules behind them are private now.
+MovedModule.register("flowforge.task", "flowforge",
+                     ("Loop", "Task", "TaskContext", "branch", "task"))
+MovedModule.register("flowforge.workflow", "flowforge", ("Workflow", "workflow"))
+MovedModule.register("flowforge.dsl", "flowforge",
+                     ("Task", "TaskContext", "Workflow", "task", "workflow"))
 
 
 def __dir__() -> list[str]:
@@ -103,40 +116,28 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "Clock",
     "DAG",
     "DaskExecutor",
-    "EventBus",
-    "Executor",
     "FlowForgeError",
     "InvalidTransitionError",
     "Loop",
     "MemoryLimitExceeded",
     "PersistenceManager",
-    "Plan",
-    "ProcessExecutor",
     "RateLimit",
     "RemoteTaskError",
     "ResourceLimits",
     "Resources",
-    "RunMetrics",
     "RunResult",
     "RunStatus",
     "ScheduleError",
     "Scheduler",
-    "SequentialExecutor",
     "StateError",
-    "StateStore",
-    "SystemClock",
     "Task",
     "TaskContext",
     "TaskError",
-    "TaskMetrics",
-    "TaskRun",
     "TaskSerializationError",
     "TaskState",
     "TaskTimeoutError",
-    "ThreadExecutor",
     "WorkerCrashedError",
     "Workflow",
     "WorkflowDefinitionError",

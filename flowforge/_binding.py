@@ -4,7 +4,7 @@
 
 1. ``ctx``, or a parameter annotated ``TaskContext``: the task's :class:`TaskContext`;
 2. a parameter named after another task: that task's result (and a dependency on it);
-3. a parameter named after a fixture (``@wf.resource``): the fixture's value;
+3. a parameter named after a fixture (``@wf.fixture``): the fixture's value;
 4. a parameter named in the run's params: that value;
 5. otherwise its default. A parameter with none of these is a definition error.
 
@@ -26,16 +26,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._task import TaskContext
 from .errors import WorkflowDefinitionError
-from .task import TaskContext
 
 if TYPE_CHECKING:
+    from ._task import Task
+    from ._workflow import Workflow
     from .dag import CompiledDAG
-    from .task import Task
-    from .workflow import Workflow
 
 __all__ = [
-    "FROM_CONTEXT", "FROM_PARAM", "FROM_RESOURCE", "FROM_TASK", "Binding", "bind",
+    "FROM_CONTEXT", "FROM_PARAM", "FROM_FIXTURE", "FROM_TASK", "Binding", "bind",
     "call_hook", "definition_key", "unbound_error",
 ]
 
@@ -43,7 +43,7 @@ __all__ = [
 FROM_TASK = 0
 FROM_PARAM = 1
 FROM_CONTEXT = 2
-FROM_RESOURCE = 3
+FROM_FIXTURE = 3
 
 
 @dataclass(slots=True)
@@ -56,7 +56,7 @@ class Binding:
     extra_inputs: tuple[str, ...]  # upstream results passed through **kwargs
     when: Callable[..., Any] | None = None  # the task's condition, bound like the task
     when_args: tuple[tuple[str, int, str], ...] = ()
-    uses_resources: bool = False
+    uses_fixtures: bool = False
 
 
 def call_hook(hook: Callable[..., Any], arg: Any, what: str) -> None:
@@ -83,10 +83,10 @@ def bind(
         )
         raise WorkflowDefinitionError(msg, workflow=wf.name)
     bindings: dict[str, Binding] = {}
-    resources = wf.shared_resources
+    resources = wf.fixtures
     for clash in resources.keys() & tasks.keys():
         msg = (
-            f"workflow {wf.name!r} has a task and a resource both named {clash!r}; "
+            f"workflow {wf.name!r} has a task and a fixture both named {clash!r}; "
             "rename one (a parameter of that name would be ambiguous)"
         )
         raise WorkflowDefinitionError(msg, workflow=wf.name, task=clash)
@@ -107,7 +107,7 @@ def bind(
                 args.append((pname, FROM_TASK, pname))
                 inferred.append(pname)
             elif pname in resources:
-                args.append((pname, FROM_RESOURCE, pname))
+                args.append((pname, FROM_FIXTURE, pname))
                 uses = True
             elif pname in params:
                 args.append((pname, FROM_PARAM, pname))
@@ -175,7 +175,7 @@ def definition_key(wf: Workflow, params: Mapping[str, Any]) -> tuple[Any, ...]:
         list(map(_BINDING_READS, values)),
         list(map(tuple, map(_DEPENDS_ON, values))),  # a copy: lists change in place
         frozenset(params),
-        frozenset(wf.shared_resources),
+        frozenset(wf.fixtures),
     )
 
 
@@ -238,7 +238,8 @@ def _signature(call: Callable[..., Any], task: str) -> _Signature:
             TaskContext,
             "TaskContext",
             "flowforge.TaskContext",
-            "flowforge.task.TaskContext",
+            "flowforge.task.TaskContext",  # the last release's module path
+            "flowforge._task.TaskContext",
         )
         params.append((p.name, p.default is not p.empty, is_context))
     found = _Signature(tuple(params), var_keyword)

@@ -24,10 +24,10 @@ from .states import RunStatus
 
 if TYPE_CHECKING:
     from ._engine.admission import Admission, Request
-    from ._shared import ResourceRef
+    from ._fixtures import FixtureRef
+    from ._task import Task
+    from ._workflow import Workflow
     from .persistence.manager import PersistenceManager
-    from .task import Task
-    from .workflow import Workflow
 
 __all__ = [
     "admission_of", "fingerprints", "fixture_refs", "manager", "new_run_id", "run_workflow",
@@ -44,7 +44,7 @@ def run_workflow(
 
     with gcpause.preparing():  # 100,000 tasks make a million long-lived objects
         bindings, graph = wf._bound_for_run(merged)
-        refs = fixture_refs(wf, merged) if wf.shared_resources else None
+        refs = fixture_refs(wf, merged) if wf.fixtures else None
         main = resolve(
             executor if executor is not None else wf.executor, wf.max_workers,
             owner=owner,
@@ -201,11 +201,11 @@ def admission_of(
     )
 
 
-def fixture_refs(wf: Workflow, params: Mapping[str, Any]) -> dict[str, ResourceRef]:
+def fixture_refs(wf: Workflow, params: Mapping[str, Any]) -> dict[str, FixtureRef]:
     """What each fixture of ``wf`` needs to be made anywhere."""
-    from ._shared import resource_refs
+    from ._fixtures import make_refs
 
-    return resource_refs(wf.name, wf.shared_resources, params)
+    return make_refs(wf.name, wf.fixtures, params)
 
 
 def _main_file() -> str | None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Collection, Iterable, Iterator
 
+from ._task import Task
 from .errors import WorkflowDefinitionError
-from .task import Task
 
 __all__ = ["DAG", "ReadySet"]
 

@@ -19,8 +19,8 @@ from .definitions.tasktypes import (
 from .errors import WorkflowDefinitionError
 
 if TYPE_CHECKING:
-    from .task import Task
-    from .workflow import Workflow
+    from ._task import Task
+    from ._workflow import Workflow
 
 __all__ = ["to_dict", "to_dot", "to_mermaid", "to_text"]
 
@@ -177,10 +177,10 @@ def to_yaml(wf: Workflow) -> str:
     if wf.concurrency:
         doc["concurrency"] = dict(wf.concurrency)
     shared = {}
-    for rname, res in wf.shared_resources.items():
+    for rname, res in wf.fixtures.items():
         if not isinstance(res.fn, _SharedFactory):
-            msg = f"shared resource {rname!r} is a Python function; YAML cannot name it"
-            raise WorkflowDefinitionError(msg, resource=rname)
+            msg = f"fixture {rname!r} is a Python function; YAML cannot name it"
+            raise WorkflowDefinitionError(msg, fixture=rname)
         shared[rname] = {"call": res.fn.target, **({"with": res.fn.args} if res.fn.args else {})}
     if shared:
         doc["shared"] = shared

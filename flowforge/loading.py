@@ -2,7 +2,7 @@
 
 A file is executed under a module name of its own (never ``__main__``, so its
 ``if __name__ == "__main__":`` block does not run), with its folder on the import path;
-a dotted name is imported. Every :class:`~flowforge.workflow.Workflow` at the top level
+a dotted name is imported. Every :class:`~flowforge.Workflow` at the top level
 of the result is returned, by name.
 """
 
@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING
 from .errors import WorkflowDefinitionError
 
 if TYPE_CHECKING:
-    from .workflow import Workflow
+    from ._workflow import Workflow
 
 __all__ = ["load", "pick"]
 
 
 def load(target: str) -> dict[str, Workflow]:
     """The workflows ``target`` (``path/to/file.py`` or ``package.module``) defines."""
-    from .workflow import Workflow
+    from ._workflow import Workflow
 
     if target.endswith((".yaml", ".yml", ".json")):
         from .definitions.loading import load_definition

@@ -25,12 +25,12 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._task import Task, TaskContext
 from .events import Event, TaskEvent, WorkflowFinished, WorkflowStarted
 from .states import RunStatus
-from .task import Task, TaskContext
 
 if TYPE_CHECKING:
-    from .workflow import Workflow
+    from ._workflow import Workflow
 
 __all__ = ["SubflowTask"]
 
@@ -80,7 +80,7 @@ class SubflowTask(Task):
             # An inner subflow is copied so that its parent is this nested run, not the
             # workflow it was defined in: its state and events follow the outermost run.
             nested.add_task(copy.copy(inner) if isinstance(inner, SubflowTask) else inner)
-        nested.shared_resources.update(flow.shared_resources)
+        nested.fixtures.update(flow.fixtures)
         if parent is not None:
             nested.events.subscribe(Event, _Forward(parent, ctx, label))
         fresh = ctx.attempt == 1 and not ctx.resumed

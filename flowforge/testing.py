@@ -7,9 +7,9 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from ._workflow import Workflow
 from .events import Event, TaskEvent
 from .result import RunResult
-from .workflow import Workflow
 
 __all__ = ["FakeClock", "RecordingListener", "run_in_process"]
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from flowforge import ProcessExecutor, Task, TaskState, task, workflow
+from flowforge import Task, TaskState, task, workflow
 from flowforge._private.remote import unpack_outcome
 from flowforge.errors import TaskTimeoutError, WorkerCrashedError
+from flowforge.executors import ProcessExecutor
 from flowforge.executors.process import _has_died
 from tests import fixture_tasks
 from tests.waiting import wait_until

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from flowforge import PersistenceManager, ProcessExecutor, task, workflow
+from flowforge import PersistenceManager, task, workflow
 from flowforge.errors import TaskSerializationError, WorkerCrashedError
 from flowforge.events import TaskFailed, TaskRetrying, TaskStarted, TaskSucceeded
+from flowforge.executors import ProcessExecutor
 from flowforge.executors.process import SMALL_SECONDS
 from flowforge.testing import RecordingListener
 

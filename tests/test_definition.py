@@ -417,14 +417,14 @@ def test_old_module_warns_and_still_offers_the_old_names():
 
 
 def test_the_package_loads_its_names_on_first_use():
-    """Importing flowforge.definitions imports no submodule (so flowforge.workflow can
+    """Importing flowforge.definitions imports no submodule (so flowforge._workflow can
     import its params module without importing itself back); a name loads on use."""
     import subprocess
     import sys
 
     code = ("import sys, flowforge.definitions as d; "
             "print(sorted(m for m in sys.modules if m.startswith('flowforge.definitions.')), "
-            "'flowforge.workflow' in sys.modules); d.load_definition; "
+            "'flowforge._workflow' in sys.modules); d.load_definition; "
             "print('flowforge.definitions.loading' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split("\n")

@@ -170,7 +170,7 @@ def test_unsubscribe_stops_delivery(opts):
 
 def test_subscribe_rejects_strings():
     """Subscriptions are by type, never by string."""
-    from flowforge import EventBus
+    from flowforge.bus import EventBus
 
     with pytest.raises(TypeError, match="Event class"):
         EventBus().subscribe("task_failed", print)  # type: ignore[arg-type]

@@ -12,19 +12,17 @@ import psutil
 import pytest
 
 from flowforge import (
-    ProcessExecutor,
     RemoteTaskError,
-    SequentialExecutor,
     Task,
     TaskSerializationError,
     TaskState,
     TaskTimeoutError,
-    ThreadExecutor,
     WorkerCrashedError,
     Workflow,
     task,
     workflow,
 )
+from flowforge.executors import ProcessExecutor, SequentialExecutor, ThreadExecutor
 from tests import fixture_tasks
 
 EXECUTORS = ["sequential", "thread", "process"]

@@ -13,10 +13,11 @@ import loky
 import psutil
 import pytest
 
-from flowforge import ProcessExecutor, Task, Workflow
+from flowforge import Task, Workflow
 from flowforge._private import forkserver
 from flowforge._private.remote import init_worker
 from flowforge.errors import WorkerCrashedError
+from flowforge.executors import ProcessExecutor
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the fork server is Linux-only")

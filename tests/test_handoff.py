@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flowforge import PersistenceManager, ProcessExecutor, task, workflow
+from flowforge import PersistenceManager, task, workflow
 from flowforge.errors import StateError
+from flowforge.executors import ProcessExecutor
 from flowforge.persistence.records import SHARED
 
 N = 1 << 20  # int64 items: an 8 MB array, over the 1 MB default threshold

@@ -12,12 +12,12 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .._binding import FROM_PARAM, FROM_RESOURCE, FROM_TASK
-from ..task import TaskContext
+from .._binding import FROM_FIXTURE, FROM_PARAM, FROM_TASK
+from .._task import TaskContext
 
 if TYPE_CHECKING:
     from .._binding import Binding
-    from .._shared import ResourceRef
+    from .._fixtures import FixtureRef
     from .spec import RunSpec
 
 __all__ = ["Arguments"]
@@ -35,7 +35,7 @@ class Arguments:
         values: Mapping[str, Any],
         absent: set[str],
         params: Mapping[str, Any],
-        fixtures: Mapping[str, ResourceRef],
+        fixtures: Mapping[str, FixtureRef],
         upstream: Mapping[str, Any],
         context: dict[str, Any],
         gpus_of: Callable[[str, int], list[int] | None],
@@ -84,7 +84,7 @@ class Arguments:
                 kwargs[param] = None if absent and source in absent else values[source]
             elif kind == FROM_PARAM:
                 kwargs[param] = self._params[source]
-            elif kind == FROM_RESOURCE:
+            elif kind == FROM_FIXTURE:
                 kwargs[param] = self._fixtures[source]
             else:
                 kwargs[param] = TaskContext(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .._shared import ResourcePool, resolve_refs
+from .._fixtures import FixturePool, resolve_refs
 from ..errors import (
     MemoryLimitExceeded,
     TaskSerializationError,
@@ -137,7 +137,7 @@ class Dispatcher:
         self._limited = limited  # admission control is on: never batch an attempt
         self._run_deadline = run_deadline  # the run has a timeout: nothing runs inline
         self._send_ahead = send_ahead
-        self._pool = ResourcePool()
+        self._pool = FixturePool()
         self._memory: MemoryWatch | None = None
         self.can = {ex: Abilities.of(ex) for ex in self.executors()}
 
@@ -171,10 +171,10 @@ class Dispatcher:
         sequential executor always; the thread executor for a lone attempt, a chain,
         where a pool thread would cost two thread switches and buy no parallelism)."""
         can = self.can[ex]
-        if can.in_process is not None and (self._store.handles or b.uses_resources):
+        if can.in_process is not None and (self._store.handles or b.uses_fixtures):
             try:
                 kwargs = self._store.local_inputs(kwargs)
-                if b.uses_resources:
+                if b.uses_fixtures:
                     resolve_refs(kwargs, self._pool)
             except Exception as exc:  # a fixture's set-up, a held result lost: it fails
                 return False, exc, 0.0

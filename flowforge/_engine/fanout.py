@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .._task import TaskContext
 from ..errors import StateError, TaskError
-from ..task import TaskContext
 
 if TYPE_CHECKING:
     from .._binding import Binding

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .._binding import Binding
-    from .._shared import ResourceRef
+    from .._fixtures import FixtureRef
     from ..bus import EventBus
     from ..clock import Clock
     from ..dag import CompiledDAG
@@ -40,6 +40,6 @@ class RunSpec:
     log_file: str | None = None
     log_console: bool = False
     session: RunSession | None = None
-    fixtures: Mapping[str, ResourceRef] = field(default_factory=dict)
+    fixtures: Mapping[str, FixtureRef] = field(default_factory=dict)
     admission: Admission | None = None
     requests: Mapping[str, Request] = field(default_factory=dict)

@@ -6,6 +6,6 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..workflow import Workflow
+    from .._workflow import Workflow
 
 current_workflow: ContextVar[Workflow | None] = ContextVar("flowforge_workflow", default=None)

@@ -134,7 +134,7 @@ def materialize(value: Any) -> Any:
 def map_inputs(kwargs: dict[str, Any], convert: Callable[[Any], Any]) -> dict[str, Any]:
     """``kwargs`` of one attempt with ``convert`` applied to every input: each argument,
     and the ``inputs`` and ``previous`` of a ``ctx`` (replaced only when one changed)."""
-    from ..task import TaskContext
+    from .._task import TaskContext
 
     out = {}
     for name, value in kwargs.items():

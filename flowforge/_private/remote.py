@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import cloudpickle
 
-from .._shared import ResourceRef, resolve_refs, worker_pool
+from .._fixtures import FixtureRef, resolve_refs, worker_pool
 from ..errors import RemoteTaskError, TaskSerializationError
 from .handoff import Spill, dump_outcome, map_inputs, materialize_inputs, write_file
 
@@ -241,7 +241,7 @@ def _call(
     try:
         if env:
             os.environ.update(env)  # for this attempt only: restored below
-        if any(isinstance(v, ResourceRef) for v in kwargs.values()):
+        if any(isinstance(v, FixtureRef) for v in kwargs.values()):
             resolve_refs(kwargs, worker_pool())  # made once per worker, kept for its life
         kwargs = materialize_inputs(kwargs)  # handles to large results (see handoff)
         return True, task.callable(**kwargs)

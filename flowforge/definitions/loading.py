@@ -1,4 +1,4 @@
-"""Building a :class:`~flowforge.workflow.Workflow` from a definition file:
+"""Building a :class:`~flowforge.Workflow` from a definition file:
 :func:`load_definition` reads it (:mod:`.schema`), checks every reference and makes its
 tasks (:mod:`.tasktypes`), reporting each problem with its line."""
 
@@ -10,11 +10,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._expressions import ExpressionError, condition, references
+from .._task import Loop, Task
+from .._workflow import Workflow
 from ..errors import WorkflowDefinitionError
 from ..resources import ResourceLimits, Resources
 from ..subflow import SubflowTask
-from ..task import Loop, Task
-from ..workflow import Workflow
 from .schema import _check_schema, _read
 from .tasktypes import (
     LOOP_NAMES,
@@ -55,7 +55,7 @@ def load_definition(path: str) -> Workflow:
     shared = data.get("shared") or {}
     for rname, spec in shared.items():
         wanted = sorted(_param_refs(spec.get("with", {})))
-        wf.resource(name=rname)(_SharedFactory(spec["call"], spec.get("with", {}), wanted))
+        wf.fixture(name=rname)(_SharedFactory(spec["call"], spec.get("with", {}), wanted))
     tasks = data["tasks"]
     ids = [t["id"] for t in tasks]
     problems: list[str] = []

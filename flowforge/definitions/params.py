@@ -9,7 +9,7 @@ from ..errors import WorkflowDefinitionError
 from .schema import _TYPES
 
 if TYPE_CHECKING:
-    from ..workflow import Workflow
+    from .._workflow import Workflow
 
 __all__ = ["check_params"]
 

@@ -1,7 +1,7 @@
 """The tasks and conditions a definition builds: :class:`DefinitionTask` (a ``call:`` or
-an ``if:``), ``shared:`` resource factories, and ``when:`` / ``until:`` expressions.
+an ``if:``), ``shared:`` fixture factories, and ``when:`` / ``until:`` expressions.
 
-None of them needs :mod:`flowforge.workflow`: they are what a workflow holds, not what
+None of them needs :mod:`flowforge._workflow`: they are what a workflow holds, not what
 builds it (that is :mod:`flowforge.definitions.loading`).
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._expressions import ExpressionError, condition, evaluate
+from .._task import Task, TaskContext
 from ..errors import WorkflowDefinitionError
-from ..task import Task, TaskContext
 
 __all__ = ["LOOP_NAMES", "DefinitionTask", "ExpressionCondition", "ExpressionUntil"]
 
@@ -90,7 +90,7 @@ class _BoundCall:
 
 
 class _SharedFactory:
-    """A YAML ``shared:`` resource: calls its function with its evaluated ``with:``."""
+    """A YAML ``shared:`` fixture: calls its function with its evaluated ``with:``."""
 
     def __init__(self, target: str, args: Mapping[str, Any], params: list[str]) -> None:
         import inspect
@@ -101,7 +101,7 @@ class _SharedFactory:
         self.__signature__ = inspect.Signature([inspect.Parameter(n, kw) for n in params])
 
     def __call__(self, **params: Any) -> Any:
-        fn = _import_target(self.target, f"shared resource {self.target}")
+        fn = _import_target(self.target, f"shared fixture {self.target}")
         return fn(**evaluate(self.args, {"params": params}))
 
 

@@ -10,7 +10,18 @@ from .process import ProcessExecutor
 from .sequential import SequentialExecutor
 from .thread import ThreadExecutor
 
-__all__ = ["Executor", "ProcessExecutor", "SequentialExecutor", "ThreadExecutor", "resolve"]
+__all__ = [
+    "DaskExecutor", "Executor", "ProcessExecutor", "SequentialExecutor", "ThreadExecutor",
+    "resolve",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DaskExecutor":  # the dask extra: imported only when asked for
+        from .dask import DaskExecutor
+
+        return DaskExecutor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _BY_NAME: dict[str, Any] = {
     "sequential": SequentialExecutor,

@@ -22,7 +22,7 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
-from ..task import Task
+from .._task import Task
 
 __all__ = ["Fingerprinter"]
 

@@ -31,7 +31,7 @@ from .records import (
 from .store import StateStore
 
 __all__ = [
-    "BLOB_THRESHOLD", "JournalState", "Slot", "dumps", "live_records", "load_result",
+    "BLOB_THRESHOLD", "JournalState", "JournalEntry", "dumps", "live_records", "load_result",
     "read_journal", "unit_record",
 ]
 
@@ -39,8 +39,9 @@ HEADER_BYTE = ord("{")
 
 BLOB_THRESHOLD = 1 << 20
 
-#: One task's place in a journal: (location, result kind, blob ref or note, result offset).
-Slot = tuple[Any, int, "str | None", int]
+#: Where one task's latest record sits in a journal: (location, result kind, blob ref or
+#: note, result offset). (Not a worker slot: those are the process executor's.)
+JournalEntry = tuple[Any, int, "str | None", int]
 
 
 class JournalState:
@@ -48,9 +49,9 @@ class JournalState:
 
     def __init__(self) -> None:
         self.records: dict[str, TaskRecord] = {}
-        self.slots: dict[str, Slot] = {}
+        self.slots: dict[str, JournalEntry] = {}
         #: Per task, its saved map items or loop iterations: index -> (slot, record).
-        self.units: dict[str, dict[int, tuple[Slot, TaskRecord]]] = {}
+        self.units: dict[str, dict[int, tuple[JournalEntry, TaskRecord]]] = {}
         self.known: set[str] = set()
         self.frames = 0
         self.torn = False
@@ -125,7 +126,9 @@ def unit_record(
     )
 
 
-def load_result(store: StateStore, workflow: str, run_id: str, name: str, slot: Slot) -> Any:
+def load_result(
+    store: StateStore, workflow: str, run_id: str, name: str, slot: JournalEntry
+) -> Any:
     loc, kind, extra, offset = slot
     where = store.where(workflow, run_id)
     if kind == SHARED:

@@ -19,8 +19,8 @@ from ..states import RunStatus, TaskState
 from . import _frames
 from .journal import (
     BLOB_THRESHOLD,
+    JournalEntry,
     JournalState,
-    Slot,
     dumps,
     live_records,
     load_result,
@@ -78,8 +78,8 @@ class RunSession:
         self.run_id = last.run_id if last is not None else new_run_id()
         self._fingerprints = fingerprints
         self._stack = stack
-        self._slots: dict[str, Slot] = {}
-        self._units: dict[str, dict[int, tuple[Slot, TaskRecord]]] = {}
+        self._slots: dict[str, JournalEntry] = {}
+        self._units: dict[str, dict[int, tuple[JournalEntry, TaskRecord]]] = {}
         self._dead = 0  # superseded records in the journal: compaction's trigger
         self.restored: dict[str, TaskRecord] = {}
         if journal is not None:
@@ -139,7 +139,7 @@ class RunSession:
         self, name: str, index: int, attempts: int, started: float | None,
         finished: float | None, duration: float | None, value: Any, what: str,
         *, fingerprint: str | None = None,
-    ) -> Slot:
+    ) -> JournalEntry:
         """Pickle ``value`` (inline, or as a blob when large) into a record of ``name``
         (``index`` >= 0: one of its items); the record's slot."""
         kind = INLINE
@@ -243,7 +243,7 @@ class RunSession:
                 if old is not None:
                     self._drop_large(old[0], slot)
 
-    def _drop_large(self, old: Slot, new: Slot) -> None:
+    def _drop_large(self, old: JournalEntry, new: JournalEntry) -> None:
         """Delete the large result of record ``old``, superseded by ``new`` (unless both
         name one file: an iteration that returned the result it was given)."""
         kind, ref = old[1], old[2]
@@ -345,7 +345,7 @@ class RunSession:
 
     # -- inside ----------------------------------------------------------------------
 
-    def _note_slot(self, name: str, slot: Slot) -> None:
+    def _note_slot(self, name: str, slot: JournalEntry) -> None:
         if name in self._slots:
             self._dead += 1
         self._slots[name] = slot
@@ -356,7 +356,7 @@ class RunSession:
         journal = read_journal(self.store, self.workflow, self.run_id)
         payload_at = {loc: bytes(p) for loc, p in journal.scan.entries}
         # (python, cloudpickle) -> [(task, index, slot)]; index -1 is the task's own record
-        groups: dict[tuple[str, str], list[tuple[str, int, Slot]]] = {}
+        groups: dict[tuple[str, str], list[tuple[str, int, JournalEntry]]] = {}
         for name, rec in journal.records.items():
             groups.setdefault((rec.python, rec.cloudpickle), []).append(
                 (name, -1, journal.slots[name])
@@ -371,7 +371,7 @@ class RunSession:
                     (name, index, slot)
                 )
         payloads: list[bytes] = []
-        kept: list[tuple[str, int, Slot]] = []
+        kept: list[tuple[str, int, JournalEntry]] = []
         for (py, cp), group in groups.items():
             versions = {"python": py, "cloudpickle": cp}
             payloads.append(
@@ -384,7 +384,7 @@ class RunSession:
         record_locs = [
             loc for loc, p in zip(locations, payloads, strict=True) if not _frames.is_header(p)
         ]
-        units: dict[str, dict[int, tuple[Slot, TaskRecord]]] = {}
+        units: dict[str, dict[int, tuple[JournalEntry, TaskRecord]]] = {}
         for (name, index, (_, kind, extra, offset)), loc in zip(kept, record_locs, strict=True):
             if index < 0:
                 self._slots[name] = (loc, kind, extra, offset)

@@ -41,7 +41,7 @@ from .jobs import JobInfo, JobTable, as_info
 from .triggers import CronTrigger, OnceTrigger, Trigger
 
 if TYPE_CHECKING:
-    from ..workflow import Workflow
+    from .._workflow import Workflow
 
 __all__ = ["JobFired", "JobSkipped", "Scheduler"]
 
@@ -69,7 +69,7 @@ class JobSkipped(Event):
 
 
 @dataclass
-class _Job:
+class _ScheduledJob:
     name: str
     workflow: Workflow
     trigger: Trigger
@@ -101,7 +101,7 @@ class Scheduler:
         self.max_catchup = max_catchup
         self.events = EventBus()
         self._table = JobTable(state_dir)
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, _ScheduledJob] = {}
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -144,7 +144,7 @@ class Scheduler:
             anchor = datetime.fromisoformat(row["last_fire"])
         elif row.get("schedule") == schedule and isinstance(row.get("added"), str):
             anchor = datetime.fromisoformat(row["added"])
-        job = _Job(job_name, wf, trigger, dict(params or {}), overlap, catchup, resume,
+        job = _ScheduledJob(job_name, wf, trigger, dict(params or {}), overlap, catchup, resume,
                    isolate, anchor, enabled=bool(row.get("enabled", True)))
         with self._lock:
             self._jobs[job_name] = job
@@ -231,7 +231,7 @@ class Scheduler:
                     started.append(thread)
         return started
 
-    def _due(self, job: _Job, now: datetime) -> list[datetime]:
+    def _due(self, job: _ScheduledJob, now: datetime) -> list[datetime]:
         """The fire times of ``job`` to run now, by its catch-up policy; all fire times up
         to ``now`` count as handled afterwards."""
         trigger = job.trigger
@@ -283,7 +283,7 @@ class Scheduler:
                 return newest
             newest = t
 
-    def _fire(self, job: _Job, fires: list[datetime]) -> threading.Thread | None:
+    def _fire(self, job: _ScheduledJob, fires: list[datetime]) -> threading.Thread | None:
         """Start a thread running ``fires`` of ``job`` one after another (catch-up runs
         go in order), unless its overlap policy says otherwise."""
         job.running = [t for t in job.running if t.is_alive()]
@@ -303,7 +303,7 @@ class Scheduler:
         thread.start()
         return thread
 
-    def _run_job(self, job: _Job, fires: list[datetime]) -> None:
+    def _run_job(self, job: _ScheduledJob, fires: list[datetime]) -> None:
         for fire in fires:
             # The fire time is on disk before its run starts: a restart never repeats it.
             self._table.update(job.name, last_fire=fire.isoformat(), last_status="running")
@@ -343,7 +343,7 @@ class Scheduler:
                 if thread is not None:
                     thread.join()
 
-    def _skipped(self, job: _Job, fire: datetime, reason: str) -> None:
+    def _skipped(self, job: _ScheduledJob, fire: datetime, reason: str) -> None:
         _log.warning("scheduler: job %r skipped fire time %s: %s", job.name,
                      fire.isoformat(), reason)
         self.events.publish(JobSkipped(workflow=job.workflow.name, run_id="",
@@ -381,14 +381,14 @@ class Scheduler:
 
         return restore
 
-    def _info(self, job: _Job) -> JobInfo:
+    def _info(self, job: _ScheduledJob) -> JobInfo:
         row = self._table.get(job.name)
         return as_info(
             row, enabled=job.enabled, next_run=job.trigger.next_after(job.anchor),
             running=any(t.is_alive() for t in job.running),
         )
 
-    def _job(self, name: str) -> _Job:
+    def _job(self, name: str) -> _ScheduledJob:
         try:
             return self._jobs[name]
         except KeyError:
@@ -403,7 +403,7 @@ class Scheduler:
         return now.astimezone(UTC)
 
 
-def _run_isolated(job: _Job) -> tuple[str, str | None]:
+def _run_isolated(job: _ScheduledJob) -> tuple[str, str | None]:
     """Run the job's workflow in a forked child: its status and run id, as the child
     reports them through a pipe, or from its exit code if it died first."""
     ctx = multiprocessing.get_context("fork")

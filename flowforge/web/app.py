@@ -34,7 +34,7 @@ from .metrics import DashboardMetrics
 from .reader import StateReader
 
 if TYPE_CHECKING:
-    from ..workflow import Workflow
+    from .._workflow import Workflow
 
 __all__ = ["Dashboard", "create_app", "serve"]
 

@@ -23,7 +23,7 @@ from ..persistence.store import UnreadableRun
 from .layout import MAX_DRAWN, grid, layered
 
 if TYPE_CHECKING:
-    from ..workflow import Workflow
+    from .._workflow import Workflow
 
 __all__ = ["FINAL", "StateReader", "run_dict", "unreadable_dict"]
 

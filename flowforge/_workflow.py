@@ -14,8 +14,9 @@ from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
 from ._binding import Binding, bind, definition_key
+from ._fixtures import Fixture
 from ._private.current import current_workflow
-from ._shared import Resource
+from ._task import Task
 from .bus import EventBus
 from .clock import Clock, SystemClock
 from .dag import DAG, CompiledDAG
@@ -25,7 +26,6 @@ from .executors.base import Executor
 from .persistence import DURABILITY
 from .resources import RateLimit, ResourceLimits
 from .result import RunResult
-from .task import Task
 
 if TYPE_CHECKING:
     from .persistence.plan import Plan
@@ -142,7 +142,7 @@ class Workflow:
         #: The file that defines this workflow (saved with its runs for flowforge resume);
         #: set by flowforge.load, else the running script.
         self.source: str | None = None
-        self.shared_resources: dict[str, Resource] = {}
+        self.fixtures: dict[str, Fixture] = {}
         self._token: Token[Workflow | None] | None = None
         # What validate() bound, with the definition it bound: run() reuses it once if
         # nothing that binding reads has changed since (see _definition_key).
@@ -239,31 +239,43 @@ class Workflow:
 
         return run_workflow(self, merged, executor=executor, fresh=fresh, job=job)
 
-    def resource(
+    def fixture(
         self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
     ) -> Any:
-        """Declare a shared resource, like a pytest fixture: tasks taking a parameter of
-        its name receive it. A generator function's code after ``yield`` tears it down.
-        Made on first use and torn down when the run ends (on the process executor:
-        once per worker, torn down when the worker stops). It may take run params and
-        other resources by name. Usable as ``@wf.resource`` or ``@wf.resource(name=...)``.
+        """Declare a fixture, as in pytest: tasks taking a parameter of its name receive
+        its value. A generator function's code after ``yield`` tears it down. Made on
+        first use and torn down when the run ends (on the process executor: once per
+        worker, torn down when the worker stops). It may take run params and other
+        fixtures by name. Usable as ``@wf.fixture`` or ``@wf.fixture(name=...)``.
         """
 
         def declare(func: Callable[..., Any]) -> Callable[..., Any]:
             if not callable(func):
-                msg = f"workflow {self.name!r}: a resource needs a function, got {func!r}"
+                msg = f"workflow {self.name!r}: a fixture needs a function, got {func!r}"
                 raise WorkflowDefinitionError(msg, workflow=self.name)
             rname = name or getattr(func, "__name__", None)
-            if not rname or rname in self.shared_resources:
+            if not rname or rname in self.fixtures:
                 msg = (
-                    f"workflow {self.name!r}: resource name {rname!r} is "
+                    f"workflow {self.name!r}: fixture name {rname!r} is "
                     f"{'taken' if rname else 'missing'}; pass name=..."
                 )
-                raise WorkflowDefinitionError(msg, workflow=self.name, resource=rname)
-            self.shared_resources[rname] = Resource(rname, func)
+                raise WorkflowDefinitionError(msg, workflow=self.name, fixture=rname)
+            self.fixtures[rname] = Fixture(rname, func)
             return func
 
         return declare if fn is None else declare(fn)
+
+    def resource(
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
+    ) -> Any:
+        """Deprecated name of :meth:`fixture` (``Resources`` are requests: CPUs, memory)."""
+        import warnings
+
+        warnings.warn(
+            "wf.resource is now wf.fixture (the same decorator); the old name goes in a "
+            "later release", DeprecationWarning, stacklevel=2,
+        )
+        return self.fixture(fn, name=name)
 
     def on_failure(self, fn: Callable[[RunResult], Any]) -> Callable[[RunResult], Any]:
         """Register ``fn(result)`` to be called once, in the driver, when a run fails.

@@ -1,4 +1,4 @@
-"""Shared resources (@wf.resource): made once on first use, handed to tasks by parameter
+"""Fixtures (@wf.fixture): made once on first use, handed to tasks by parameter
 name, torn down after the run whatever happened; once per worker on the process executor."""
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ def test_resource_is_made_once_and_torn_down_after_the_run(opts, executor, fail)
     events = []
     with workflow("w", executor=executor, max_workers=2, **opts) as wf:
 
-        @wf.resource
+        @wf.fixture
         def settings(region):
             events.append("settings")
             return {"region": region}
 
-        @wf.resource
+        @wf.fixture
         def db(settings):
             events.append("open db")
             conn = {"region": settings["region"], "queries": 0}
@@ -53,7 +53,7 @@ def test_resource_set_up_failure_fails_only_the_tasks_that_need_it(opts):
     """A resource that cannot be made fails each task needing it, naming the resource."""
     with workflow("w", executor="sequential", on_error="continue", **opts) as wf:
 
-        @wf.resource
+        @wf.fixture
         def api():
             raise ConnectionError("api down")
 
@@ -67,8 +67,8 @@ def test_resource_set_up_failure_fails_only_the_tasks_that_need_it(opts):
 
     result = wf.run()
     error = result.tasks["fetch"].error
-    assert isinstance(error, TaskError) and error.resource == "api"
-    assert "resource 'api' failed to set up (ConnectionError: api down)" in str(error)
+    assert isinstance(error, TaskError) and error.fixture == "api"
+    assert "fixture 'api' failed to set up (ConnectionError: api down)" in str(error)
     assert result["local"] == "fine"
 
 
@@ -78,7 +78,7 @@ def test_process_workers_make_their_own_resource_once_and_tear_it_down(opts, tmp
     out = tmp_path / "teardown.txt"
     with workflow("w", executor="process", max_workers=2, **opts) as wf:
 
-        @wf.resource
+        @wf.fixture
         def conn():
             token = object()
             yield (os.getpid(), id(token))
@@ -102,7 +102,7 @@ def test_resource_definition_errors_are_found_before_anything_runs(opts, tmp_pat
     definition errors raised before any state is written."""
     with workflow("w", executor="sequential", **opts) as wf:
 
-        @wf.resource
+        @wf.fixture
         def db(dsn):
             return dsn
 
@@ -110,7 +110,7 @@ def test_resource_definition_errors_are_found_before_anything_runs(opts, tmp_pat
         def a(db):
             return db
 
-    with pytest.raises(WorkflowDefinitionError, match="resource 'db' has parameter 'dsn'"):
+    with pytest.raises(WorkflowDefinitionError, match="fixture 'db' has parameter 'dsn'"):
         wf.run()
     assert not (tmp_path / "state").exists()
     with workflow("w2", executor="sequential", **opts) as wf2:
@@ -119,6 +119,21 @@ def test_resource_definition_errors_are_found_before_anything_runs(opts, tmp_pat
         def db():
             return 1
 
-    wf2.resource(name="db")(lambda: 2)
-    with pytest.raises(WorkflowDefinitionError, match="a task and a resource both named 'db'"):
+    wf2.fixture(name="db")(lambda: 2)
+    with pytest.raises(WorkflowDefinitionError, match="a task and a fixture both named 'db'"):
         wf2.run()
+
+
+def test_the_old_resource_decorator_still_declares_a_fixture_with_a_warning(opts):
+    """wf.resource, the last release's name, warns and declares the same fixture."""
+    with workflow("w", **opts) as wf:
+        with pytest.warns(DeprecationWarning, match="wf.resource is now wf.fixture"):
+            @wf.resource
+            def base():
+                return 40
+
+        @task
+        def use(base):
+            return base + 2
+
+    assert wf.run(executor="sequential")["use"] == 42

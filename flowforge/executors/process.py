@@ -1,16 +1,50 @@
 """The process executor: loky workers, one per slot, with cloudpickle.
 
 Each of the ``max_workers`` slots is a one-worker ``loky.ProcessPoolExecutor`` that runs
-one attempt at a time. Why not one pool of N workers? When a loky worker dies (a
-segfault, ``os._exit``, the OOM killer, or FlowForge killing it for a timeout), loky fails
-*every* in-flight and queued future of that pool, and the driver can no longer tell the
-attempt that crashed from its bystanders. With one worker per slot the future that fails
-is the attempt that crashed: nothing else is charged, and only that slot is restarted.
+one piece of work at a time: a plain call, one task attempt, or a batch of small attempts
+of one task. Why not one pool of N workers? When a loky worker dies (a segfault,
+``os._exit``, the OOM killer, or FlowForge killing it for a timeout), loky fails *every*
+in-flight and queued future of that pool, and the driver can no longer tell the attempt
+that crashed from its bystanders. With one worker per slot the future that fails is the
+attempt that crashed: nothing else is charged, and only that slot is restarted.
 
-A slot's worker gets its next attempt (or batch) only once it has reported the last one:
-the engine decides what runs when, the executor only sends it. Anything sent to a worker
-is sent under the executor's lock, so a stop, a crash or a shutdown handled meanwhile
-finds it either sent or not.
+The engine decides what runs when; the executor keeps one queue and hands its head to
+the first free slot. A slot's worker gets its next work only once it has reported the
+last. The only measuring it does is for batching: a running average of attempt durations
+per task (and per code object, the first guess for a new task of the same function)
+says which attempts are small enough to batch (see :class:`ProcessExecutor`).
+
+A worker slot (``_Slot``) goes through three states, told apart by its ``jobs`` (the work
+it holds) and ``sent`` (that work, once in its worker's pipe)::
+
+                  _take(): the queue's head, or a batch of
+                  small attempts of one task
+     +---------+ ----------------------------------------> +-----------+
+     |  FREE   |                                            |  PACKING  | pickled outside
+     |  jobs:  | <---------------------------------------- |  jobs set | the lock
+     |  None   |  all cancelled meanwhile, or none would    |  sent:    |
+     +---------+  pickle (each fails naming the object)     |  None     |
+          ^                                                 +-----------+
+          |                                                       |
+          |                  sent under the lock, after starting  |
+          |                  a worker if the slot has none (or    |
+          |                  its last one died while free)        v
+          |   _finish(): outcomes set on the futures,       +-----------+
+          +------------------------------------------------ |  RUNNING  |
+              averages updated; the next work is taken      |  sent is  |
+              at once (FREE -> PACKING)                     |  jobs     |
+                                                            +-----------+
+
+RUNNING -> FREE is also the way out when the worker dies (loky reports a broken pool):
+the slot drops its pool and ``crash_error()`` names the exit code or signal; a lone
+attempt fails with that :class:`WorkerCrashedError`, and a batch's attempts go back to the
+queue to run one by one, so that only the one that crashes again is charged.
+``cancel_running()`` cancels the attempt's future and SIGKILLs a RUNNING worker, which
+then takes the same way out.
+
+A worker found dead while free (a kill -9, the OOM killer) is replaced as work is sent to
+it; nothing of ours ran there. Anything sent to a worker is sent under the executor's
+lock, so a stop, a crash or a shutdown handled meanwhile finds it either sent or not.
 
 Workers ignore SIGINT (the driver decides what Ctrl-C stops) and exit within about half a
 second when the driver process dies, even in the middle of a task. On Linux they are

@@ -48,8 +48,8 @@ lock, so a stop, a crash or a shutdown handled meanwhile finds it either sent or
 
 Workers ignore SIGINT (the driver decides what Ctrl-C stops) and exit within about half a
 second when the driver process dies, even in the middle of a task. On Linux they are
-forked by the driver's fork server (``_private/forkserver.py``), ready in milliseconds,
-rather than started as fresh interpreters.
+forked by the standard library's fork server through loky (``_private/forkserver.py``),
+ready in milliseconds, rather than started as fresh interpreters.
 """
 
 from __future__ import annotations
@@ -493,19 +493,22 @@ class _Slot:
 
             from .._private.remote import init_worker
 
-            context = None
-            if sys.platform == "linux":  # workers forked ready-made (POSIX-only code)
+            if sys.platform == "linux":  # POSIX-only code
                 from .._private.forkserver import fork_server_context
 
-                context = fork_server_context()
-            server = None if context is None else context.server_pid
+            # loky swaps a worker whose memory grew by 300 MB for a new one between
+            # calls: the slot would then name (and kill) a pid that is gone. A run's
+            # workers live for that run; memory limits are the engine's (Resources).
+            env = {"LOKY_MAX_MEMORY_LEAK_SIZE": str(10**18)}
+            context, server = (
+                fork_server_context() if sys.platform == "linux" else (None, None)
+            )
+            # A forked worker has the server's environment: it takes the driver's own.
+            driver_env = None if context is None else {**os.environ, **env}
             self._pool = loky.ProcessPoolExecutor(
-                max_workers=1, initializer=init_worker, initargs=(os.getpid(), server),
-                context=context,
-                # loky swaps a worker whose memory grew by 300 MB for a new one between
-                # calls: the slot would then name (and kill) a pid that is gone. A run's
-                # workers live for that run; memory limits are the engine's (Resources).
-                env={"LOKY_MAX_MEMORY_LEAK_SIZE": str(10**18)},
+                max_workers=1, initializer=init_worker,
+                initargs=(os.getpid(), server, driver_env), context=context,
+                env=env if context is None else None,
             )
             self._killed = False
         return self._pool

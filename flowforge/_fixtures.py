@@ -122,11 +122,18 @@ _worker_pool: FixturePool | None = None
 
 
 def worker_pool() -> FixturePool:
-    """This worker process's pool, torn down when the process exits."""
+    """This worker process's pool, torn down when the process exits: through
+    ``multiprocessing``'s exit finalizers, which run when a forked worker ends with
+    ``os._exit`` (the fork server's workers do, so ``atexit`` never runs there), and
+    through ``atexit`` for a worker that ends as an interpreter does. ``close`` runs
+    each tear-down once."""
     global _worker_pool
     if _worker_pool is None:
-        _worker_pool = FixturePool()
-        atexit.register(_worker_pool.close)
+        from multiprocessing import util
+
+        pool = _worker_pool = FixturePool()
+        util.Finalize(pool, pool.close, exitpriority=10)
+        atexit.register(pool.close)
     return _worker_pool
 
 

@@ -120,7 +120,6 @@ class Dispatcher:
         *,
         limited: bool,
         run_deadline: bool,
-        send_ahead: bool,
     ) -> None:
         self.default = executor
         self.by_task = task_executors
@@ -136,7 +135,6 @@ class Dispatcher:
         self._timers = timers  # an attempt is alone (nothing else ready or due)
         self._limited = limited  # admission control is on: never batch an attempt
         self._run_deadline = run_deadline  # the run has a timeout: nothing runs inline
-        self._send_ahead = send_ahead
         self._pool = FixturePool()
         self._memory: MemoryWatch | None = None
         self.can = {ex: Abilities.of(ex) for ex in self.executors()}
@@ -225,7 +223,7 @@ class Dispatcher:
         if can.takes_attempts is not None:
             return can.takes_attempts.submit_attempt(AttemptCall(
                 b.task, kwargs, env, spill, attempt.name,
-                solo=timed or self._limited, ahead=self._send_ahead,
+                solo=timed or self._limited,
             ))
         from .._private.remote import pack_call, run_packed
 

@@ -111,7 +111,6 @@ class Engine:
             spec.executor, spec.task_executors, self._store, self._admission,
             self._ready, self._timers,
             limited=spec.admission is not None, run_deadline=spec.timeout is not None,
-            send_ahead=session is None and spec.admission is None,
         )
         self.token = CancelToken(wake=lambda: self._dispatch.inbox.put(None))
         self._arguments = Arguments.for_run(spec, self.results, self._gate.absent,

@@ -138,10 +138,13 @@ def _pickles(value: Any) -> bool:
 # -- worker side -----------------------------------------------------------------------
 
 
-def init_worker(parent_pid: int, fork_server_pid: int | None = None) -> None:
+def init_worker(
+    parent_pid: int, fork_server_pid: int | None = None, env: dict[str, str] | None = None
+) -> None:
     """Loky worker initializer: leave Ctrl-C to the driver, and exit if it dies. A worker
-    forked by the fork server (see ``forkserver``) watches that server instead, which
-    exits when the driver does.
+    forked by the fork server watches that server instead, which exits when the driver
+    does, and takes ``env``, the driver's environment as the worker started (the server
+    has its own, from when it started), with loky's settings read from it.
 
     It also moves every object the worker's start-up made (loky, cloudpickle, psutil:
     some 20,000 objects) out of the garbage collector's sight (``gc.freeze``), as
@@ -151,6 +154,19 @@ def init_worker(parent_pid: int, fork_server_pid: int | None = None) -> None:
     Debugging helpers in a task (``gc.get_objects``, ``gc.get_referrers``) no longer see
     them either; ``gc.unfreeze()`` in a task gives them back."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if fork_server_pid is not None:
+        from .forkserver import release_server
+
+        release_server()
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
+        time.tzset()
+        import loky.process_executor as loky_executor  # read at import: in the server
+
+        loky_executor._MAX_MEMORY_LEAK_SIZE = int(
+            float(os.environ.get("LOKY_MAX_MEMORY_LEAK_SIZE", 3e8))
+        )
     gc.freeze()
 
     parent = os.getppid()  # the one that started it: whoever adopts it later is not
@@ -176,23 +192,12 @@ def run_packed(payload: bytes, task_name: str) -> bytes:
 
 
 def run_batch(
-    payload: bytes, names: list[str], budget: float = float("inf"), claim: str | None = None
+    payload: bytes, names: list[str], budget: float = float("inf")
 ) -> list[tuple[bytes, float]]:
     """Run a batch of attempts (``pack_batch``) one after another in a worker: each one's
     outcome and duration in seconds. Once ``budget`` seconds have gone (the attempts were
     slower than measured before), it stops and returns the outcomes it has: the executor
-    sends the rest again. Never raises.
-
-    ``claim``: a batch sent ahead starts only if this worker deletes that file first; if
-    it is gone, the driver took the batch back for another worker: nothing runs, and the
-    empty list says so."""
-    if claim is not None:
-        try:
-            os.unlink(claim)
-        except FileNotFoundError:
-            return []
-        except OSError:  # not deleted by the driver either: it still counts as ours
-            pass
+    sends the rest again. Never raises."""
     try:
         calls = pickle.loads(payload)
     except BaseException as exc:

@@ -52,8 +52,7 @@ class AttemptCall(NamedTuple):
     """One attempt as the engine hands it to a :class:`TakesAttempts` executor: call
     ``task`` with ``kwargs``, in environment ``env`` (extra variables, or None), writing a
     large result where ``spill`` says; ``name`` is the task's. ``solo``: send it alone,
-    never in a batch (it has a timeout, or admission counts it); ``ahead``: it may wait in
-    a busy worker's pipe (nothing is saved, so a crash re-runs it uncharged)."""
+    never in a batch (it has a timeout, or admission counts it)."""
 
     task: Any
     kwargs: dict[str, Any]
@@ -61,7 +60,6 @@ class AttemptCall(NamedTuple):
     spill: Any
     name: str
     solo: bool = False
-    ahead: bool = False
 
 
 class Executor(ABC):

@@ -190,8 +190,8 @@ class DaskExecutor(Executor):
 
     def submit_attempt(self, call: AttemptCall) -> Future[Any]:
         """Run one attempt, its held inputs passed as Dask futures; the value stays on
-        the worker (see the module docstring). ``solo`` and ``ahead`` are the process
-        executor's; Dask's scheduler places attempts here."""
+        the worker (see the module docstring). ``solo`` is the process executor's;
+        Dask's scheduler places attempts here."""
         from .._private.remote import pack_call, report_held, run_held
 
         name, spill = call.name, call.spill

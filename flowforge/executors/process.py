@@ -1,40 +1,62 @@
 """The process executor: loky workers, one per slot, with cloudpickle.
 
 Each of the ``max_workers`` slots is a one-worker ``loky.ProcessPoolExecutor`` that runs
-one attempt at a time. Why not one pool of N workers? When a loky worker dies (a
-segfault, ``os._exit``, the OOM killer, or FlowForge killing it for a timeout), loky fails
-*every* in-flight and queued future of that pool, and the driver can no longer tell the
-attempt that crashed from its bystanders. With one worker per slot the future that fails
-is the attempt that crashed: nothing else is charged, and only that slot is restarted.
+one piece of work at a time: a plain call, one task attempt, or a batch of small attempts
+of one task. Why not one pool of N workers? When a loky worker dies (a segfault,
+``os._exit``, the OOM killer, or FlowForge killing it for a timeout), loky fails *every*
+in-flight and queued future of that pool, and the driver can no longer tell the attempt
+that crashed from its bystanders. With one worker per slot the future that fails is the
+attempt that crashed: nothing else is charged, and only that slot is restarted.
 
-A slot may also hold a second submission already in its worker's pipe (``ahead``), which
-the worker starts the instant the first ends, without a round trip through the driver.
-That happens only behind attempts of tasks measured to be short (``AHEAD_SECONDS``), on
-the worker expected to be free first: behind a long or unmeasured one, it could wait
-while other workers idle. A measure can be wrong (a long item in a map of short ones), so
-a worker starts what was sent ahead only once it deletes the attempt's claim file; a
-worker left with nothing to do deletes it first and runs the attempt itself. If the
-worker dies, what waited behind never started: it runs again on the next worker,
-uncharged.
-Anything sent to a worker is sent under the executor's lock, so a stop, a crash or a
-shutdown handled meanwhile finds it either sent or not.
+The engine decides what runs when; the executor keeps one queue and hands its head to
+the first free slot. A slot's worker gets its next work only once it has reported the
+last. The only measuring it does is for batching: a running average of attempt durations
+per task (and per code object, the first guess for a new task of the same function)
+says which attempts are small enough to batch (see :class:`ProcessExecutor`).
+
+A worker slot (``Slot``) goes through three states, told apart by its ``jobs`` (the work
+it holds) and ``sent`` (that work, once in its worker's pipe)::
+
+                  _take(): the queue's head, or a batch of
+                  small attempts of one task
+     +---------+ ----------------------------------------> +-----------+
+     |  FREE   |                                            |  PACKING  | pickled outside
+     |  jobs:  | <---------------------------------------- |  jobs set | the lock
+     |  None   |  all cancelled meanwhile, or none would    |  sent:    |
+     +---------+  pickle (each fails naming the object)     |  None     |
+          ^                                                 +-----------+
+          |                                                       |
+          |                  sent under the lock, after starting  |
+          |                  a worker if the slot has none (or    |
+          |                  its last one died while free)        v
+          |   _finish(): outcomes set on the futures,       +-----------+
+          +------------------------------------------------ |  RUNNING  |
+              averages updated; the next work is taken      |  sent is  |
+              at once (FREE -> PACKING)                     |  jobs     |
+                                                            +-----------+
+
+RUNNING -> FREE is also the way out when the worker dies (loky reports a broken pool):
+the slot drops its pool and ``crash_error()`` names the exit code or signal; a lone
+attempt fails with that :class:`WorkerCrashedError`, and a batch's attempts go back to the
+queue to run one by one, so that only the one that crashes again is charged.
+``cancel_running()`` cancels the attempt's future and SIGKILLs a RUNNING worker, which
+then takes the same way out.
+
+A worker found dead while free (a kill -9, the OOM killer) is replaced as work is sent to
+it; nothing of ours ran there. Anything sent to a worker is sent under the executor's
+lock, so a stop, a crash or a shutdown handled meanwhile finds it either sent or not.
 
 Workers ignore SIGINT (the driver decides what Ctrl-C stops) and exit within about half a
 second when the driver process dies, even in the middle of a task. On Linux they are
-forked by the driver's fork server (``_private/forkserver.py``), ready in milliseconds,
-rather than started as fresh interpreters.
+forked by the standard library's fork server through loky (``_private/forkserver.py``),
+ready in milliseconds, rather than started as fresh interpreters.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
-import select
-import signal
-import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
@@ -42,6 +64,7 @@ from functools import partial
 from typing import Any
 
 from ..errors import WorkerCrashedError
+from ._slot import Slot, is_broken_pool, is_shutdown
 from .base import AttemptCall, Executor, default_workers
 
 __all__ = ["ProcessExecutor"]
@@ -53,10 +76,6 @@ QUEUE_SECONDS = 0.020
 #: A task whose attempts take less than this on average is small enough to batch.
 SMALL_SECONDS = 0.002
 MAX_BATCH = 512
-#: An attempt may wait in a busy worker's pipe only behind attempts of tasks measured to
-#: take at most this long (seconds): it saves a hand-over of about 0.35 ms, worth having
-#: only for short attempts, and it must never wait long while another worker idles.
-AHEAD_SECONDS = 0.1
 #: A batch whose attempts turn out slower than measured stops after this long (seconds)
 #: and hands back the attempts it did not reach.
 BATCH_LIMIT_SECONDS = 0.05
@@ -66,12 +85,12 @@ _EWMA = 0.2  # weight of the newest duration in a task's running average
 class _Job:
     """One piece of work in the queue: a plain call, or one task attempt (``call``)."""
 
-    __slots__ = ("future", "fn", "args", "kwargs", "call", "name", "solo", "ahead")
+    __slots__ = ("future", "fn", "args", "kwargs", "call", "name", "solo")
 
     def __init__(
         self, future: Future[Any], fn: Callable[..., Any] | None, args: tuple[Any, ...],
         kwargs: dict[str, Any], call: tuple[Any, ...] | None = None, name: str = "",
-        solo: bool = False, ahead: bool = False,
+        solo: bool = False,
     ) -> None:
         self.future = future
         self.fn = fn
@@ -80,7 +99,6 @@ class _Job:
         self.call = call  # (task, kwargs, env, spill): packed with others into one batch
         self.name = name
         self.solo = solo  # never batched: it has a timeout, or its batch's worker died
-        self.ahead = ahead and not solo  # may wait in a busy worker's pipe (see submit_task)
 
 
 class ProcessExecutor(Executor):
@@ -91,7 +109,7 @@ class ProcessExecutor(Executor):
     it once to a file (the state folder with autosave, else ``/dev/shm``) and the tasks
     that need it map that file. ``None`` turns this off.
 
-    Task attempts (:meth:`submit_task`) of a task whose attempts are measured to be small
+    Task attempts (:meth:`submit_attempt`) of a task whose attempts are measured to be small
     (under ``SMALL_SECONDS`` on average) are sent to a worker in batches of about
     ``BATCH_SECONDS`` of work, pickled together (the task's function once), and their
     outcomes come back together; the engine may queue up to :meth:`room` of them. A task
@@ -128,16 +146,14 @@ class ProcessExecutor(Executor):
         self.max_workers = max_workers
         self.share_threshold = share_threshold
         self._lock = threading.RLock()  # re-entrant: see _launch
-        self._slots = [_Slot(i) for i in range(max_workers)]
+        self._slots = [Slot(i) for i in range(max_workers)]
         self._queued: deque[_Job] = deque()
         self._seconds: dict[str, float] = {}  # task name -> average attempt duration
         # the code a task runs -> its attempts' average duration: the first guess for
         # another task that runs the same code (many tasks of one function, as generated
-        # graphs have), so that they too are sent ahead or batched from the start
+        # graphs have), so that they too are batched from the start
         self._by_code: dict[Any, float] = {}
         self._closed = False  # shut down: what a dying worker hands back stays queued
-        self._claims = itertools.count()  # numbers the claim files of attempts sent ahead
-        self._ahead_mode = False
 
     def start(self) -> None:
         """Start every worker now rather than at first use (they start in parallel), so
@@ -152,50 +168,26 @@ class ProcessExecutor(Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         return self._enqueue(_Job(Future(), fn, args, kwargs))
 
-    def submit_task(
-        self, task: Any, kwargs: dict[str, Any], env: dict[str, str] | None, spill: Any,
-        name: str, *, solo: bool = False, ahead: bool = False,
-    ) -> Future[Any]:
-        """Run one attempt of ``task`` (see :func:`~flowforge._private.remote.run_batch`);
-        the future's result is the packed outcome, and its ``ran_for`` attribute the
-        attempt's duration in the worker. ``solo``: never batch it (it has a timeout).
-
-        ``ahead``: when every worker is busy with attempts of tasks measured to be short,
-        the attempt may be sent to the one expected to be free first, to start the
-        instant its attempt ends: no round trip through the driver between them (about
-        0.35 ms each). Another worker with nothing left to do takes it back unless it has
-        started; a run that stops does not: it runs, short of killing the worker."""
+    def submit_attempt(self, call: AttemptCall) -> Future[Any]:
+        """Run one attempt (see :func:`~flowforge._private.remote.run_batch`); the
+        future's result is the packed outcome, and its ``ran_for`` attribute the
+        attempt's duration in the worker. ``call.solo``: never batch it (it has a
+        timeout, or admission counts it)."""
+        name = call.name
         if name not in self._seconds:  # a new task: what its code took so far, if known
-            guess = self._by_code.get(_code_of(task))
+            guess = self._by_code.get(_code_of(call.task))
             if guess is not None:
                 self._seconds[name] = guess
-        job = _Job(Future(), None, (), {}, (task, kwargs, env, spill), name, solo, ahead)
+        job = _Job(Future(), None, (), {}, (call.task, call.kwargs, call.env, call.spill),
+                   name, call.solo)
         return self._enqueue(job)
 
-    def submit_attempt(self, call: AttemptCall) -> Future[Any]:
-        """Run one attempt (see :meth:`submit_task`)."""
-        self._ahead_mode = call.ahead  # what room() assumes: this run's attempts may wait
-        return self.submit_task(call.task, call.kwargs, call.env, call.spill, call.name,
-                                solo=call.solo, ahead=call.ahead)
-
-    def room(self, name: str, ahead: bool | None = None) -> int:
+    def room(self, name: str) -> int:
         """How many attempts of task ``name`` the engine may have here at once: one per
-        worker, plus with ``ahead`` one per worker that has or may take one waiting
-        behind what it runs (see :meth:`submit_task`); for a small task, as many as make
-        ``QUEUE_SECONDS`` of work a worker."""
-        if ahead is None:
-            ahead = self._ahead_mode
+        worker; for a small task, as many as make ``QUEUE_SECONDS`` of work a worker."""
         seconds = self._seconds.get(name)
         if seconds is None or seconds >= SMALL_SECONDS:
-            if not ahead:
-                return self.max_workers
-            with self._lock:
-                now = time.monotonic()
-                behind = sum(
-                    1 for s in self._slots
-                    if s.ahead is not None or self._ahead_until(s, now) is not None
-                )
-            return self.max_workers + behind
+            return self.max_workers
         per_worker = min(MAX_BATCH * 2, int(QUEUE_SECONDS / max(seconds, 1e-6)))
         return self.max_workers * (1 + per_worker)
 
@@ -204,75 +196,16 @@ class ProcessExecutor(Executor):
             self._closed = False
             self._queued.append(job)
             slot = next((s for s in self._slots if s.jobs is None), None)
-            if slot is not None:
-                jobs = self._take(slot)
-            else:
-                slot = self._first_free_again()
-                jobs = self._take(slot, ahead=True) if slot is not None else None
+            jobs = self._take(slot) if slot is not None else None
         if jobs:
             assert slot is not None
             self._launch(slot, jobs)
         return job.future
 
-    def _first_free_again(self) -> _Slot | None:
-        """Under the lock: of the busy slots that may take an attempt ahead, the one
-        expected to finish first (at its run's end, when little is left to send, the
-        attempt must not wait in one worker's pipe while another frees up and idles)."""
-        best, best_end = None, 0.0
-        now = time.monotonic()
-        for slot in self._slots:
-            end = self._ahead_until(slot, now)
-            if end is not None and (best is None or end < best_end):
-                best, best_end = slot, end
-        return best
-
-    def _ahead_until(self, slot: _Slot, now: float) -> float | None:
-        """Under the lock: when ``slot``'s worker is expected to be done with what it runs,
-        if an attempt may be sent to wait behind that: it is sent (not a timed attempt),
-        and every attempt of it belongs to a task measured to take at most
-        ``AHEAD_SECONDS``, not running much longer than that measure. Else None: an
-        attempt of a long or unmeasured task could keep the one behind it waiting while
-        other workers idle, and whatever depends on it too."""
-        if not slot.takes_ahead():
-            return None
-        jobs = slot.jobs
-        assert jobs is not None
-        total = 0.0
-        seconds = self._seconds
-        for job in jobs:
-            each = seconds.get(job.name)
-            if each is None or each > AHEAD_SECONDS:
-                return None
-            total += each
-        if now - slot.since > 2 * total + AHEAD_SECONDS:  # overrunning: long after all?
-            return None
-        return slot.since + total
-
-    def _take_back(self, idle: _Slot) -> list[_Job] | None:
-        """Under the lock: ``idle`` has nothing to run and nothing is queued. Take what
-        waits behind another worker's attempt, so it runs here instead of waiting behind
-        one that turned out long: still being packed (its ``_launch`` then finds it gone),
-        or in that worker's pipe if the worker has not started it (it deletes the claim
-        file as it starts; deleting it first stops it). They move whole and stay counted
-        as running: nothing that stops a run drops them from the queue."""
-        if self._closed:
-            return None
-        for other in self._slots:
-            waiting = other.ahead
-            if other is idle or waiting is None:
-                continue
-            if other.sent_ahead is waiting and not other.drop_claim():
-                continue  # started already: it runs there
-            other.ahead = other.sent_ahead = None
-            idle.jobs = list(waiting)  # a new list: the one in the old pipe is ignored
-            return idle.jobs
-        return None
-
-    def _take(self, slot: _Slot, *, ahead: bool = False) -> list[_Job] | None:
-        """Under the lock: the next jobs for free ``slot``, which it now holds; with
-        ``ahead``, jobs that may wait behind the attempt ``slot`` runs."""
+    def _take(self, slot: Slot) -> list[_Job] | None:
+        """Under the lock: the next jobs for free ``slot``, which it now holds."""
         queued = self._queued
-        if not queued or self._closed or (ahead and not queued[0].ahead):
+        if not queued or self._closed:
             return None
         head = queued.popleft()
         jobs = [head]
@@ -285,47 +218,33 @@ class ProcessExecutor(Executor):
                 budget = min(MAX_BATCH - 1, share, int(BATCH_SECONDS / max(each, 1e-6)))
                 while budget > 0 and queued:
                     nxt = queued[0]
-                    if nxt.call is None or nxt.solo or nxt.name != head.name or (
-                        ahead and not nxt.ahead
-                    ):
+                    if nxt.call is None or nxt.solo or nxt.name != head.name:
                         break
                     jobs.append(queued.popleft())
                     budget -= 1
-        if ahead:
-            slot.ahead = jobs
-        else:
-            slot.jobs = jobs
+        slot.jobs = jobs
         return jobs
 
     def cancel_running(self, future: Future[Any]) -> bool:
         """Stop the attempt behind ``future``: drop it if no worker has it yet, else kill
-        (SIGKILL) the worker running it, whose slot restarts on next use. An attempt
-        waiting in a busy worker's pipe cannot be called back: it is cancelled, and runs
-        unreported unless the attempt in front is stopped too (only cancel-all paths
-        stop such attempts; timed ones never have one waiting behind them)."""
+        (SIGKILL) the worker running it, whose slot restarts on next use."""
         with self._lock:
             for i, job in enumerate(self._queued):
                 if job.future is future:
                     del self._queued[i]
                     future.cancel()
                     return True
-            slot = next((s for s in self._slots if s.holds(future)), None)
+            slot = next((s for s in self._slots if s.runs(future)), None)
             if slot is None:
                 return future.cancel()
             future.cancel()  # never marked running, so this sticks; _finish then skips it
-            if not slot.runs(future) or slot.sent is not slot.jobs:
-                return True  # not started: _launch drops it, or it waits behind another
+            if slot.sent is not slot.jobs:
+                return True  # not sent yet: _launch drops it
             # Killed under the lock: the slot cannot have moved on to its next jobs, whose
-            # worker this would be. The next jobs get a fresh worker; those sent behind
-            # these die with it.
+            # worker this would be. The next jobs get a fresh worker.
             pool = slot.kill()
-            stopped = slot.pop_sent_ahead()
         if pool is not None:
             pool.shutdown(wait=False, kill_workers=True)
-        error = WorkerCrashedError("the worker was stopped", exitcode=None, signal=None)
-        for job in stopped:
-            with contextlib.suppress(InvalidStateError):
-                job.future.set_exception(error)
         return True
 
     def cancel_queued(self) -> list[Future[Any]]:
@@ -353,11 +272,6 @@ class ProcessExecutor(Executor):
             self._closed = True  # from now on nothing starts a worker or queues again
             queued, self._queued = list(self._queued), deque()
             busy = [s for s in self._slots if s.started]
-            if not wait:  # their workers are killed: what waits behind never starts
-                for slot in self._slots:
-                    queued.extend(slot.ahead or ())
-                    slot.ahead = slot.sent_ahead = None
-                    slot.drop_claim()
         for job in queued:
             job.future.cancel()
         if wait and len(busy) > 1:  # each waits for its worker to exit: all at once
@@ -369,24 +283,6 @@ class ProcessExecutor(Executor):
         else:
             for slot in busy:
                 slot.stop(wait=wait)
-        with self._lock:  # a claim whose worker died before it took it
-            for slot in self._slots:
-                slot.drop_claim()
-            self._remove_claims()
-
-    def _remove_claims(self) -> None:
-        """Delete every claim file of this executor left behind: one whose worker was
-        killed in the instant between starting its attempts and deleting it."""
-        import glob
-
-        from .._private.handoff import scratch_folder
-
-        for path in glob.glob(os.path.join(scratch_folder(), f"{self._claim_prefix()}*")):
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-
-    def _claim_prefix(self) -> str:
-        return f"flowforge-{os.getpid()}-ahead-{id(self):x}-"
 
     def _requeue(self, jobs: list[_Job]) -> None:
         """Under the lock: put ``jobs`` (which never started) back at the queue's head;
@@ -397,10 +293,10 @@ class ProcessExecutor(Executor):
         else:
             self._queued.extendleft(reversed(jobs))
 
-    def _launch(self, slot: _Slot, jobs: list[_Job]) -> None:
-        """Send ``jobs`` (``slot.jobs``, or ``slot.ahead`` to wait behind them) to the
-        slot's worker. Packing happens outside the lock; sending, under it, so that a
-        stop, a crash or a shutdown handled meanwhile finds them either sent or not."""
+    def _launch(self, slot: Slot, jobs: list[_Job]) -> None:
+        """Send ``jobs`` (``slot.jobs``) to the slot's worker. Packing happens outside the
+        lock; sending, under it, so that a stop, a crash or a shutdown handled meanwhile
+        finds them either sent or not."""
         while True:
             live = [j for j in jobs if not j.future.cancelled()]  # cancelled meanwhile
             if len(live) < len(jobs):
@@ -437,77 +333,39 @@ class ProcessExecutor(Executor):
                 self._finish(slot, jobs, None, exc)
                 return
             failed: BaseException | None = None
-            more = None
             with self._lock:
                 if any(j.future.cancelled() for j in jobs):
                     continue  # cancelled while packing: pack the rest again
-                current = jobs is slot.jobs
-                if not current and jobs is not slot.ahead:
+                if jobs is not slot.jobs:
                     return  # stopped meanwhile
                 if self._closed:
                     for job in jobs:
                         job.future.cancel()
                     slot.swap(jobs, None)
                     return
-                claim = None
-                if not current:  # its worker deletes this file as it starts them
-                    claim = self._new_claim()
-                    if claim is None:  # no claim, no way to take them back: not ahead
-                        slot.swap(jobs, None)
-                        self._requeue(jobs)
-                        return
-                    slot.claim = claim
                 try:  # a new worker starts here: under the lock, nothing stops it meanwhile
-                    call_args = args if claim is None else (*args, claim)
-                    inner = slot.submit(fn, call_args, kwargs, start=current)
+                    inner = slot.submit(fn, args, kwargs)
                 except BaseException as exc:
-                    if current:  # a pool that refused them (its worker died while idle)
-                        # or failed to start a worker may still hold them: never use it
-                        dead = slot.drop()
-                        if dead is not None:
-                            dead.shutdown(wait=False, kill_workers=True)
+                    # A pool that refused them (its worker died while idle) or failed to
+                    # start a worker may still hold them: never use it again.
+                    dead = slot.drop()
+                    if dead is not None:
+                        dead.shutdown(wait=False, kill_workers=True)
                     if not isinstance(exc, Exception):  # the run stops: never started
                         slot.swap(jobs, None)
                         for job in jobs:
                             job.future.cancel()
                         raise
-                    if not current:  # the worker in front died: they never started
-                        slot.swap(jobs, None)
-                        self._requeue(jobs)
-                        return
-                    if _is_broken_pool(exc):
+                    if is_broken_pool(exc):
                         continue  # its worker died while idle: a new one takes them
                     failed = exc
                 else:
-                    if current:
-                        slot.sent = jobs
-                        slot.since = time.monotonic()
-                    else:
-                        slot.sent_ahead = jobs
-                    # Registered before anything can be sent behind these, so loky's
-                    # thread always reports them first (the lock is re-entrant: if they
-                    # are done already, _finish runs here).
+                    slot.sent = jobs
+                    # The lock is re-entrant: if they are done already, _finish runs here.
                     inner.add_done_callback(partial(self._finish, slot, jobs, error=None))
-                    if current and self._ahead_until(slot, slot.since) is not None:
-                        more = self._take(slot, ahead=True)
             if failed is not None:
                 self._finish(slot, jobs, None, failed)
-                return
-            if not more:
-                return
-            jobs = more
-
-    def _new_claim(self) -> str | None:
-        """Create the file an attempt sent ahead is claimed by (see ``_take_back``), in
-        ``/dev/shm`` where there is one; None if it cannot be made."""
-        from .._private.handoff import scratch_folder
-
-        path = os.path.join(scratch_folder(), f"{self._claim_prefix()}{next(self._claims)}")
-        try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        except OSError:
-            return None
-        return path
+            return
 
     @staticmethod
     def _pack(jobs: list[_Job]) -> tuple[list[_Job], bytes]:
@@ -530,43 +388,31 @@ class ProcessExecutor(Executor):
             return good, pack_batch([j.call for j in good]) if good else b""
 
     def _finish(
-        self, slot: _Slot, jobs: list[_Job], inner: Future[Any] | None,
+        self, slot: Slot, jobs: list[_Job], inner: Future[Any] | None,
         error: BaseException | None,
     ) -> None:
         held = jobs  # the list as the slot knows it (``jobs`` may shrink below)
         with self._lock:
-            if held is not slot.jobs and held is not slot.ahead:
-                return  # sent behind a worker that then died or was stopped: handled
+            if held is not slot.jobs:
+                return  # stopped meanwhile: handled
         outcomes = None
         if inner is not None:
             if inner.cancelled():
                 error = WorkerCrashedError("the worker was stopped", exitcode=None, signal=None)
             else:
                 error = inner.exception()
-                if error is not None and self._closed and _is_shutdown(error):
+                if error is not None and self._closed and is_shutdown(error):
                     for job in jobs:  # stopped by shutdown(wait=False): cancelled
                         job.future.cancel()
                     jobs, error = [], None
-                elif error is not None and _is_broken_pool(error):
-                    with self._lock:
-                        waited = held is slot.ahead and not slot.killed_on_purpose
-                        if waited:  # it never started: its worker died under the one
-                            # in front, whose own report says what happened
-                            slot.ahead = slot.sent_ahead = None
-                            slot.drop_claim()
-                            self._requeue(held)
-                    if waited:
-                        return
+                elif error is not None and is_broken_pool(error):
                     error = slot.crash_error()
-                    with self._lock:  # what waited behind it never started: again
-                        self._requeue(slot.pop_sent_ahead())
                     if len(jobs) > 1 and not slot.killed_on_purpose:
                         # Which attempt of the batch crashed its worker is unknown: run
                         # each again alone, so only the one that crashes is charged.
                         with self._lock:
                             for job in jobs:
                                 job.solo = True
-                                job.ahead = False
                             self._requeue(jobs)
                         jobs, error = [], None
                 elif error is None and jobs and jobs[0].call is not None:
@@ -576,22 +422,8 @@ class ProcessExecutor(Executor):
                 # The batch ran over its time limit: what it did not reach goes again.
                 self._requeue(jobs[len(outcomes):])
                 jobs = jobs[: len(outcomes)]
-            if held is slot.jobs:  # what waited behind it runs now (or once it is sent)
-                slot.jobs, slot.ahead = slot.ahead, None
-                slot.sent = slot.jobs if slot.sent_ahead is slot.jobs else None
-                slot.sent_ahead = None
-                slot.claim = None  # its worker takes it now: it counts as running
-                slot.since = time.monotonic()  # the worker went on to them as it ended
-            elif held is slot.ahead:  # it ended before the one in front reported
-                slot.ahead = slot.sent_ahead = None
-                slot.claim = None
-            if slot.jobs is None:
-                nxt = self._take(slot) or self._take_back(slot)
-            else:
-                nxt = (
-                    self._take(slot, ahead=True)
-                    if self._ahead_until(slot, time.monotonic()) is not None else None
-                )
+            slot.jobs = slot.sent = None
+            nxt = self._take(slot)
             if outcomes:  # one task's attempts (batches never mix tasks): one code
                 seconds, by_code = self._seconds, self._by_code
                 code = _code_of(jobs[0].call[0])  # type: ignore[index]
@@ -618,179 +450,6 @@ class ProcessExecutor(Executor):
                 self._launch(slot, nxt)
 
 
-class _Slot:
-    """One loky pool of one worker, restarted after its worker dies."""
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.jobs: list[_Job] | None = None  # what it runs now (None: free)
-        self.sent: list[_Job] | None = None  # ``jobs`` once they are in the worker's pipe
-        self.ahead: list[_Job] | None = None  # to wait behind ``jobs`` in the pipe
-        self.sent_ahead: list[_Job] | None = None  # ``ahead`` once it is in the pipe
-        self.claim: str | None = None  # the file its worker deletes to start ``sent_ahead``
-        self.since = 0.0  # when the worker started ``jobs`` (time.monotonic, roughly)
-        self._pool: Any = None
-        self._process: Any = None
-        self._killed = False
-
-    @property
-    def started(self) -> bool:
-        return self._pool is not None
-
-    def takes_ahead(self) -> bool:
-        """Whether jobs may be sent now to wait behind what this worker runs: it runs
-        attempts that may have others wait behind them (never a timed one, which can be
-        killed alone), already sent, and nothing waits yet."""
-        jobs = self.jobs
-        return (
-            jobs is not None and self.ahead is None and self.sent is jobs
-            and self._pool is not None and all(j.ahead for j in jobs)
-        )
-
-    def swap(self, old: list[_Job], new: Any) -> Any:
-        """Replace the jobs list ``old`` (``jobs`` or ``ahead``) with ``new`` (None:
-        drop it)."""
-        if old is self.jobs:
-            self.jobs = new
-            if new is None:
-                self.sent = None
-        elif old is self.ahead:
-            self.ahead = new
-            if new is None:
-                self.sent_ahead = None
-                self.drop_claim()
-        return new
-
-    def pop_sent_ahead(self) -> list[_Job]:
-        """What waits behind ``jobs`` in the worker's pipe, which dies with that worker
-        (now cleared); not yet sent, it stays: it runs next, on a new worker."""
-        if self.ahead is None or self.sent_ahead is not self.ahead:
-            return []
-        waiting, self.ahead, self.sent_ahead = self.ahead, None, None
-        self.drop_claim()
-        return waiting
-
-    def drop_claim(self) -> bool:
-        """Delete the claim of what was sent ahead, so its worker never starts it: True
-        if it had not started it yet (the claim was still there)."""
-        claim, self.claim = self.claim, None
-        if claim is None:
-            return False
-        try:
-            os.unlink(claim)
-        except OSError:  # its worker took it: it has started
-            return False
-        return True
-
-    def holds(self, future: Future[Any]) -> bool:
-        return any(
-            jobs is not None and any(j.future is future for j in jobs)
-            for jobs in (self.jobs, self.ahead)
-        )
-
-    def runs(self, future: Future[Any]) -> bool:
-        jobs = self.jobs
-        return jobs is not None and any(j.future is future for j in jobs)
-
-    @property
-    def killed_on_purpose(self) -> bool:
-        return self._killed
-
-    def ensure_started(self) -> Any:
-        if self._pool is None:
-            import loky
-
-            from .._private.remote import init_worker
-
-            context = None
-            if sys.platform == "linux":  # workers forked ready-made (POSIX-only code)
-                from .._private.forkserver import fork_server_context
-
-                context = fork_server_context()
-            server = None if context is None else context.server_pid
-            self._pool = loky.ProcessPoolExecutor(
-                max_workers=1, initializer=init_worker, initargs=(os.getpid(), server),
-                context=context,
-                # loky swaps a worker whose memory grew by 300 MB for a new one between
-                # calls: the slot would then name (and kill) a pid that is gone. A run's
-                # workers live for that run; memory limits are the engine's (Resources).
-                env={"LOKY_MAX_MEMORY_LEAK_SIZE": str(10**18)},
-            )
-            self._killed = False
-        return self._pool
-
-    def submit(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-        *, start: bool = True,
-    ) -> Any:
-        """Send a call to this slot's worker; ``start=False``: only to the worker it has
-        (raises if its pool was dropped: the worker died)."""
-        proc = self._process
-        if self._pool is not None and proc is not None and _has_died(proc):
-            # It died while idle (the OOM killer, a kill -9): nothing of ours ran there.
-            if not start:
-                raise RuntimeError("the worker is gone")
-            dead, self._pool = self._pool, None
-            dead.shutdown(wait=False, kill_workers=True)
-        pool = self.ensure_started() if start else self._pool
-        if pool is None:
-            raise RuntimeError("the worker is gone")
-        inner = pool.submit(fn, *args, **kwargs)
-        self._process = next(iter(pool._processes.values()), None)
-        return inner
-
-    def drop(self) -> Any:
-        """Forget the pool without signalling its worker (it may be gone and its pid
-        reused); the caller shuts the returned pool down."""
-        pool, self._pool = self._pool, None
-        return pool
-
-    def kill(self) -> Any:
-        """SIGKILL the worker and drop its pool, so the next use starts a new one; the
-        caller shuts the returned pool down (outside its lock: that runs callbacks)."""
-        proc, pool = self._process, self._pool
-        self._killed = True
-        if pool is not None and proc is not None and proc.pid is not None:
-            try:
-                os.kill(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self._pool = None
-        return pool
-
-    def crash_error(self) -> WorkerCrashedError:
-        """Describe how the worker died, and drop the broken pool."""
-        proc, pool = self._process, self._pool
-        self._pool = None
-        if pool is not None:
-            pool.shutdown(wait=False, kill_workers=True)
-        code = None
-        if proc is not None:
-            proc.join(timeout=2)
-            code = proc.exitcode
-        if code is not None and code < 0:
-            try:
-                signame: str | None = signal.Signals(-code).name
-            except ValueError:
-                signame = None
-            how = f"was killed by signal {signame or -code}"
-            if signame == "SIGKILL" and not self._killed:
-                how += " (the out-of-memory killer sends this too)"
-        else:
-            signame = None
-            how = f"exited with code {code}" if code is not None else "died"
-        return WorkerCrashedError(
-            f"its worker process (pid {getattr(proc, 'pid', '?')}) {how}",
-            exitcode=code,
-            signal=signame,
-        )
-
-    def stop(self, wait: bool) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=wait, kill_workers=not wait)
-
-
 def _average(old: float | None, new: float) -> float:
     """A running average of attempt durations that follows recent ones."""
     return new if old is None else old + _EWMA * (new - old)
@@ -801,26 +460,3 @@ def _code_of(task: Any) -> Any:
     function or ``run`` method (closures and lambdas made in a loop share theirs)."""
     fn = getattr(task, "callable", task)
     return getattr(fn, "__code__", fn)
-
-
-def _has_died(proc: Any) -> bool:
-    """Whether a worker process has ended (its sentinel is readable; works whoever
-    reaped it). One ``poll`` call: this runs before every send."""
-    poller = select.poll()
-    try:
-        poller.register(proc.sentinel, select.POLLIN)
-        return bool(poller.poll(0))
-    except (OSError, ValueError):  # its sentinel is closed: it is gone
-        return True
-
-
-def _is_shutdown(error: BaseException) -> bool:
-    from loky.process_executor import ShutdownExecutorError
-
-    return isinstance(error, ShutdownExecutorError)
-
-
-def _is_broken_pool(error: BaseException) -> bool:
-    from concurrent.futures.process import BrokenProcessPool
-
-    return isinstance(error, BrokenProcessPool)

@@ -1,8 +1,8 @@
 """Every benchmark, one after another, each printing its table.
 
 ``python -m benchmarks`` runs them all (several minutes); ``--quick`` runs each in its
-short form; ``--only handoff throughput scale`` picks some. Each module also runs alone
-(``python -m benchmarks.handoff``).
+short form; ``--only resultfiles throughput scale`` picks some. Each module also runs alone
+(``python -m benchmarks.resultfiles``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import importlib
 import time
 
-ALL = ["overhead", "persistence", "admission", "scale", "handoff", "throughput"]
+ALL = ["overhead", "persistence", "admission", "scale", "resultfiles", "throughput"]
 QUICK = {"scale": ["--tasks", "10000"]}  # scale has no --quick: a smaller graph instead
 
 

@@ -174,11 +174,11 @@ def test_large_results_pass_worker_to_worker(shared_cluster, tmp_path, opts, aut
     if autosave:
         from flowforge.persistence.journal import read_journal
         from flowforge.persistence.manager import PersistenceManager
-        from flowforge.persistence.records import SHARED
+        from flowforge.persistence.records import RESULT_FILE
 
         store = PersistenceManager(tmp_path / "state").store
         slots = read_journal(store, "held", result.run_id).slots
-        assert slots["a"][1] == SHARED and slots["b"][1] == SHARED
+        assert slots["a"][1] == RESULT_FILE and slots["b"][1] == RESULT_FILE
         assert ex.fetched == 0  # the RunResult maps the saved files instead
     else:
         assert ex.fetched >= 2 * 8 * n  # a and b, fetched once each at the end

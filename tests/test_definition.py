@@ -305,7 +305,7 @@ def test_loop_names_never_hide_a_task_of_that_name(tmp_path, with_, fault):
     assert fault in str(err.value) and "'step'" in str(err.value)
 
 
-SHARED = """\
+RESULT_FILE = """\
 name: shared
 params:
   prefix: {type: string, default: "#"}
@@ -335,7 +335,7 @@ def test_shared_resources_lockstep_maps_and_failure_hooks_in_yaml(tmp_path, exec
     """shared: resources reach tasks by ${name}; map: {a: ..., b: ...} goes in lockstep;
     a task's on_failure: hook is called."""
     path = tmp_path / "shared.yaml"
-    path.write_text(SHARED)
+    path.write_text(RESULT_FILE)
     wf = load_definition(str(path))
     wf.executor = executor
     fx.failures.clear()

@@ -360,3 +360,52 @@ def test_process_cancel_of_queued_work_never_runs_it(tmp_path):
     assert queued.cancelled()
     assert isinstance(ex.submit(fixture_tasks.pid).result(timeout=60), int)
     ex.shutdown()
+
+
+def test_each_executor_says_what_it_can_do_with_protocols_not_flags():
+    """Abilities beyond submit/shutdown are Protocols the engine checks with isinstance;
+    the capability flags of the last release are gone."""
+    from flowforge.executors.base import (
+        Batching,
+        InProcess,
+        SharesResults,
+        TakesAttempts,
+        WorkerProcesses,
+    )
+
+    seq, thr, proc = SequentialExecutor(), ThreadExecutor(2), ProcessExecutor(2)
+    assert isinstance(seq, InProcess) and isinstance(thr, InProcess)
+    assert not isinstance(proc, InProcess)
+    for ability in (TakesAttempts, Batching, WorkerProcesses, SharesResults):
+        assert isinstance(proc, ability) and not isinstance(thr, ability)
+    assert seq.may_run_here(alone=False) and not thr.may_run_here(alone=False)
+    assert thr.may_run_here(alone=True)
+    for flag in ("inline", "isolated", "takes_tasks", "batching", "holds_results"):
+        assert not hasattr(proc, flag) and not hasattr(seq, flag)
+
+
+def test_a_concurrent_futures_executor_runs_a_workflow_with_pickled_attempts(opts):
+    """Any object with submit/shutdown works: it is adapted, and since the engine cannot
+    know where it runs work, each attempt reaches it pickled (closures included)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    k = 20
+    with workflow("w", executor=ThreadPoolExecutor(max_workers=2), **opts) as wf:
+
+        @task
+        def a():
+            return k + 1
+
+        @task
+        def b(a):
+            return a * 2
+
+    result = wf.run()
+    assert result.ok and result["b"] == 42
+
+
+def test_an_object_without_submit_is_refused_with_the_choices():
+    """An executor that is neither a name nor an object with submit/shutdown is an error
+    naming what would do."""
+    with pytest.raises(TypeError, match="executor must be 'sequential', 'thread', 'process'"):
+        Workflow("w", executor=object())

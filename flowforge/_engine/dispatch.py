@@ -219,15 +219,15 @@ class Dispatcher:
             return ex.submit(b.call, **kwargs)
         gpus = self._admission.gpus_of(attempt.name, attempt.index)
         env = None if gpus is None else {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
-        spill = self._store.spills.get(ex)
+        policy = self._store.file_policies.get(ex)
         if can.takes_attempts is not None:
             return can.takes_attempts.submit_attempt(AttemptCall(
-                b.task, kwargs, env, spill, attempt.name,
+                b.task, kwargs, env, policy, attempt.name,
                 solo=timed or self._limited,
             ))
         from .._private.remote import pack_call, run_packed
 
-        return ex.submit(run_packed, pack_call(b.task, kwargs, env, spill), attempt.name)
+        return ex.submit(run_packed, pack_call(b.task, kwargs, env, policy), attempt.name)
 
     def _watch_memory(
         self, attempt: Attempt, future: Future[Any], ex: WorkerProcesses

@@ -7,7 +7,7 @@ otherwise, and this module keeps both out of the loop:
   one restored from an earlier run is not in memory: :class:`HeldResults` loads it back
   from the run's saved state the first time it is asked for;
 * a large result from a process worker or a cluster is held as a *handle* (a file
-  mapped on demand, or a Dask future; see :mod:`flowforge._private.handoff`). Isolated
+  mapped on demand, or a Dask future; see :mod:`flowforge._resultfiles`). Isolated
   workers receive the handle as it is; :meth:`ResultStore.local_inputs` and
   :meth:`ResultStore.value` map or fetch it only where the driver needs the value (a
   thread task's input, a condition, a branch, a map's list) and, through
@@ -19,12 +19,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .._private.handoff import (
-    Spill,
+from .._resultfiles import (
+    FilePolicy,
     hold_all,
     materialize,
     materialize_inputs,
-    plan_spills,
+    plan_files,
     remove_files,
 )
 from ..executors.base import SharesResults
@@ -53,13 +53,13 @@ class HeldResults(dict[str, Any]):
 class ResultStore:
     """Every result of one run by task name, and where large ones are written."""
 
-    __slots__ = ("values", "handles", "spills")
+    __slots__ = ("values", "handles", "file_policies")
 
     def __init__(self, load: Callable[[str], Any] | None) -> None:
         self.values: dict[str, Any] = {} if load is None else HeldResults(load)
         #: True when some result may be a handle: local inputs must then be mapped.
         self.handles = False
-        self.spills: dict[Executor, Spill] = {}  # isolated executor -> where it writes
+        self.file_policies: dict[Executor, FilePolicy] = {}  # isolated executor -> where it writes
 
     def plan(self, isolated: Iterable[Executor], session: RunSession | None,
              run_id: str) -> None:
@@ -67,8 +67,8 @@ class ResultStore:
         their cluster); before the first attempt starts."""
         isolated = list(isolated)
         if isolated:
-            self.spills = plan_spills(isolated, session, run_id)
-            self.handles = bool(self.spills) or any(
+            self.file_policies = plan_files(isolated, session, run_id)
+            self.handles = bool(self.file_policies) or any(
                 isinstance(ex, SharesResults) and ex.on_cluster for ex in isolated
             )
 
@@ -89,5 +89,5 @@ class ResultStore:
 
     def remove_files(self) -> None:
         """After the executors stopped: delete the run's temporary result files."""
-        if self.spills:
-            remove_files(self.spills)
+        if self.file_policies:
+            remove_files(self.file_policies)

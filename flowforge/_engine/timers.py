@@ -69,19 +69,19 @@ class Timers:
 
     def expired(self, now: float) -> list[Any]:
         """The keys whose deadline has passed, earliest first."""
-        out = []
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][0] <= now:
-            out.append(heapq.heappop(deadlines)[2])
-        return out
+        return _pop_until(self._deadlines, now)
 
     def due(self, now: float) -> list[Any]:
         """The delayed entries whose time has come, in order."""
-        out = []
-        delayed = self.delayed
-        while delayed and delayed[0][0] <= now:
-            out.append(heapq.heappop(delayed)[2])
-        return out
+        return _pop_until(self.delayed, now)
 
     def run_expired(self, now: float) -> bool:
         return self.run_deadline is not None and now >= self.run_deadline
+
+
+def _pop_until(heap: list[tuple[float, int, Any]], now: float) -> list[Any]:
+    """Pop what is due at ``now`` from a heap of ``(time, seq, item)``, earliest first."""
+    out = []
+    while heap and heap[0][0] <= now:
+        out.append(heapq.heappop(heap)[2])
+    return out

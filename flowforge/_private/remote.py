@@ -23,8 +23,8 @@ from typing import Any, NamedTuple
 import cloudpickle
 
 from .._fixtures import FixtureRef, resolve_refs, worker_pool
+from .._resultfiles import FilePolicy, dump_outcome, map_inputs, materialize_inputs, write_file
 from ..errors import RemoteTaskError, TaskSerializationError
-from .handoff import Spill, dump_outcome, map_inputs, materialize_inputs, write_file
 
 __all__ = [
     "Input", "RemoteTraceback", "init_worker", "pack_batch", "pack_call", "report_held",
@@ -48,13 +48,13 @@ class RemoteTraceback(Exception):
 
 def pack_call(
     task: Any, kwargs: dict[str, Any], env: dict[str, str] | None = None,
-    spill: Spill | None = None,
+    policy: FilePolicy | None = None,
 ) -> bytes:
     """Pickle one attempt of ``task`` (and the environment variables it runs with, such as
-    ``CUDA_VISIBLE_DEVICES``, and where a large result goes: see :mod:`.handoff`); on
+    ``CUDA_VISIBLE_DEVICES``, and where a large result goes: see :mod:`flowforge._resultfiles`); on
     failure name the object that would not pickle."""
     try:
-        return cloudpickle.dumps((task, kwargs, env, spill), protocol=pickle.HIGHEST_PROTOCOL)
+        return cloudpickle.dumps((task, kwargs, env, policy), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         culprit = _find_culprit(task, kwargs)
         msg = (
@@ -66,7 +66,7 @@ def pack_call(
 
 
 def pack_batch(calls: list[Any]) -> bytes:
-    """Pickle several attempts ``(task, kwargs, env, spill)`` at once: a task shared by
+    """Pickle several attempts ``(task, kwargs, env, policy)`` at once: a task shared by
     them (a map's items) is pickled once. Raises what pickling raises."""
     return cloudpickle.dumps(calls, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -185,10 +185,10 @@ def init_worker(
 def run_packed(payload: bytes, task_name: str) -> bytes:
     """Run one packed attempt in a worker; always returns an outcome, never raises."""
     try:
-        task, kwargs, env, spill = pickle.loads(payload)
+        task, kwargs, env, policy = pickle.loads(payload)
     except BaseException as exc:
         return _unpicklable(task_name, exc)
-    return _run_one(task, kwargs, env, spill, task_name)
+    return _run_one(task, kwargs, env, policy, task_name)
 
 
 def run_batch(
@@ -205,11 +205,11 @@ def run_batch(
     out: list[tuple[bytes, float]] = []
     clock = time.perf_counter
     start = clock()
-    for (task, kwargs, env, spill), name in zip(calls, names, strict=True):
+    for (task, kwargs, env, policy), name in zip(calls, names, strict=True):
         if out and clock() - start > budget:
             break
         t0 = clock()
-        outcome = _run_one(task, kwargs, env, spill, name)
+        outcome = _run_one(task, kwargs, env, policy, name)
         out.append((outcome, clock() - t0))
     return out
 
@@ -230,15 +230,15 @@ def _serialization_error(task_name: str, msg: str, what: str) -> bytes:
 
 
 def _run_one(
-    task: Any, kwargs: dict[str, Any], env: dict[str, str] | None, spill: Spill | None,
+    task: Any, kwargs: dict[str, Any], env: dict[str, str] | None, policy: FilePolicy | None,
     task_name: str,
 ) -> bytes:
-    ok, value = _call(task, kwargs, env, spill, task_name)
-    return _dump_value(value, spill, task_name) if ok else value
+    ok, value = _call(task, kwargs, env, policy, task_name)
+    return _dump_value(value, policy, task_name) if ok else value
 
 
 def _call(
-    task: Any, kwargs: dict[str, Any], env: dict[str, str] | None, spill: Spill | None,
+    task: Any, kwargs: dict[str, Any], env: dict[str, str] | None, policy: FilePolicy | None,
     task_name: str,
 ) -> tuple[bool, Any]:
     """Run one attempt: (True, its value) or (False, its packed error)."""
@@ -248,7 +248,7 @@ def _call(
             os.environ.update(env)  # for this attempt only: restored below
         if any(isinstance(v, FixtureRef) for v in kwargs.values()):
             resolve_refs(kwargs, worker_pool())  # made once per worker, kept for its life
-        kwargs = materialize_inputs(kwargs)  # handles to large results (see handoff)
+        kwargs = materialize_inputs(kwargs)  # handles to large results (see _resultfiles)
         return True, task.callable(**kwargs)
     except BaseException as exc:
         return False, _pack_error(task_name, exc, traceback.format_exc())
@@ -261,15 +261,15 @@ def _call(
                     os.environ[key] = old
 
 
-def _dump_value(value: Any, spill: Spill | None, task_name: str) -> bytes:
-    """A success's outcome for the pipe (large results to a file: see handoff)."""
+def _dump_value(value: Any, policy: FilePolicy | None, task_name: str) -> bytes:
+    """A success's outcome for the pipe (large results to a file: see _resultfiles)."""
     try:
-        return dump_outcome(value, spill)
+        return dump_outcome(value, policy)
     except OSError as exc:
-        assert spill is not None
+        assert policy is not None
         msg = (
             f"task {task_name!r} returned a large result that could not be written to "
-            f"{spill.folder} ({type(exc).__name__}: {_safe_str(exc)}); free space there, "
+            f"{policy.folder} ({type(exc).__name__}: {_safe_str(exc)}); free space there, "
             "or raise the executor's share_threshold"
         )
         return _serialization_error(task_name, msg, "result")
@@ -303,7 +303,7 @@ def run_held(payload: bytes, task_name: str, *inputs: Any) -> tuple[bool, Any]:
     (False, packed error). ``inputs`` are upstream results held the same way (Dask
     fetches them from the workers that have them)."""
     try:
-        task, kwargs, env, spill = pickle.loads(payload)
+        task, kwargs, env, policy = pickle.loads(payload)
     except BaseException as exc:
         return False, _unpicklable(task_name, exc)
     for held in inputs:
@@ -311,11 +311,11 @@ def run_held(payload: bytes, task_name: str, *inputs: Any) -> tuple[bool, Any]:
             return False, held[1]
     if inputs:
         kwargs = _put_inputs(kwargs, [held[1] for held in inputs])
-    return _call(task, kwargs, env, spill, task_name)
+    return _call(task, kwargs, env, policy, task_name)
 
 
 def report_held(
-    held: tuple[bool, Any], spill: Spill | None, threshold: int, task_name: str
+    held: tuple[bool, Any], policy: FilePolicy | None, threshold: int, task_name: str
 ) -> bytes | tuple[str, int, str | None]:
     """What the driver hears of a held attempt: the outcome itself when it is small,
     else ``("held", size, saved file or None)``: the value stays on the worker, and
@@ -329,13 +329,13 @@ def report_held(
     if size < threshold:
         return _dump_value(value, None, task_name)
     path = None
-    if spill is not None:
+    if policy is not None:
         try:
-            path = write_file(value, spill).path
+            path = write_file(value, policy).path
         except Exception as exc:
             msg = (
                 f"task {task_name!r} returned a large result that could not be saved to "
-                f"{spill.folder} ({type(exc).__name__}: {_safe_str(exc)})"
+                f"{policy.folder} ({type(exc).__name__}: {_safe_str(exc)})"
             )
             return _serialization_error(task_name, msg, "result")
     return ("held", size, path)

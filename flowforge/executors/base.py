@@ -51,13 +51,13 @@ def default_workers() -> int:
 class AttemptCall(NamedTuple):
     """One attempt as the engine hands it to a :class:`TakesAttempts` executor: call
     ``task`` with ``kwargs``, in environment ``env`` (extra variables, or None), writing a
-    large result where ``spill`` says; ``name`` is the task's. ``solo``: send it alone,
+    large result where ``policy`` says; ``name`` is the task's. ``solo``: send it alone,
     never in a batch (it has a timeout, or admission counts it)."""
 
     task: Any
     kwargs: dict[str, Any]
     env: dict[str, str] | None
-    spill: Any
+    policy: Any
     name: str
     solo: bool = False
 

@@ -40,7 +40,7 @@ import threading
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-from .._private.handoff import Handle, SharedResult
+from .._resultfiles import Handle, ResultFile
 from ..errors import WorkerCrashedError
 from .base import AttemptCall, Executor
 
@@ -53,7 +53,7 @@ class DaskResult(Handle):
     __slots__ = ("future", "nbytes", "saved", "_executor", "_value")
     _value: Any
 
-    def __init__(self, future: Any, nbytes: int, saved: SharedResult | None,
+    def __init__(self, future: Any, nbytes: int, saved: ResultFile | None,
                  executor: DaskExecutor) -> None:
         self.future = future
         self.nbytes = nbytes
@@ -61,7 +61,7 @@ class DaskResult(Handle):
         self._executor = executor
 
     @property
-    def file(self) -> SharedResult | None:
+    def file(self) -> ResultFile | None:
         return self.saved
 
     def load(self) -> Any:
@@ -194,14 +194,14 @@ class DaskExecutor(Executor):
         Dask's scheduler places attempts here."""
         from .._private.remote import pack_call, report_held, run_held
 
-        name, spill = call.name, call.spill
+        name, policy = call.name, call.policy
         futures: list[Any] = []
-        payload = pack_call(call.task, _take_inputs(call.kwargs, futures), call.env, spill)
+        payload = pack_call(call.task, _take_inputs(call.kwargs, futures), call.env, policy)
         client = self.client()
         resources = self._requests.get(name) or None
         held = client.submit(run_held, payload, name, *futures, pure=False,
                              resources=resources)
-        report = client.submit(report_held, held, spill, self.share_threshold, name,
+        report = client.submit(report_held, held, policy, self.share_threshold, name,
                                pure=False)
         return self._follow((held, report), lambda data: self._received(data, held))
 
@@ -233,7 +233,7 @@ class DaskExecutor(Executor):
         if type(data) is not tuple:
             return data
         _, size, path = data
-        saved = None if path is None else SharedResult(path, size)
+        saved = None if path is None else ResultFile(path, size)
         return Unpacked(DaskResult(held, size, saved, self))
 
     def cancel_running(self, future: Future[Any]) -> bool:
@@ -268,8 +268,8 @@ def _crashed(exc: BaseException) -> BaseException:
 def _take_inputs(kwargs: dict[str, Any], futures: list[Any]) -> dict[str, Any]:
     """``kwargs`` with each held result replaced by an ``Input`` marker, its Dask future
     appended to ``futures`` (at the top, in a list, or in a ``ctx``'s inputs)."""
-    from .._private.handoff import map_inputs
     from .._private.remote import Input
+    from .._resultfiles import map_inputs
 
     def take(v: Any) -> Any:
         if isinstance(v, DaskResult):
@@ -277,7 +277,7 @@ def _take_inputs(kwargs: dict[str, Any], futures: list[Any]) -> dict[str, Any]:
             return Input(len(futures) - 1)
         if type(v) is list and any(isinstance(x, DaskResult) for x in v):
             return [take(x) for x in v]
-        return v  # a file's handle (SharedResult) travels as it is: the worker maps it
+        return v  # a file's handle (ResultFile) travels as it is: the worker maps it
 
     return map_inputs(kwargs, take)
 

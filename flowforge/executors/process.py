@@ -96,7 +96,7 @@ class _Job:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
-        self.call = call  # (task, kwargs, env, spill): packed with others into one batch
+        self.call = call  # (task, kwargs, env, policy): packed with others into one batch
         self.name = name
         self.solo = solo  # never batched: it has a timeout, or its batch's worker died
 
@@ -178,7 +178,7 @@ class ProcessExecutor(Executor):
             guess = self._by_code.get(_code_of(call.task))
             if guess is not None:
                 self._seconds[name] = guess
-        job = _Job(Future(), None, (), {}, (call.task, call.kwargs, call.env, call.spill),
+        job = _Job(Future(), None, (), {}, (call.task, call.kwargs, call.env, call.policy),
                    name, call.solo)
         return self._enqueue(job)
 

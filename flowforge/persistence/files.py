@@ -207,7 +207,7 @@ class FileStore(StateStore):
         return ref
 
     def delete_blob(self, workflow: str, run_id: str, ref: str) -> None:
-        name = ref.partition(":")[0]  # a shared file's reference carries its digest
+        name = ref.partition(":")[0]  # a result file's reference carries its digest
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self._path(workflow, run_id, ".blobs"), os.path.basename(name)))
 
@@ -228,20 +228,20 @@ class FileStore(StateStore):
         _frames.read_header(data[h_at : h_at + h_len], path)  # refuses a newer format
         return data[at : at + length]
 
-    def shared_folder(self, workflow: str, run_id: str) -> str | None:
+    def result_folder(self, workflow: str, run_id: str) -> str | None:
         folder = self._path(workflow, run_id, ".blobs")
         _frames.make_dirs(folder)
         return folder
 
-    def load_shared(self, workflow: str, run_id: str, ref: str) -> Any:
-        from .._private.handoff import load_shared
+    def load_file(self, workflow: str, run_id: str, ref: str) -> Any:
+        from .._resultfiles import load_file
 
         name, _, digest = ref.partition(":")
         path = os.path.join(self._path(workflow, run_id, ".blobs"), os.path.basename(name))
         if not digest:
             msg = f"the journal's record of {path} has no digest; run with fresh=True"
             raise StateError(msg, path=path)
-        return load_shared(path, digest)
+        return load_file(path, digest)
 
     def rewrite_journal(self, workflow: str, run_id: str, payloads: list[bytes]) -> list[Any]:
         sealer = self.sealer()

@@ -21,7 +21,7 @@ from .records import (
     BLOB,
     INLINE,
     LOADABLE,
-    SHARED,
+    RESULT_FILE,
     TASK_ENVELOPE_AT,
     TASK_LENGTH,
     UNSAVED,
@@ -131,9 +131,9 @@ def load_result(
 ) -> Any:
     loc, kind, extra, offset = slot
     where = store.where(workflow, run_id)
-    if kind == SHARED:
+    if kind == RESULT_FILE:
         assert extra is not None
-        return store.load_shared(workflow, run_id, extra)
+        return store.load_file(workflow, run_id, extra)
     if kind == BLOB:
         assert extra is not None
         data: bytes | memoryview = store.read_blob(workflow, run_id, extra)

@@ -34,9 +34,9 @@ INLINE = 1
 BLOB = 2
 UNSAVED = 3
 MAPPED = 4  # a mapped task: its result is the list of its items' records (``extra``: count)
-SHARED = 5  # a large result a process worker wrote to the run's folder (``extra``: its name)
+RESULT_FILE = 5  # a large result a process worker wrote to the run's folder (``extra``: its name)
 #: Kinds whose result can be loaded back (MAPPED: through its items).
-LOADABLE = (INLINE, BLOB, SHARED)
+LOADABLE = (INLINE, BLOB, RESULT_FILE)
 
 
 @dataclass(frozen=True, kw_only=True)

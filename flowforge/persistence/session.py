@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .._private.handoff import Handle, header_digest, materialize
+from .._resultfiles import Handle, header_digest, materialize
 from ..errors import StateError
 from ..states import RunStatus, TaskState
 from . import _frames
@@ -34,7 +34,7 @@ from .records import (
     LOADABLE,
     MAPPED,
     NO_RESULT,
-    SHARED,
+    RESULT_FILE,
     UNSAVED,
     RunInfo,
     TaskRecord,
@@ -110,7 +110,7 @@ class RunSession:
         except OSError:
             pass  # the note only helps other processes name or cancel this run
         self._failed: StateError | None = None
-        self._shared_folder: str | None = None
+        self._result_folder: str | None = None
         try:
             store.write_run(self._info)
             self._journal = store.open_journal(
@@ -145,9 +145,9 @@ class RunSession:
         kind = INLINE
         extra: str | None = None
         data = b""
-        shared = self._shared_ref(value)
-        if shared is not None:
-            kind, extra = SHARED, shared
+        file_ref = self._file_ref(value)
+        if file_ref is not None:
+            kind, extra = RESULT_FILE, file_ref
         else:
             try:
                 data = dumps(materialize(value))
@@ -167,27 +167,27 @@ class RunSession:
             raise self._save_error(what, exc) from exc
         return (loc, kind, extra, len(payload) - len(data))
 
-    def shared_folder(self) -> str | None:
+    def result_folder(self) -> str | None:
         """Where process workers write large results themselves, if this store has one;
-        such a file is the saved result (see :mod:`flowforge._private.handoff`)."""
-        if self._shared_folder is None:
+        such a file is the saved result (see :mod:`flowforge._resultfiles`)."""
+        if self._result_folder is None:
             try:
-                self._shared_folder = self.store.shared_folder(self.workflow, self.run_id) or ""
+                self._result_folder = self.store.result_folder(self.workflow, self.run_id) or ""
             except OSError as exc:
                 raise self._save_error("make the folder for large results", exc) from exc
-        return self._shared_folder or None
+        return self._result_folder or None
 
-    def _shared_ref(self, value: Any) -> str | None:
+    def _file_ref(self, value: Any) -> str | None:
         """The name of ``value``'s file when it is a handle to a file in this run's folder."""
-        if not isinstance(value, Handle) or not self._shared_folder:
+        if not isinstance(value, Handle) or not self._result_folder:
             return None
         file = value.file
         if file is None:
             return None
         folder, ref = os.path.split(file.path)
-        if folder != self._shared_folder:
+        if folder != self._result_folder:
             return None
-        try:  # the sealed journal vouches for the file's header (see handoff)
+        try:  # the sealed journal vouches for the file's header (see _resultfiles)
             return f"{ref}:{header_digest(file.path)}"
         except OSError:
             return None
@@ -247,7 +247,7 @@ class RunSession:
         """Delete the large result of record ``old``, superseded by ``new`` (unless both
         name one file: an iteration that returned the result it was given)."""
         kind, ref = old[1], old[2]
-        if kind not in (BLOB, SHARED) or ref is None or ref == new[2]:
+        if kind not in (BLOB, RESULT_FILE) or ref is None or ref == new[2]:
             return
         try:
             self.store.delete_blob(self.workflow, self.run_id, ref)

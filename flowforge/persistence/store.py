@@ -130,17 +130,17 @@ class StateStore(ABC):
 
     def delete_blob(self, workflow: str, run_id: str, ref: str) -> None:  # noqa: B027
         """Remove a large result no record needs any more (from :meth:`put_blob`, or a
-        file in :meth:`shared_folder`); gone already is not an error. A store that
+        file in :meth:`result_folder`); gone already is not an error. A store that
         cannot keeps it until the run is deleted."""
 
-    def shared_folder(self, workflow: str, run_id: str) -> str | None:
+    def result_folder(self, workflow: str, run_id: str) -> str | None:
         """A folder where process workers may write large results themselves (see
-        :mod:`flowforge._private.handoff`), or None when this store keeps none."""
+        :mod:`flowforge._resultfiles`), or None when this store keeps none."""
         return None
 
-    def load_shared(self, workflow: str, run_id: str, ref: str) -> Any:
-        """A large result a worker wrote to :meth:`shared_folder`, mapped, not copied."""
-        msg = f"the {self.kind} store keeps no shared results (asked for {ref!r})"
+    def load_file(self, workflow: str, run_id: str, ref: str) -> Any:
+        """A large result a worker wrote to :meth:`result_folder`, mapped, not copied."""
+        msg = f"the {self.kind} store keeps no result files (asked for {ref!r})"
         raise StateError(msg, path=self.where(workflow, run_id))
 
     @abstractmethod

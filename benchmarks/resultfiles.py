@@ -10,7 +10,7 @@ Rows: FlowForge's process executor (autosave off: the array goes through ``/dev/
 autosave on: through its file in the state folder), loky and ``concurrent.futures``
 (pickled through a pipe twice), and an in-process copy.
 
-Run with ``python -m benchmarks.handoff`` (``--quick`` for a 20 MB array).
+Run with ``python -m benchmarks.resultfiles`` (``--quick`` for a 20 MB array).
 """
 
 from __future__ import annotations

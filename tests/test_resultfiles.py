@@ -1,4 +1,4 @@
-"""Large results between process workers by reference (see flowforge/_private/handoff.py)."""
+"""Large results between process workers by reference (see flowforge/_resultfiles/)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from flowforge import PersistenceManager, task, workflow
 from flowforge.errors import StateError
 from flowforge.executors import ProcessExecutor
-from flowforge.persistence.records import SHARED
+from flowforge.persistence.records import RESULT_FILE
 
 N = 1 << 20  # int64 items: an 8 MB array, over the 1 MB default threshold
 
@@ -113,7 +113,7 @@ def test_resume_loads_the_large_result_from_the_state_folder(tmp_path):
 
 
 def test_altered_shared_file_is_refused(tmp_path):
-    """A shared result whose in-band part was altered is refused before unpickling."""
+    """A result file whose in-band part was altered is refused before unpickling."""
     result = _big_workflow(tmp_path, autosave=True).run()
     assert result.ok
     (path,) = glob.glob(str(tmp_path / "state" / "*" / "*.blobs" / "s-*.shr"))
@@ -223,7 +223,7 @@ def test_kill_9_driver_then_next_run_cleans_shared_memory(tmp_path):
     """Files of a SIGKILLed driver are removed by the next run that shares results."""
     gate = tmp_path / "gate"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fixture_handoff", str(tmp_path / "state"), str(gate),
+        [sys.executable, "-m", "tests.fixture_resultfiles", str(tmp_path / "state"), str(gate),
          "off"],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent,
     )
@@ -244,7 +244,7 @@ def test_kill_9_driver_then_next_run_cleans_shared_memory(tmp_path):
 
 
 def test_shared_record_kind_is_written(tmp_path):
-    """With autosave the large result is journalled as SHARED, not pickled again."""
+    """With autosave the large result is journalled as RESULT_FILE, not pickled again."""
     result = _big_workflow(tmp_path, autosave=True).run()
     saved = PersistenceManager(tmp_path / "state").load(result.run_id)
     assert saved.info.status == "succeeded"
@@ -252,14 +252,14 @@ def test_shared_record_kind_is_written(tmp_path):
 
     store = PersistenceManager(tmp_path / "state").store
     journal = read_journal(store, "big", result.run_id)
-    assert journal.slots["a"][1] == SHARED
+    assert journal.slots["a"][1] == RESULT_FILE
     assert not glob.glob(str(tmp_path / "state" / "*" / "*.blobs" / "*.pkl"))
 
 
 def test_sweep_trusts_the_run_lock_not_the_pid(tmp_path):
     """Files of a run whose lock is held survive a sweep even when their pid means
     nothing here (another PID namespace); once the holder dies they are swept."""
-    from flowforge._private.handoff import sweep_stale
+    from flowforge._resultfiles import sweep_stale
 
     folder = tmp_path / "shm"
     folder.mkdir()

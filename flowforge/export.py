@@ -183,7 +183,7 @@ def to_yaml(wf: Workflow) -> str:
             raise WorkflowDefinitionError(msg, fixture=rname)
         shared[rname] = {"call": res.fn.target, **({"with": res.fn.args} if res.fn.args else {})}
     if shared:
-        doc["shared"] = shared
+        doc["fixtures"] = shared
     meta = wf.definition or {}
     for key in ("version", "description", "schedule"):
         if meta.get(key) is not None:

@@ -305,11 +305,11 @@ def test_loop_names_never_hide_a_task_of_that_name(tmp_path, with_, fault):
     assert fault in str(err.value) and "'step'" in str(err.value)
 
 
-RESULT_FILE = """\
+FIXTURES_YAML = """\
 name: shared
 params:
   prefix: {type: string, default: "#"}
-shared:
+fixtures:
   store: {call: tests.fixture_definition:open_store, with: {prefix: "${params.prefix}"}}
 tasks:
   - id: numbers
@@ -332,10 +332,10 @@ tasks:
 
 @pytest.mark.parametrize("executor", ["thread", "process"])
 def test_shared_resources_lockstep_maps_and_failure_hooks_in_yaml(tmp_path, executor):
-    """shared: resources reach tasks by ${name}; map: {a: ..., b: ...} goes in lockstep;
+    """fixtures: reach tasks by ${name}; map: {a: ..., b: ...} goes in lockstep;
     a task's on_failure: hook is called."""
     path = tmp_path / "shared.yaml"
-    path.write_text(RESULT_FILE)
+    path.write_text(FIXTURES_YAML)
     wf = load_definition(str(path))
     wf.executor = executor
     fx.failures.clear()
@@ -429,3 +429,17 @@ def test_the_package_loads_its_names_on_first_use():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split("\n")
     assert out[:2] == ["[] False", "True"]
+
+
+def test_the_old_shared_section_still_loads_with_a_warning_and_not_beside_fixtures(tmp_path):
+    """shared:, the last release's name of fixtures:, loads the same fixtures with a
+    warning naming the file; giving both is an error naming the field."""
+    old = tmp_path / "old.yaml"
+    old.write_text(FIXTURES_YAML.replace("\nfixtures:\n", "\nshared:\n"))
+    with pytest.warns(DeprecationWarning, match="shared: is now called fixtures:"):
+        wf = load_definition(str(old))
+    assert set(wf.fixtures) == {"store"}
+    both = tmp_path / "both.yaml"
+    both.write_text(FIXTURES_YAML.replace("\nfixtures:\n", "\nshared: {}\nfixtures:\n"))
+    with pytest.raises(WorkflowDefinitionError, match="both fixtures: and shared: are given"):
+        load_definition(str(both))

@@ -52,7 +52,7 @@ def load_definition(path: str) -> Workflow:
     wf.param_types = {k: dict(v) for k, v in params.items()}
     wf.definition = {"path": os.path.abspath(path), "schedule": data.get("schedule"),
                      "version": data.get("version"), "description": data.get("description")}
-    shared = data.get("shared") or {}
+    shared = _fixtures_of(data, path, lines)
     for rname, spec in shared.items():
         wanted = sorted(_param_refs(spec.get("with", {})))
         wf.fixture(name=rname)(_SharedFactory(spec["call"], spec.get("with", {}), wanted))
@@ -205,3 +205,20 @@ def _param_refs(*values: Any) -> set[str]:
     for value in values:
         walk(value)
     return found
+
+
+def _fixtures_of(data: Mapping[str, Any], path: str,
+                 lines: Mapping[tuple[Any, ...], int]) -> dict[str, Any]:
+    """The ``fixtures:`` section; ``shared:``, its name in the last release, is read too,
+    with a warning (both at once is an error: which would win is not obvious)."""
+    if "shared" not in data:
+        return dict(data.get("fixtures") or {})
+    where = f"{path}:{lines.get(('shared',), '?')}"
+    if "fixtures" in data:
+        msg = f"{where}: both fixtures: and shared: are given; keep fixtures: only"
+        raise WorkflowDefinitionError(msg, path=path, field="shared")
+    import warnings
+
+    warnings.warn(f"{where}: shared: is now called fixtures: (same content)",
+                  DeprecationWarning, stacklevel=3)
+    return dict(data["shared"] or {})

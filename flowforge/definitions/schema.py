@@ -15,6 +15,11 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "object": dict,
 }
 
+#: ``fixtures:``: named values tasks receive by parameter name, made by a ``call:``.
+_FIXTURES: dict[str, Any] = {"type": "object", "additionalProperties": {
+    "type": "object", "required": ["call"], "additionalProperties": False,
+    "properties": {"call": {"type": "string"}, "with": {"type": "object"}}}}
+
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "FlowForge workflow",
@@ -90,9 +95,8 @@ SCHEMA: dict[str, Any] = {
             "gpus": {"type": "integer", "minimum": 0},
             "max_concurrent_tasks": {"type": "integer", "minimum": 1}}},
         "rate_limits": {"type": "object", "additionalProperties": {"type": "string"}},
-        "shared": {"type": "object", "additionalProperties": {
-            "type": "object", "required": ["call"], "additionalProperties": False,
-            "properties": {"call": {"type": "string"}, "with": {"type": "object"}}}},
+        "fixtures": _FIXTURES,
+        "shared": _FIXTURES,  # the last release's name of fixtures: still read
         "concurrency": {"type": "object", "additionalProperties": {"type": "integer",
                                                                   "minimum": 1}},
     },

@@ -1,5 +1,5 @@
 """The tasks and conditions a definition builds: :class:`DefinitionTask` (a ``call:`` or
-an ``if:``), ``shared:`` fixture factories, and ``when:`` / ``until:`` expressions.
+an ``if:``), ``fixtures:`` factories, and ``when:`` / ``until:`` expressions.
 
 None of them needs :mod:`flowforge._workflow`: they are what a workflow holds, not what
 builds it (that is :mod:`flowforge.definitions.loading`).
@@ -27,7 +27,7 @@ class DefinitionTask(Task):
                  otherwise: list[str] | None = None, item_from: str | None = None,
                  uses: tuple[str, ...] = (), **options: Any) -> None:
         super().__init__(name, None, **options)
-        self.uses = tuple(uses)  # shared resources its expressions name
+        self.uses = tuple(uses)  # fixtures its expressions name
         self.target = target
         self.args = dict(args)
         self.test = test
@@ -62,7 +62,7 @@ class DefinitionTask(Task):
 
     @property
     def callable(self) -> Any:
-        """``run`` with a signature naming ``ctx`` and the shared resources it uses, so the
+        """``run`` with a signature naming ``ctx`` and the fixtures it uses, so the
         engine binds them like a Python task's parameters."""
         return _BoundCall(self) if self.uses else self.run
 
@@ -90,7 +90,7 @@ class _BoundCall:
 
 
 class _SharedFactory:
-    """A YAML ``shared:`` fixture: calls its function with its evaluated ``with:``."""
+    """A YAML ``fixtures:`` entry: calls its function with its evaluated ``with:``."""
 
     def __init__(self, target: str, args: Mapping[str, Any], params: list[str]) -> None:
         import inspect
@@ -101,7 +101,7 @@ class _SharedFactory:
         self.__signature__ = inspect.Signature([inspect.Parameter(n, kw) for n in params])
 
     def __call__(self, **params: Any) -> Any:
-        fn = _import_target(self.target, f"shared fixture {self.target}")
+        fn = _import_target(self.target, f"fixture {self.target}")
         return fn(**evaluate(self.args, {"params": params}))
 
 

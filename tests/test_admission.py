@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowforge import Task, WorkflowDefinitionError, task, workflow
+from flowforge import Task, TaskState, WorkflowDefinitionError, task, workflow
 from flowforge.events import TaskWaiting
 from flowforge.resources import RateLimit, ResourceLimits, Resources, parse_size
 from flowforge.testing import RecordingListener
@@ -290,3 +290,52 @@ def test_fractional_gpu_shares_leave_no_float_dust():
     for g in grants:
         adm.release(g)
     assert not isinstance(adm.acquire("whole", Request(gpus=1)), Wait)
+
+
+def test_units_of_a_failed_map_are_never_admitted_so_nothing_leaks(opts):
+    """Under on_error="continue" the items of a mapped task that failed never start and
+    never take a place in max_concurrent_tasks: a task waiting behind them still runs."""
+    with workflow("leak", executor="thread", max_workers=4, on_error="continue",
+                  limits=ResourceLimits(max_concurrent_tasks=2), **opts) as wf:
+
+        @task
+        def items():
+            return list(range(4))
+
+        @task(map="items")
+        def m(items):
+            if items == 0:
+                raise ValueError("boom")
+            time.sleep(0.2)
+            return items
+
+        @task
+        def slow():
+            time.sleep(0.6)
+
+        @task
+        def later(slow):
+            return "ran"
+
+    result = wf.run()
+    assert result.tasks["m"].state is TaskState.FAILED
+    assert result.tasks["later"].state is TaskState.SUCCEEDED, result.tasks["later"].error
+
+
+def test_a_waiting_unit_reports_its_own_attempt_number(opts):
+    """TaskWaiting for a map item names that item's next attempt, not its task's."""
+    with workflow("waits", executor="thread", max_workers=4,
+                  limits=ResourceLimits(max_concurrent_tasks=1), **opts) as wf:
+
+        @task
+        def items():
+            return [1, 2, 3]
+
+        @task(map="items")
+        def m(items):
+            return items
+
+    rec = RecordingListener.attach_to(wf)
+    assert wf.run().ok
+    waits = rec.of_type(TaskWaiting)
+    assert waits and all(w.attempt == 1 and w.index is not None for w in waits)

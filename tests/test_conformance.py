@@ -31,6 +31,7 @@ from flowforge import (
     TaskSerializationError,
     TaskState,
     TaskTimeoutError,
+    WorkflowTimeoutError,
     branch,
     task,
     workflow,
@@ -191,6 +192,34 @@ def test_timeout(executor, opts, tmp_path):
     how = "killed" if kind(executor) == "process" else "abandoned"
     assert "task 'sleepy' attempt 1 timed out after 0.5s" in str(err) and how in str(err)
     assert states(result) == {"sleepy": "failed", "after": "skipped", "fine": "succeeded"}
+
+
+def test_run_timeout(executor, opts, tmp_path):
+    """workflow(timeout=) stops a long attempt when the run's time is up, on every
+    executor (the sequential one too: its attempt then runs on a thread of its own), and
+    the run fails with WorkflowTimeoutError; what never started stays PENDING."""
+    gate = str(tmp_path / "gate")
+    with workflow("run-timeout", executor=executor, timeout=0.5, **opts) as wf:
+
+        @task
+        def sleepy():
+            fx.hold(gate, 30)
+            return "woke"
+
+        @task
+        def after(sleepy):
+            return sleepy
+
+    t0 = time.monotonic()
+    try:
+        result = wf.run()
+        elapsed = time.monotonic() - t0
+    finally:
+        fx.touch(gate)  # an abandoned attempt ends now
+    assert elapsed < 20, f"the run waited {elapsed:.1f}s for a 0.5s run timeout"
+    assert isinstance(result.error, WorkflowTimeoutError), repr(result.error)
+    assert result.status == "failed"
+    assert states(result) == {"sleepy": "cancelled", "after": "pending"}
 
 
 # -- failure policies ------------------------------------------------------------------

@@ -214,7 +214,10 @@ class Dispatcher:
     ) -> Future[Any]:
         ex = attempt.executor
         if can.in_process is not None:
-            if timed:
+            # An executor that runs work in the caller's thread (the sequential one)
+            # gets here only when the loop must not block: a timed attempt, or a run
+            # with a deadline. Its submit would block all the same: submit_timed.
+            if timed or can.here_busy:
                 return can.in_process.submit_timed(b.call, **kwargs)
             return ex.submit(b.call, **kwargs)
         gpus = self._admission.gpus_of(attempt.name, attempt.index)

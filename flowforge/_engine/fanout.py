@@ -146,7 +146,8 @@ class FanOut:
         return attempt, kwargs
 
     def attempts_of(self, name: str, index: int) -> int:
-        return self.fans[name].attempts[index]
+        """Attempts unit ``index`` of ``name`` has made so far."""
+        return self.fans[name].attempts.get(index, 0)
 
     def succeeded(self, name: str, index: int, value: Any, duration: float) -> Step | None:
         """Unit ``index`` returned ``value``: saved at once. None if its task already

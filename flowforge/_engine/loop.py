@@ -4,9 +4,10 @@ package docstring).
 States. A task's state changes only through :func:`~.lifecycle.move`: PENDING ->
 RUNNING -> SUCCEEDED | FAILED; RUNNING -> PENDING while a retry waits out its delay;
 PENDING -> SKIPPED (trigger, branch or condition); PENDING -> FAILED when it fails
-before it can start; RUNNING -> CANCELLED when the run is cancelled or times out (what
-had not started stays PENDING, for a resume). A mapped or looping task stays
-RUNNING while its *units* ``(task, index)`` run.
+before it can start; RUNNING -> CANCELLED when the run is cancelled or times out, or
+when an attempt an executor still held in its queue is dropped as the run stops. What
+was never handed to an executor stays PENDING, for a resume. A mapped or looping task
+stays RUNNING while its *units* ``(task, index)`` run.
 
 Data. ``ready`` is a FIFO deque of entries, a task's name or a unit; the ``ReadySet``
 (:mod:`flowforge.dag`) puts a task there when its last upstream is done. Running
@@ -26,8 +27,9 @@ published, so a task reported finished is on disk. Tasks and units share one ret
 path (:meth:`Engine._attempt_failed`): retried while attempts remain, the error matches
 ``retry_on`` and the run is not stopping, after ``retry_delay * backoff**(k-1)``. A
 final failure under ``fail_fast`` stops the run through the :class:`~.cancel.CancelToken`
-(running attempts finish, the rest stay PENDING); under ``continue`` its downstream
-tasks ask the gate (a skip spreads under the default trigger) and the rest goes on.
+(running attempts finish, queued ones are CANCELLED, the rest stay PENDING); under
+``continue`` its downstream tasks ask the gate (a skip spreads under the default
+trigger) and the rest goes on.
 """
 
 from __future__ import annotations
@@ -145,8 +147,12 @@ class Engine:
             self._store.hold()  # before the executors stop: a cluster's results go too
             self._dispatch.shutdown()
             self._store.remove_files()
-        for name in self._fanout.fans:  # a map or loop whose remaining units never ran
-            self._mark_cancelled(name, "the run stopped before all its items or iterations ran")
+        for name, rec in self.tasks.items():  # nothing is left RUNNING in a finished run
+            if rec.state is _RUNNING:
+                self._mark_cancelled(name, (
+                    "the run stopped before all its items or iterations ran"
+                    if name in self._fanout.fans else "the run stopped while it started"
+                ))
         return summarize(
             workflow=self.workflow, run_id=self.run_id, tasks=self.tasks, values=self.results,
             token=self.token, first_error=self._first_error, timeout=self._timeout,
@@ -201,6 +207,8 @@ class Engine:
             if index < 0 and name in self._fanned:
                 self._open_fan(name)
                 continue
+            if index >= 0 and not self._unit_may_start(name):
+                continue  # its task failed meanwhile: the rest of its units never start
             if limited:
                 grant = admission.admit(name, index)
                 if grant.__class__ is Wait:
@@ -236,7 +244,9 @@ class Engine:
 
     def _waits(self, name: str, index: int, wait: Wait) -> None:
         if wait.first:
-            self._publish(TaskWaiting, task=name, attempt=self.tasks[name].attempts + 1,
+            attempt = (self.tasks[name].attempts if index < 0
+                       else self._fanout.attempts_of(name, index)) + 1
+            self._publish(TaskWaiting, task=name, attempt=attempt,
                           index=None if index < 0 else index, reason=wait.reason)
 
     # -- starting attempts -----------------------------------------------------------
@@ -261,9 +271,10 @@ class Engine:
         else:
             self._launched(name, attempt, -1, ex, b, launched)
 
+    def _unit_may_start(self, name: str) -> bool:
+        return self.tasks[name].state is _RUNNING and self._fanout.runs(name)
+
     def _start_unit(self, name: str, index: int, ex: Executor) -> None:
-        if self.tasks[name].state is not _RUNNING or not self._fanout.runs(name):
-            return  # its task failed meanwhile: the rest of its items never start
         number, kwargs = self._fanout.unit_arguments(
             name, index, self._admission.gpus_of(name, index)
         )
@@ -353,11 +364,10 @@ class Engine:
             self._cancel(Stop.TIMEOUT, f"the workflow timeout of {self._timeout}s passed")
 
     def _timed_out(self, future: Future[Any]) -> None:
-        dispatch = self._dispatch
-        killed = dispatch.stop(future)
-        attempt = dispatch.take(future)
+        attempt = self._dispatch.take(future)
         if attempt is None:
-            return
+            return  # it ended, or was stopped, before its deadline came round
+        killed = attempt.executor.cancel_running(future)
         error = timeout_error(attempt, self._bindings[attempt.name].task.timeout, killed)
         self._attempt_failed(attempt, error, time.perf_counter() - attempt.started)
 
@@ -452,7 +462,8 @@ class Engine:
         task = self._bindings[name].task
         rec.duration = duration
         if event is None and (self._emit_failed or task.on_failure is not None):
-            event = self._publish(TaskFailed, task=name, attempt=max(rec.attempts, 1),
+            event = self._publish(TaskFailed, task=name, attempt=rec.attempts + (
+                                      rec.state is _PENDING),  # failed before it started
                                   duration=duration, error=error, will_retry=False)
         move(rec, _FAILED, error=error)
         rec.tolerated = task.on_error == "continue"

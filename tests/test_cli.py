@@ -14,6 +14,7 @@ import time
 import pytest
 
 from flowforge.cli import main
+from tests.waiting import wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -206,7 +207,8 @@ SLOW = textwrap.dedent('''
 
 def test_cancel_from_another_process_then_resume(tmp_path):
     """`flowforge cancel RUN_ID` stops a run in another process, which saves and ends
-    cancelled (exit 1); `flowforge resume RUN_ID` then finishes it with the same params."""
+    cancelled (exit 130, as after Ctrl-C); `flowforge resume RUN_ID` then finishes it with
+    the same params."""
     path = tmp_path / "slow.py"
     path.write_text(SLOW)
     env = {**os.environ, "PYTHONPATH": REPO}
@@ -224,7 +226,8 @@ def test_cancel_from_another_process_then_resume(tmp_path):
         cancel = subprocess.run([sys.executable, "-m", "flowforge", "cancel", run_id],
                                 cwd=tmp_path, env=env, capture_output=True, text=True)
         assert cancel.returncode == 0, cancel.stderr
-        assert runner.wait(timeout=60) == 1
+        assert runner.wait(timeout=60) == 130
+        assert f"run {run_id} cancelled" in runner.stderr.read()
     finally:
         if runner.poll() is None:
             runner.kill()
@@ -269,3 +272,24 @@ def test_an_empty_table_prints_its_header(capsys):
 
     _table([], ["task", "state"])
     assert capsys.readouterr().out.split() == ["TASK", "STATE"]
+
+
+def test_ctrl_c_ends_flowforge_run_with_exit_130(tmp_path):
+    """A real SIGINT to `flowforge run` cancels the run and exits 130 (a failed run is 1,
+    bad usage 2), naming the run and how to resume it."""
+    path = tmp_path / "slow.py"
+    path.write_text(SLOW)
+    env = {**os.environ, "PYTHONPATH": REPO}
+    runner = subprocess.Popen([sys.executable, "-m", "flowforge", "run", str(path), "-p", "n=7"],
+                              cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: (tmp_path / "started").exists() or runner.poll() is not None,
+                   timeout=60, what="the run's first task to start")
+        assert runner.poll() is None, runner.stderr.read()
+        runner.send_signal(signal.SIGINT)
+        assert runner.wait(timeout=60) == 130
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    err = runner.stderr.read()
+    assert "cancelled; `flowforge resume " in err and "Traceback" not in err

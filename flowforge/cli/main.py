@@ -15,6 +15,7 @@ from ..errors import FlowForgeError
 __all__ = ["main"]
 
 OK, FAILED, USAGE = 0, 1, 2
+CANCELLED = 130  # as a shell reports a command ended by Ctrl-C (128 + SIGINT)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -202,6 +203,10 @@ def _run(args: argparse.Namespace) -> int:
     result = wf.run(params, executor=args.executor, fresh=args.fresh)
     if result.ok:
         return OK
+    if result.status == "cancelled":
+        print(f"run {result.run_id} cancelled; `flowforge resume {result.run_id}` goes on "
+              "from where it stopped", file=sys.stderr)
+        return CANCELLED
     failed = [n for n, t in result.tasks.items() if t.state == "failed" and not t.tolerated]
     if failed:
         print(f"failed tasks: {', '.join(failed)}", file=sys.stderr)
@@ -369,6 +374,8 @@ def _resume(args: argparse.Namespace) -> int:
     wf = pick(load(target), info.workflow, target)
     wf.state_dir = args.state_dir
     result = wf.run(params=info.params)  # the same params: nothing looks changed
+    if result.status == "cancelled":
+        return CANCELLED
     return OK if result.ok else FAILED
 
 

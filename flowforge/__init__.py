@@ -57,6 +57,7 @@ if TYPE_CHECKING:
         ScheduleError,
         StateError,
         TaskError,
+        TaskExitError,
         TaskSerializationError,
         TaskTimeoutError,
         WorkerCrashedError,
@@ -86,7 +87,8 @@ _WHERE = {
 }
 _WHERE.update(dict.fromkeys([
     "FlowForgeError", "InvalidTransitionError", "MemoryLimitExceeded", "RemoteTaskError",
-    "ScheduleError", "StateError", "TaskError", "TaskSerializationError", "TaskTimeoutError",
+    "ScheduleError", "StateError", "TaskError", "TaskExitError", "TaskSerializationError",
+    "TaskTimeoutError",
     "WorkerCrashedError", "WorkflowDefinitionError", "WorkflowFailedError",
     "WorkflowLockedError", "WorkflowTimeoutError",
 ], "errors"))
@@ -135,6 +137,7 @@ __all__ = [
     "Task",
     "TaskContext",
     "TaskError",
+    "TaskExitError",
     "TaskSerializationError",
     "TaskState",
     "TaskTimeoutError",

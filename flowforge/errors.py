@@ -13,7 +13,8 @@
         ├── MemoryLimitExceeded      the attempt's process used more memory than it asked
         ├── WorkerCrashedError       the worker process died under the attempt
         ├── TaskSerializationError   a function, input or result could not be pickled
-        └── RemoteTaskError          the task's own exception could not travel home
+        ├── RemoteTaskError          the task's own exception could not travel home
+        └── TaskExitError            the task called sys.exit()
 
 Exceptions carry their data as attributes and survive pickling across a process
 boundary: ``__reduce__`` rebuilds them from the message plus the attribute dict.
@@ -31,6 +32,7 @@ __all__ = [
     "ScheduleError",
     "StateError",
     "TaskError",
+    "TaskExitError",
     "TaskSerializationError",
     "TaskTimeoutError",
     "WorkerCrashedError",
@@ -119,6 +121,12 @@ class WorkerCrashedError(TaskError):
 class TaskSerializationError(TaskError):
     """A task's function, inputs, result or exception could not be pickled for a process
     worker; ``what`` names the object at fault."""
+
+
+class TaskExitError(TaskError):
+    """The task called ``sys.exit()`` (raised ``SystemExit``): its attempt failed, and
+    neither the driver nor a worker exited. ``exit_code`` is the code it gave;
+    ``__cause__`` the ``SystemExit``. Retried only if ``retry_on`` names ``SystemExit``."""
 
 
 class RemoteTaskError(TaskError):

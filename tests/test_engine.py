@@ -312,4 +312,33 @@ def test_system_exit_in_a_task_is_a_task_failure(executor, opts):
             sys.exit(3)
 
     result = wf.run()
-    assert result.status == "failed" and isinstance(result.tasks["a"].error, SystemExit)
+    assert result.status == "failed"
+    assert isinstance(result.tasks["a"].error.__cause__, SystemExit)  # kept as the cause
+
+
+@pytest.mark.parametrize("executor", ["sequential", "thread", "process"])
+def test_sys_exit_in_a_task_fails_that_task_and_says_so(executor, opts):
+    """sys.exit(3) in a task fails it with TaskExitError ("the task called sys.exit(3)"),
+    unretried as before (SystemExit is no Exception), and nothing exits: the run goes on
+    under continue."""
+    import sys
+
+    from flowforge import TaskExitError
+
+    with workflow("exits", executor=executor, max_workers=2, on_error="continue",
+                  **opts) as wf:
+
+        @task(retries=2)
+        def quits():
+            sys.exit(3)
+
+        @task
+        def other():
+            return "fine"
+
+    result = wf.run()
+    error = result.tasks["quits"].error
+    assert isinstance(error, TaskExitError), repr(error)
+    assert "task 'quits' called sys.exit(3)" in str(error) and error.exit_code == 3
+    assert result.tasks["quits"].attempts == 1
+    assert result["other"] == "fine"

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .._fixtures import FixturePool, resolve_refs
 from ..errors import (
     MemoryLimitExceeded,
+    TaskExitError,
     TaskSerializationError,
     TaskTimeoutError,
     WorkerCrashedError,
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from .results import ResultStore
     from .timers import Timers
 
-__all__ = ["Attempt", "Dispatcher", "Outcome", "timeout_error"]
+__all__ = ["Attempt", "Dispatcher", "Outcome", "exit_error", "timeout_error"]
 
 #: ``(ok, value or error, seconds)`` of one finished attempt.
 Outcome = tuple[bool, Any, float]
@@ -88,6 +89,19 @@ class Attempt:
     index: int = -1
     started: float = 0.0  # when it was handed to its executor
     future: Future[Any] | None = None
+
+
+def exit_error(name: str, exc: SystemExit) -> TaskExitError:
+    """What a task that called ``sys.exit()`` is reported with."""
+    code = exc.code
+    shown = "" if code is None else repr(code)
+    error = TaskExitError(
+        f"task {name!r} called sys.exit({shown}); raise an exception to fail a task, or "
+        "return to end it",
+        task=name, exit_code=code,
+    )
+    error.__cause__ = exc
+    return error
 
 
 def timeout_error(attempt: Attempt, timeout: float | None, killed: bool) -> TaskTimeoutError:
@@ -189,6 +203,8 @@ class Dispatcher:
                 raise
             except BaseException as exc:  # SystemExit too: as on the pool paths
                 self.current = None
+                if isinstance(exc, SystemExit):
+                    return False, exit_error(name, exc), perf_counter() - t0
                 return False, exc, perf_counter() - t0
             self.current = None
             return True, value, perf_counter() - t0
@@ -300,6 +316,8 @@ class Dispatcher:
                 exitcode=getattr(exc, "exitcode", None),
                 signal=getattr(exc, "signal", None),
             ), duration
+        except SystemExit as exc:  # the task called sys.exit(): it fails, nothing exits
+            return False, exit_error(name, exc), duration
         except BaseException as exc:  # the task's own error, whatever its class
             return False, exc, duration
         return True, value, duration

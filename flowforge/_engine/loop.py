@@ -39,7 +39,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .._binding import Binding, call_hook
-from ..errors import StateError, TaskSerializationError
+from ..errors import StateError, TaskExitError, TaskSerializationError
 from ..events import (
     TaskCancelled,
     TaskFailed,
@@ -423,7 +423,8 @@ class Engine:
         unit = index >= 0
         will_retry = (
             number <= task.retries
-            and isinstance(error, task.retry_on)
+            and isinstance(error.__cause__ if isinstance(error, TaskExitError) else error,
+                           task.retry_on)
             and not isinstance(error, TaskSerializationError)
             and not self.token.stopping
             and (not unit or (self._fanout.runs(name) and rec.state is _RUNNING))

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
@@ -205,20 +204,30 @@ SLOW = textwrap.dedent('''
 ''')
 
 
-def test_cancel_from_another_process_then_resume(tmp_path):
-    """`flowforge cancel RUN_ID` stops a run in another process, which saves and ends
-    cancelled (exit 130, as after Ctrl-C); `flowforge resume RUN_ID` then finishes it with
-    the same params."""
+def _slow_run(tmp_path):
+    """`flowforge run` of SLOW (n=7) in a process of its own, once its first task has
+    started; the process and the environment it runs with."""
     path = tmp_path / "slow.py"
     path.write_text(SLOW)
     env = {**os.environ, "PYTHONPATH": REPO}
     runner = subprocess.Popen([sys.executable, "-m", "flowforge", "run", str(path), "-p", "n=7"],
                               cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "started").exists():
-            assert time.monotonic() < deadline and runner.poll() is None, runner.stderr.read()
-            time.sleep(0.05)
+        wait_until(lambda: (tmp_path / "started").exists() or runner.poll() is not None,
+                   timeout=60, what="the run's first task to start")
+        assert runner.poll() is None, runner.stderr.read()
+    except BaseException:
+        runner.kill()
+        raise
+    return runner, env
+
+
+def test_cancel_from_another_process_then_resume(tmp_path):
+    """`flowforge cancel RUN_ID` stops a run in another process, which saves and ends
+    cancelled (exit 130, as after Ctrl-C); `flowforge resume RUN_ID` then finishes it with
+    the same params."""
+    runner, env = _slow_run(tmp_path)
+    try:
         runs = json.loads(subprocess.run(
             [sys.executable, "-m", "flowforge", "history", "--json"], cwd=tmp_path, env=env,
             capture_output=True, text=True, check=True).stdout)
@@ -277,15 +286,8 @@ def test_an_empty_table_prints_its_header(capsys):
 def test_ctrl_c_ends_flowforge_run_with_exit_130(tmp_path):
     """A real SIGINT to `flowforge run` cancels the run and exits 130 (a failed run is 1,
     bad usage 2), naming the run and how to resume it."""
-    path = tmp_path / "slow.py"
-    path.write_text(SLOW)
-    env = {**os.environ, "PYTHONPATH": REPO}
-    runner = subprocess.Popen([sys.executable, "-m", "flowforge", "run", str(path), "-p", "n=7"],
-                              cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    runner, _ = _slow_run(tmp_path)
     try:
-        wait_until(lambda: (tmp_path / "started").exists() or runner.poll() is not None,
-                   timeout=60, what="the run's first task to start")
-        assert runner.poll() is None, runner.stderr.read()
         runner.send_signal(signal.SIGINT)
         assert runner.wait(timeout=60) == 130
     finally:

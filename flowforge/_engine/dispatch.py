@@ -104,6 +104,12 @@ def exit_error(name: str, exc: SystemExit) -> TaskExitError:
     return error
 
 
+def _task_error(name: str, exc: BaseException) -> BaseException:
+    """A task's error as the run reports it: ``sys.exit()`` becomes a TaskExitError,
+    anything else is itself."""
+    return exit_error(name, exc) if isinstance(exc, SystemExit) else exc
+
+
 def timeout_error(attempt: Attempt, timeout: float | None, killed: bool) -> TaskTimeoutError:
     """The error of an attempt that ran past its ``timeout``; ``killed``: its worker was
     killed, else it was abandoned where it runs."""
@@ -165,9 +171,12 @@ class Dispatcher:
     def queues(self, ex: Executor, name: str, timed: bool) -> bool:
         """Whether ``ex``, all of whose workers are busy, takes one more attempt of
         ``name`` in its queue: a batching executor does for a small task, never for a
-        timed one (its timeout must start when it really starts)."""
+        timed one (its timeout must start when it really starts), and none under
+        admission control."""
+        if timed or self._limited:  # admission counts what runs: nothing waits queued
+            return False
         batching = self.can[ex].batching
-        return not timed and batching is not None and self.inflight[ex] < batching.room(name)
+        return batching is not None and self.inflight[ex] < batching.room(name)
 
     # -- starting --------------------------------------------------------------------
 
@@ -203,9 +212,7 @@ class Dispatcher:
                 raise
             except BaseException as exc:  # SystemExit too: as on the pool paths
                 self.current = None
-                if isinstance(exc, SystemExit):
-                    return False, exit_error(name, exc), perf_counter() - t0
-                return False, exc, perf_counter() - t0
+                return False, _task_error(name, exc), perf_counter() - t0
             self.current = None
             return True, value, perf_counter() - t0
         attempt = Attempt(name, number, ex, index, perf_counter())
@@ -316,10 +323,8 @@ class Dispatcher:
                 exitcode=getattr(exc, "exitcode", None),
                 signal=getattr(exc, "signal", None),
             ), duration
-        except SystemExit as exc:  # the task called sys.exit(): it fails, nothing exits
-            return False, exit_error(name, exc), duration
         except BaseException as exc:  # the task's own error, whatever its class
-            return False, exc, duration
+            return False, _task_error(name, exc), duration
         return True, value, duration
 
     # -- stopping --------------------------------------------------------------------

@@ -194,9 +194,9 @@ class Engine:
             entry = ready.popleft()
             name, index = (entry, -1) if entry.__class__ is str else entry
             ex = dispatch.by_task.get(name, dispatch.default) if several else dispatch.default
-            if inflight.get(ex, 0) >= ex.max_workers and (limited or not dispatch.queues(
+            if inflight.get(ex, 0) >= ex.max_workers and not dispatch.queues(
                 ex, name, self._bindings[name].task.timeout is not None
-            )):  # admission counts what runs: nothing waits in an executor's queue
+            ):
                 kept.append(entry)
                 if several or limited:
                     continue  # another entry may fit elsewhere

@@ -88,6 +88,8 @@ def run_workflow(
                 admission=admission,
                 requests=requests,
             ))
+            if session is not None:
+                session.watch_cancel(engine.cancel)
         except BaseException:
             detach()
             if session is not None:

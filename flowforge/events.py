@@ -112,7 +112,8 @@ class TaskCancelled(TaskEvent):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class WorkflowFinished(Event):
-    """A run ended with ``status`` ("succeeded", "failed" or "cancelled")."""
+    """A run ended with ``status`` ("succeeded", "failed" or "cancelled"); ``reason``
+    says why a cancelled run stopped (who asked)."""
 
     status: str
     duration: float
@@ -120,3 +121,5 @@ class WorkflowFinished(Event):
     failed: int = 0
     skipped: int = 0
     error: BaseException | None = None
+    cancelled: int = 0
+    reason: str = ""

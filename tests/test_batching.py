@@ -45,7 +45,7 @@ def test_many_small_tasks_have_exact_events_and_saves(tmp_path):
     succeeded = Counter(e.index for e in rec.of_type(TaskSucceeded) if e.task == "work")
     indices = {i: 1 for i in range(N)}
     assert started == Counter({None: 1, **indices}) and succeeded == Counter({None: 1, **indices})
-    assert ex._seconds["work"] < SMALL_SECONDS  # type: ignore[attr-defined]
+    assert ex._durations.of("work") < SMALL_SECONDS  # type: ignore[attr-defined]
     assert ex.room("work") > ex.max_workers  # type: ignore[attr-defined]
     durations = [e.duration for e in rec.of_type(TaskSucceeded) if e.index is not None]
     assert max(durations) < 1.0  # time in the worker, not time queued
@@ -135,13 +135,19 @@ def test_an_unpicklable_item_fails_alone_with_its_name(tmp_path):
     assert result.tasks["work"].state.value == "failed"
 
 
+def _sleepy() -> None: ...
+
+
+def _tiny() -> None: ...
+
+
 def test_timed_and_unmeasured_tasks_are_never_queued_beyond_the_workers():
     """room() is one per worker until a task is measured small, and stays so when slow."""
     ex = ProcessExecutor(2)
     assert ex.room("never-seen") == 2
-    ex._seconds["slow"] = 0.5
+    ex._durations.record("slow", _sleepy, [0.5])
     assert ex.room("slow") == 2
-    ex._seconds["tiny"] = 1e-5
+    ex._durations.record("tiny", _tiny, [1e-5])
     assert ex.room("tiny") > 2
 
 

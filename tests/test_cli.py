@@ -246,7 +246,7 @@ def test_cancel_from_another_process_then_resume(tmp_path):
     assert status["status"] == "cancelled"
     again = subprocess.run([sys.executable, "-m", "flowforge", "cancel", run_id],
                            cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert again.returncode == 2 and "is not running" in again.stderr
+    assert again.returncode == 1 and "is not running" in again.stderr
     (tmp_path / "release").touch()
     resumed = subprocess.run([sys.executable, "-m", "flowforge", "resume", run_id],
                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)

@@ -16,6 +16,7 @@ Module map (each module owns one thing):
 * ``fanout.py``: map items and loop iterations as units;
 * ``arguments.py``: an attempt's keyword arguments from its binding;
 * ``results.py``: results in memory, loaded back from state, or held as handles;
+* ``ledger.py``: ending tasks: final state, save, event, and what becomes ready;
 * ``recorder.py``: outcomes saved through the run session;
 * ``report.py``: the run's status, its ``RunResult`` and start/finish events;
 * ``cancel.py``: the cancel token, the one way to stop a run.

@@ -10,10 +10,10 @@ Whatever stops a run asks its token, naming a :class:`Stop` cause and a reason:
 From the first request on, the loop starts nothing new. ``FAIL_FAST`` and ``STATE`` let
 the attempts already running finish (their results are kept); ``TIMEOUT`` and ``CANCEL``
 stop them too (a process worker is killed, a thread is abandoned). A later, stronger
-request upgrades an earlier one. The token may be cancelled from any thread: it then
-wakes the loop, through the callback the engine gave it, if the loop is waiting for
-running attempts (not yet while it sleeps until a retry is due: the cancel channel of
-the run-semantics issue will need that too).
+request upgrades an earlier one. The token may be cancelled from any thread (the cancel
+channel's watch, :mod:`flowforge.persistence.cancelling`, calls ``Engine.cancel``): it
+then wakes the loop, through the callback the engine gave it, whether the loop waits for
+running attempts or for a retry that is due later.
 """
 
 from __future__ import annotations

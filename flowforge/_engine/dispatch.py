@@ -139,7 +139,8 @@ class Dispatcher:
         timers: Timers,
         *,
         limited: bool,
-        run_deadline: bool,
+        inline: bool,
+        send_ahead: bool,
     ) -> None:
         self.default = executor
         self.by_task = task_executors
@@ -154,7 +155,12 @@ class Dispatcher:
         self._ready = ready  # the loop's ready queue and timers, read to tell whether
         self._timers = timers  # an attempt is alone (nothing else ready or due)
         self._limited = limited  # admission control is on: never batch an attempt
-        self._run_deadline = run_deadline  # the run has a timeout: nothing runs inline
+        #: Attempts may run in the loop's own thread (the executor says when): not when
+        #: the run has a timeout, nor when a cancel request could not interrupt them.
+        self.inline = inline
+        #: A cancel asked to end the attempts' child processes too (``--force``).
+        self.force = False
+        self._ahead = send_ahead  # attempts may wait in busy workers' pipes (AttemptCall)
         self._pool = FixturePool()
         self._memory: MemoryWatch | None = None
         self.can = {ex: Abilities.of(ex) for ex in self.executors()}
@@ -176,7 +182,7 @@ class Dispatcher:
         if timed or self._limited:  # admission counts what runs: nothing waits queued
             return False
         batching = self.can[ex].batching
-        return batching is not None and self.inflight[ex] < batching.room(name)
+        return batching is not None and self.inflight[ex] < batching.room(name, self._ahead)
 
     # -- starting --------------------------------------------------------------------
 
@@ -203,7 +209,7 @@ class Dispatcher:
         if timeout is None and (
             can.here_busy or (can.here_alone and not self.running and not self._ready
                               and not self._timers.delayed and self._timers.token_due is None)
-        ) and not self._run_deadline:
+        ) and self.inline:
             self.current = name
             t0 = perf_counter()
             try:
@@ -249,7 +255,7 @@ class Dispatcher:
         if can.takes_attempts is not None:
             return can.takes_attempts.submit_attempt(AttemptCall(
                 b.task, kwargs, env, policy, attempt.name,
-                solo=timed or self._limited,
+                solo=timed or self._limited, ahead=self._ahead and not timed,
             ))
         from .._private.remote import pack_call, run_packed
 
@@ -331,10 +337,35 @@ class Dispatcher:
 
     def stop(self, future: Future[Any]) -> bool:
         """Stop the attempt behind ``future``: True if it was stopped (a process worker
-        killed), False if it could only be abandoned (a thread)."""
+        killed), False if it could only be abandoned (a thread). With :attr:`force`, a
+        worker's child processes end first."""
         attempt = self.running.get(future)
         ex = attempt.executor if attempt is not None else self.default
+        if self.force:
+            workers = self.can[ex].worker_processes
+            pid = None if workers is None else workers.worker_pid(future)
+            if pid is not None:
+                from .._private.children import end_descendants
+
+                end_descendants(pid)
         return ex.cancel_running(future)
+
+    def end_children(self, since: float) -> None:
+        """``--force``: end the child processes the run's in-process attempts started
+        (the driver's, started at ``since`` or later; see :mod:`~flowforge._private.children`)."""
+        if not self.force or all(can.in_process is None for can in self.can.values()):
+            return
+        import os
+
+        from .._private.children import end_run_children
+
+        spare = []
+        for future, attempt in self.running.items():
+            workers = self.can[attempt.executor].worker_processes
+            pid = None if workers is None else workers.worker_pid(future)
+            if pid is not None:
+                spare.append(pid)
+        end_run_children(os.getpid(), since, spare)
 
     def drop_queued(self) -> list[Attempt]:
         """The attempts batching executors hold but have not sent to a worker: they will

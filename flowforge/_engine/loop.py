@@ -22,8 +22,9 @@ are no level barriers: a task starts as soon as its own upstreams are done. A ga
 task asks the :class:`~.gate.Gate` first; a mapped or looping task opens its units
 through :class:`~.fanout.FanOut` instead of starting.
 
-Outcomes. A success is saved by the :class:`~.recorder.Recorder` *before* its event is
-published, so a task reported finished is on disk. Tasks and units share one retry
+Outcomes. The :class:`~.ledger.Ledger` ends tasks: it saves a success through the
+:class:`~.recorder.Recorder` *before* its event is published, so a task reported
+finished is on disk, and queues what that made ready. Tasks and units share one retry
 path (:meth:`Engine._attempt_failed`): retried while attempts remain, the error matches
 ``retry_on`` and the run is not stopping, after ``retry_delay * backoff**(k-1)``. A
 final failure under ``fail_fast`` stops the run through the :class:`~.cancel.CancelToken`
@@ -34,17 +35,17 @@ trigger) and the rest goes on.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from .._binding import Binding, call_hook
+from .._binding import Binding
 from ..errors import StateError, TaskExitError, TaskSerializationError
 from ..events import (
-    TaskCancelled,
     TaskFailed,
     TaskRetrying,
-    TaskSkipped,
     TaskStarted,
     TaskSucceeded,
     TaskWaiting,
@@ -58,6 +59,7 @@ from .cancel import CancelToken, Stop
 from .dispatch import Attempt, Dispatcher, Outcome, timeout_error
 from .fanout import FanOut, Step
 from .gate import Fail, Gate
+from .ledger import Ledger
 from .lifecycle import move, new_records
 from .recorder import Recorder
 from .report import started_fields, summarize
@@ -74,8 +76,6 @@ __all__ = ["Engine"]
 
 _RUNNING = TaskState.RUNNING
 _PENDING = TaskState.PENDING
-_SUCCEEDED = TaskState.SUCCEEDED
-_FAILED = TaskState.FAILED
 
 
 class Engine:
@@ -90,7 +90,6 @@ class Engine:
         self._params = spec.params
         self._on_error = spec.on_error
         self._timeout = spec.timeout
-        self._bus = spec.bus
         self._session = session
         self.tasks = new_records(graph.order)
         self._store = ResultStore(None if session is None else session.load)
@@ -112,25 +111,36 @@ class Engine:
         self._dispatch = Dispatcher(
             spec.executor, spec.task_executors, self._store, self._admission,
             self._ready, self._timers,
-            limited=spec.admission is not None, run_deadline=spec.timeout is not None,
+            limited=spec.admission is not None, inline=spec.timeout is None,
+            send_ahead=spec.session is None and spec.admission is None,
         )
         self.token = CancelToken(wake=lambda: self._dispatch.inbox.put(None))
         self._arguments = Arguments.for_run(spec, self.results, self._gate.absent,
                                             self._recorder.resumed, self._admission.gpus_of)
         self._restored = self._recorder.restore(self.tasks, self._ready_set, self._gate,
                                                 bindings)
+        self._ledger = Ledger(spec, self.tasks, self.results, self._ready, self._ready_set,
+                              self._gate, self._recorder, self._fanout)
+        self._publish = self._ledger.publish
         self._first_error: BaseException | None = None
         self._running_stopped = False
-        self._emit_started = spec.bus.wants(TaskStarted)
-        self._emit_succeeded = spec.bus.wants(TaskSucceeded)
-        self._emit_failed = spec.bus.wants(TaskFailed)
+        self._interrupt = False  # cancel() may interrupt the loop's thread with SIGINT
+        self._started = time.time()
 
     # -- the run ---------------------------------------------------------------------
 
     def run(self, *, executor_label: str = "") -> RunResult:
         """Run every task that is not restored; return the run's result."""
-        started = time.time()
+        started = self._started = time.time()
         t0 = time.perf_counter()
+        # An attempt running in this thread stops for cancel() only by a SIGINT, which
+        # only a main thread with Python's own handler turns into KeyboardInterrupt.
+        # Elsewhere (a scheduler's thread, SIGINT ignored) a run that can be cancelled
+        # from outside runs no attempt here, so it can abandon any.
+        self._interrupt = (threading.current_thread() is threading.main_thread()
+                           and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+        if self._session is not None and not self._interrupt:
+            self._dispatch.inline = False
         self._publish(
             WorkflowStarted, total_tasks=len(self.tasks),
             executor=executor_label or getattr(self._dispatch.default, "name", "custom"),
@@ -147,12 +157,7 @@ class Engine:
             self._store.hold()  # before the executors stop: a cluster's results go too
             self._dispatch.shutdown()
             self._store.remove_files()
-        for name, rec in self.tasks.items():  # nothing is left RUNNING in a finished run
-            if rec.state is _RUNNING:
-                self._mark_cancelled(name, (
-                    "the run stopped before all its items or iterations ran"
-                    if name in self._fanout.fans else "the run stopped while it started"
-                ))
+        self._ledger.cancel_leftovers()
         return summarize(
             workflow=self.workflow, run_id=self.run_id, tasks=self.tasks, values=self.results,
             token=self.token, first_error=self._first_error, timeout=self._timeout,
@@ -239,7 +244,7 @@ class Engine:
         if isinstance(decision, Fail):
             self._task_failed(name, decision.error, 0.0)
         else:
-            self._skip(name, decision.reason)
+            self._ledger.skipped(name, decision.reason)
         return False
 
     def _waits(self, name: str, index: int, wait: Wait) -> None:
@@ -263,7 +268,7 @@ class Engine:
             return
         if attempt == 1 and self._recorder.session is not None:
             self._recorder.inputs_taken(name)
-        if self._emit_started:
+        if self._ledger.emit_started:
             self._publish(TaskStarted, task=name, attempt=attempt)
         launched = self._dispatch.launch(name, attempt, -1, ex, b, kwargs)
         if launched.__class__ is tuple and launched[0]:  # it ran here: the common case
@@ -294,13 +299,7 @@ class Engine:
                 assert isinstance(launched, Attempt) and launched.future is not None
                 self._timers.deadline(launched.future, b.task.timeout)
             return
-        ok, value, duration = launched
-        if not ok:
-            self._attempt_failed(Attempt(name, number, ex, index), value, duration)
-        elif index < 0:
-            self._succeeded(name, value, duration)
-        else:
-            self._unit_succeeded(Attempt(name, number, ex, index), value, duration)
+        self._finished(Attempt(name, number, ex, index), launched)
 
     def _open_fan(self, name: str) -> None:
         """A mapped or looping task is ready: compute its inputs, queue its first units."""
@@ -350,7 +349,14 @@ class Engine:
         clock = self._timers.clock
         due = self._timers.next_due(True)
         assert due is not None
-        clock.sleep(due - clock.monotonic())
+        delay = due - clock.monotonic()
+        if clock.blocking_timeout(delay) == delay:  # real time: wait where cancel() wakes
+            self._dispatch.wait(max(delay, 0.0))
+            if self.token.stopping:
+                self._on_stop()
+                return
+        else:  # a test's clock: its sleep moves it on
+            clock.sleep(delay)
         self._on_clock(clock.monotonic())
 
     def _on_clock(self, now: float) -> None:
@@ -390,18 +396,7 @@ class Engine:
             except Exception as exc:  # not a branch's answer, or a held value lost
                 self._task_failed(name, exc, duration)
                 return
-        rec = self.tasks[name]
-        move(rec, _SUCCEEDED)
-        rec.duration = duration
-        self.results[name] = value
-        if self._recorder.session is not None:
-            self._recorder.succeeded(rec, value, mapped=name in self._fanout.fans
-                                     and self._fanout.fans[name].mapped)
-        if self._emit_succeeded:
-            self._publish(TaskSucceeded, task=name, attempt=rec.attempts, duration=duration)
-        rs = self._ready_set
-        rs.done(name)
-        self._ready.extend(rs.get_ready())
+        self._ledger.succeeded(name, value, duration)
 
     def _unit_succeeded(self, attempt: Attempt, value: Any, duration: float) -> None:
         name, index = attempt.name, attempt.index
@@ -430,7 +425,7 @@ class Engine:
             and (not unit or (self._fanout.runs(name) and rec.state is _RUNNING))
         )
         event = None
-        if self._emit_failed or unit or (task.on_failure is not None and not will_retry):
+        if self._ledger.emit_failed or unit or (task.on_failure is not None and not will_retry):
             event = self._publish(
                 TaskFailed, task=name, attempt=number, duration=duration, error=error,
                 will_retry=will_retry, index=None if not unit else index,
@@ -459,37 +454,13 @@ class Engine:
     ) -> None:
         """``name`` failed for good: record it, then stop the run or route around it."""
         self._admission.release(name, -1)
-        rec = self.tasks[name]
-        task = self._bindings[name].task
-        rec.duration = duration
-        if event is None and (self._emit_failed or task.on_failure is not None):
-            event = self._publish(TaskFailed, task=name, attempt=rec.attempts + (
-                                      rec.state is _PENDING),  # failed before it started
-                                  duration=duration, error=error, will_retry=False)
-        move(rec, _FAILED, error=error)
-        rec.tolerated = task.on_error == "continue"
-        self._recorder.ended(rec)
-        if task.on_failure is not None:
-            call_hook(task.on_failure, event, f"on_failure of task {name!r}")
-        if not rec.tolerated and self._first_error is None:
+        tolerated = self._ledger.failed(name, error, duration, event)
+        if not tolerated and self._first_error is None:
             self._first_error = error
-        if (task.on_error or self._on_error) == "fail_fast":
+        if (self._bindings[name].task.on_error or self._on_error) == "fail_fast":
             self._cancel(Stop.FAIL_FAST, f"task {name!r} failed (fail_fast)")
             return
-        self._done_without_result(name)
-
-    def _skip(self, name: str, reason: str) -> None:
-        rec = self.tasks[name]
-        move(rec, TaskState.SKIPPED)
-        self._recorder.ended(rec)
-        self._publish(TaskSkipped, task=name, attempt=rec.attempts, reason=reason)
-        self._done_without_result(name)
-
-    def _done_without_result(self, name: str) -> None:
-        self._gate.ended_without_result(name)
-        rs = self._ready_set
-        rs.done(name)
-        self._ready.extend(rs.get_ready())
+        self._ledger.ended_without_result(name)
 
     def _stuck(self) -> None:
         """Nothing runs and nothing ready may start (a GPU whose memory other programs
@@ -503,6 +474,19 @@ class Engine:
 
     # -- stopping --------------------------------------------------------------------
 
+    def cancel(self, reason: str, *, force: bool = False) -> None:
+        """Stop the run from any thread, as Ctrl-C does; ``reason`` (who asked) is what
+        the run and its cancelled tasks are told. ``force``: also end the child processes
+        of the running attempts."""
+        dispatch = self._dispatch
+        dispatch.force = dispatch.force or force
+        if self.token.cancel(Stop.CANCEL, reason) and self._interrupt and (
+            dispatch.current is not None
+        ):  # an attempt runs in the loop's (main) thread: interrupt it
+            main = threading.main_thread().ident
+            assert main is not None
+            signal.pthread_kill(main, signal.SIGINT)
+
     def _cancel(self, cause: Stop, reason: str) -> None:
         """Stop the run through its token, and act on it at once in this thread."""
         self.token.cancel(cause, reason)
@@ -515,36 +499,23 @@ class Engine:
         self._timers.drop_delayed()
         for attempt in self._dispatch.drop_queued():
             if attempt.index < 0:
-                self._mark_cancelled(attempt.name, f"it had not started when {token.reason}")
+                self._ledger.cancelled(attempt.name, f"it had not started when {token.reason}")
         if token.stop_running and not self._running_stopped:
             self._running_stopped = True
             dispatch = self._dispatch
+            dispatch.end_children(self._started)
             for future, attempt in list(dispatch.running.items()):
                 dispatch.stop(future)
                 dispatch.take(future)
                 self._admission.release(attempt.name, attempt.index)
-                self._mark_cancelled(attempt.name, token.reason)
+                self._ledger.cancelled(attempt.name, token.reason)
             current = dispatch.current
             if current is not None:
                 dispatch.current = None
-                self._mark_cancelled(current, token.reason)
-
-    def _mark_cancelled(self, name: str, reason: str) -> None:
-        rec = self.tasks[name]
-        if rec.state is _RUNNING:
-            move(rec, TaskState.CANCELLED)
-            self._recorder.ended(rec)
-            self._publish(TaskCancelled, task=name, attempt=rec.attempts, reason=reason)
+                self._ledger.cancelled(current, token.reason)
 
     def _state_failed(self, error: StateError) -> None:
         """Saving failed: stop starting tasks; the save error is the run's error."""
         if self._first_error is None or not isinstance(self._first_error, StateError):
             self._first_error = error
         self.token.cancel(Stop.STATE, "saving the run's state failed")
-
-    def _publish(self, event_type: type[Any], **fields: Any) -> Any:
-        event = event_type(
-            workflow=self.workflow, run_id=self.run_id, timestamp=time.time(), **fields
-        )
-        self._bus.publish(event)
-        return event

@@ -93,7 +93,8 @@ def summarize(
     publish(
         WorkflowFinished, status=status.value, duration=duration,
         succeeded=metrics.succeeded, failed=metrics.failed, skipped=metrics.skipped,
-        error=error,
+        error=error, cancelled=metrics.cancelled,
+        reason=token.reason if status is RunStatus.CANCELLED else "",
     )
     return RunResult(
         workflow=workflow, run_id=run_id, status=status,

@@ -192,12 +192,23 @@ def run_packed(payload: bytes, task_name: str) -> bytes:
 
 
 def run_batch(
-    payload: bytes, names: list[str], budget: float = float("inf")
+    payload: bytes, names: list[str], budget: float = float("inf"), claim: str | None = None
 ) -> list[tuple[bytes, float]]:
     """Run a batch of attempts (``pack_batch``) one after another in a worker: each one's
     outcome and duration in seconds. Once ``budget`` seconds have gone (the attempts were
     slower than measured before), it stops and returns the outcomes it has: the executor
-    sends the rest again. Never raises."""
+    sends the rest again. Never raises.
+
+    ``claim``: a batch sent ahead starts only if this worker deletes that file first; if
+    it is gone, the driver took the batch back for another worker: nothing runs, and the
+    empty list says so."""
+    if claim is not None:
+        try:
+            os.unlink(claim)
+        except FileNotFoundError:
+            return []
+        except OSError:  # not deleted by the driver either: it still counts as ours
+            pass
     try:
         calls = pickle.loads(payload)
     except BaseException as exc:

@@ -91,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
 
     can = sub.add_parser("cancel", help="stop a running run (from another terminal)")
     can.add_argument("run_id")
+    can.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
+                     help="wait until the run reports cancelled (default: wait)")
+    can.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                     help="how long --wait waits (default: 30)")
+    can.add_argument("--force", action="store_true",
+                     help="also end the child processes its running tasks started")
     can.set_defaults(func=_cancel)
 
     clean = sub.add_parser("clean", help="delete old runs, keeping the newest per workflow")
@@ -380,13 +386,42 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    import signal
+    from ..persistence.cancelling import CancelRequest
 
-    pid = _manager(args).running_pid(args.run_id)
-    # The run's process treats this like Ctrl-C: it stops its tasks, saves, ends cancelled.
-    os.kill(pid, signal.SIGINT)
-    print(f"asked process {pid} to cancel run {args.run_id}")
-    return OK
+    manager = _manager(args)
+    request = CancelRequest("the command line", os.getpid(), args.force)
+    try:
+        info = manager.request_cancel(args.run_id, request)
+    except ValueError as exc:
+        print(f"flowforge cancel: {exc}", file=sys.stderr)
+        return FAILED
+    if not args.wait:
+        print(f"asked run {args.run_id} of workflow {info.workflow!r} to cancel")
+        return OK
+    info = manager.wait_stopped(args.run_id, info.workflow, args.timeout)
+    if info.status == "cancelled":
+        print(f"run {args.run_id} cancelled; `flowforge resume {args.run_id}` goes on "
+              "from where it stopped")
+        return OK
+    if info.status == "running":
+        print(f"flowforge cancel: run {args.run_id} did not stop within {args.timeout:g}s "
+              "(a task may be stuck in code that cannot be interrupted); wait longer with "
+              "--timeout, or add --force to end its tasks' child processes",
+              file=sys.stderr)
+    else:
+        print(f"flowforge cancel: run {args.run_id} ended {info.status} before the cancel "
+              "reached it", file=sys.stderr)
+    return FAILED
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
 
 
 def _export(args: argparse.Namespace) -> int:

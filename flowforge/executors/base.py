@@ -52,7 +52,11 @@ class AttemptCall(NamedTuple):
     """One attempt as the engine hands it to a :class:`TakesAttempts` executor: call
     ``task`` with ``kwargs``, in environment ``env`` (extra variables, or None), writing a
     large result where ``policy`` says; ``name`` is the task's. ``solo``: send it alone,
-    never in a batch (it has a timeout, or admission counts it)."""
+    never in a batch (it has a timeout, or admission counts it). ``ahead``: it may wait
+    in a busy worker's pipe to start the instant that worker is done, without a round
+    trip through the driver; the engine allows it only when nothing it does between
+    attempts must come first (no autosave: a killed driver re-runs at most the attempts
+    running; no admission: it counts what runs)."""
 
     task: Any
     kwargs: dict[str, Any]
@@ -60,6 +64,7 @@ class AttemptCall(NamedTuple):
     policy: Any
     name: str
     solo: bool = False
+    ahead: bool = False
 
 
 class Executor(ABC):
@@ -120,9 +125,10 @@ class TakesAttempts(Protocol):
 class Batching(Protocol):
     """Sends small attempts to its workers in batches."""
 
-    def room(self, name: str) -> int:
+    def room(self, name: str, ahead: bool = False) -> int:
         """How many attempts of task ``name`` it takes at once (may exceed
-        ``max_workers`` for a small task)."""
+        ``max_workers`` for a small task, or with ``ahead``: see
+        :attr:`AttemptCall.ahead`)."""
         ...
 
     def cancel_queued(self) -> list[Future[Any]]:

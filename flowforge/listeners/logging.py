@@ -190,9 +190,11 @@ class LoggingListener:
             return f"{head} {_unit(e)} {c.paint('cancelled', 'yellow')}: {e.reason}"
         if isinstance(e, WorkflowFinished):
             colour = {"succeeded": "green", "failed": "red"}.get(e.status, "yellow")
+            why = f" ({e.reason})" if e.reason else ""
             return (
-                f"{head} run {e.run_id} {c.paint(e.status, colour)} in {e.duration:.2f}s: "
-                f"{e.succeeded} succeeded, {e.failed} failed, {e.skipped} skipped"
+                f"{head} run {e.run_id} {c.paint(e.status, colour)}{why} in "
+                f"{e.duration:.2f}s: {e.succeeded} succeeded, {e.failed} failed, "
+                f"{e.skipped} skipped" + (f", {e.cancelled} cancelled" if e.cancelled else "")
             )
         return None
 
@@ -240,7 +242,10 @@ def describe(event: Event) -> tuple[str, str, dict[str, Any]]:
             level = "warning"
     elif isinstance(event, WorkflowFinished):
         fields.update(status=event.status, duration=round(event.duration, 6),
-                      succeeded=event.succeeded, failed=event.failed, skipped=event.skipped)
+                      succeeded=event.succeeded, failed=event.failed, skipped=event.skipped,
+                      cancelled=event.cancelled)
+        if event.reason:
+            fields["reason"] = event.reason
         if event.error is not None:
             fields["error"] = error_text(event.error)
         level = "info" if event.status == "succeeded" else "error"

@@ -10,6 +10,7 @@ is :mod:`.journal`.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import replace
@@ -19,6 +20,7 @@ from .._private.gcpause import paused_gc
 from ..errors import StateError
 from ..states import RunStatus
 from . import _frames
+from .cancelling import CancelRequest, request_cancel
 from .files import FileStore
 from .journal import JournalState, load_result, read_journal
 from .plan import Plan, make_plan
@@ -143,15 +145,37 @@ class PersistenceManager:
         names = [n for n, r in journal.records.items() if r.saved]
         return SavedRun(info, journal.records, Results({}, names, load), frozenset(journal.known))
 
-    def running_pid(self, run_id: str, workflow: str | None = None) -> int:
-        """The pid of the process running ``run_id`` now (what ``flowforge cancel``
-        signals); KeyError when the run is not known, ValueError when it is not running."""
+    def request_cancel(
+        self, run_id: str, request: CancelRequest, workflow: str | None = None
+    ) -> RunInfo:
+        """Ask the driver of ``run_id`` to cancel it (see
+        :mod:`~flowforge.persistence.cancelling`); returns the run as it was asked.
+        KeyError when the run is not known, ValueError when it is not running."""
         info = self._find(run_id, workflow)
         owner = self.store.owner(info.workflow)
-        if info.status != RunStatus.RUNNING.value or not owner or owner.get("run_id") != run_id:
-            msg = f"run {run_id} is not running (it is {info.status})"
+        running = (info.status == RunStatus.RUNNING.value and owner is not None
+                   and owner.get("run_id") == run_id and self.store.is_locked(info.workflow))
+        if not running:
+            status = info.status
+            if status == RunStatus.RUNNING.value:
+                status = "interrupted: the process that ran it is gone"
+            msg = f"run {run_id} is not running (it is {status})"
             raise ValueError(msg)
-        return int(owner["pid"])
+        request_cancel(self.store, info.workflow, run_id, request)
+        return info
+
+    def wait_stopped(self, run_id: str, workflow: str, timeout: float) -> RunInfo:
+        """Wait up to ``timeout`` seconds for ``run_id`` to stop running; its latest
+        summary (still ``running`` if it did not stop in time)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self._find(run_id, workflow)
+            stopped = info.status != RunStatus.RUNNING.value or not (
+                self.store.is_locked(workflow)
+            )
+            if stopped or time.monotonic() >= deadline:
+                return info
+            time.sleep(0.05)
 
     def delete(self, run_id: str, workflow: str | None = None) -> None:
         """Remove a saved run; refuses a run that is running now."""

@@ -337,6 +337,16 @@ class RunSession:
         finally:
             self.close()
 
+    def watch_cancel(self, cancel: Callable[..., Any]) -> None:
+        """Until the session closes, hand each cancel request for this run (see
+        :mod:`~flowforge.persistence.cancelling`) to ``cancel(reason, force=...)``, on
+        the watch's thread."""
+        from .cancelling import WATCH
+
+        stop = WATCH.watch(self.store.cancel_path(self.workflow, self.run_id),
+                           lambda request: cancel(request.reason, force=request.force))
+        self._stack.callback(stop)  # before the lock goes: a late request finds no run
+
     def close(self) -> None:
         """Release the lock and the store (idempotent); used on every way out. Results can
         still be loaded afterwards: the store reopens on demand."""

@@ -160,6 +160,16 @@ class StateStore(ABC):
     def lock_path(self, workflow: str) -> str:
         """The file whose lock says a process is running ``workflow`` here."""
 
+    def cancel_path(self, workflow: str, run_id: str) -> str:
+        """The file through which another process asks ``run_id`` to cancel (see
+        :mod:`flowforge.persistence.cancelling`): beside the workflow's lock."""
+        if not run_id or not all(c.isalnum() or c in "-_." for c in run_id) or (
+            run_id.startswith(".")
+        ):
+            msg = f"{run_id!r} is not a run id"
+            raise ValueError(msg)
+        return f"{self.lock_path(workflow)}.cancel-{run_id}"
+
     @contextlib.contextmanager
     def lock(self, workflow: str) -> Iterator[None]:
         """Hold ``workflow``'s lock, or raise :class:`WorkflowLockedError` at once.

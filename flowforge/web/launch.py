@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -107,19 +105,20 @@ class Launcher:
             await asyncio.sleep(0.02)
         return None
 
-    def cancel(self, run_id: str) -> int:
-        """Ask the process running ``run_id`` to stop it; that process's pid."""
+    def cancel(self, run_id: str) -> int | None:
+        """Ask the driver of ``run_id`` to cancel it, through the run's cancel channel
+        (see :mod:`flowforge.persistence.cancelling`); the driver's pid."""
+        from ..persistence.cancelling import CancelRequest
+
+        manager = self.reader.manager()
         try:
-            pid = self.reader.manager().running_pid(run_id)
+            info = manager.request_cancel(run_id, CancelRequest("the dashboard"))
         except KeyError as exc:
             raise LaunchError(str(exc.args[0]), 404) from None
         except ValueError as exc:
             raise LaunchError(str(exc), 409) from None
-        try:
-            os.kill(pid, signal.SIGINT)
-        except ProcessLookupError:
-            raise LaunchError(f"run {run_id}'s process {pid} has just ended", 409) from None
-        return pid
+        pid = (manager.store.owner(info.workflow) or {}).get("pid")
+        return pid if isinstance(pid, int) else None
 
 
 def _feed_and_reap(proc: subprocess.Popen[bytes], data: bytes) -> None:

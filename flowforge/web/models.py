@@ -159,5 +159,5 @@ class StartAnswer(BaseModel):
 
 class CancelAnswer(BaseModel):
     run_id: str
-    pid: int
+    pid: int | None = None  # the process running it
     status: str = "cancelling"

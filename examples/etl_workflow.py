@@ -21,8 +21,10 @@ from .sales import OUTPUT_DIR, clean_rows, read_rows, summarize
 with workflow("etl", executor="process", max_workers=2) as wf:
 
     @task
-    def extract() -> list[dict[str, str]]:
-        return read_rows()
+    def extract(limit: int | None = None) -> list[dict[str, str]]:
+        # `flowforge run examples/etl_workflow.py -p limit=10` reads the first 10 rows.
+        rows = read_rows()
+        return rows if limit is None else rows[:limit]
 
     @task(retries=2, retry_delay=0.1)
     def clean(extract: list[dict[str, str]], ctx: Any) -> dict[str, Any]:

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from .persistence.manager import PersistenceManager
 
 __all__ = [
-    "admission_of", "fingerprints", "fixture_refs", "manager", "new_run_id", "run_workflow",
+    "admission_of", "check_subflows", "fingerprints", "fixture_refs", "manager", "new_run_id",
+    "run_workflow",
 ]
 
 
@@ -44,6 +45,7 @@ def run_workflow(
 
     with gcpause.preparing():  # 100,000 tasks make a million long-lived objects
         bindings, graph = wf._bound_for_run(merged)
+        check_subflows(wf)
         refs = fixture_refs(wf, merged) if wf.fixtures else None
         main = resolve(
             executor if executor is not None else wf.executor, wf.max_workers,
@@ -108,6 +110,15 @@ def run_workflow(
         for hook in wf._failure_hooks:
             call_hook(hook, result, f"on_failure handler {hook!r} of workflow {wf.name!r}")
     return result
+
+
+def check_subflows(wf: Workflow) -> None:
+    """Refuse a mapped subflow whose items have no clear param to go to."""
+    from .subflow import SubflowTask
+
+    for t in wf.dag.tasks.values():
+        if t.map and isinstance(t, SubflowTask):
+            t.item_target()
 
 
 def manager(wf: Workflow) -> PersistenceManager:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from ._async import AsyncCall, is_async
 from ._private.current import current_workflow
 from .errors import WorkflowDefinitionError
 from .resources import RateLimit, Resources
@@ -223,6 +224,9 @@ class Task:
             _check_control(name, when, trigger, on_error, on_failure)
         if fn is not None:
             functools.update_wrapper(self, fn, updated=())
+            code = getattr(fn, "__code__", None)
+            if (code.co_flags & _CO_COROUTINE) if code is not None else is_async(fn):
+                self._async = AsyncCall(fn, name, self.timeout)
 
     # -- behaviour -------------------------------------------------------------------
 
@@ -259,12 +263,19 @@ class Task:
             delay *= random.uniform(0.5, 1.0)
         return delay
 
+    #: An ``async def`` function's caller (see :mod:`flowforge._async`), else None.
+    _async: AsyncCall | None = None
+
     @property
     def callable(self) -> Callable[..., Any]:
-        """What the engine calls with the bound inputs."""
+        """What the engine calls with the bound inputs: a plain callable, also for an
+        ``async def`` function or ``run`` (awaited on the calling thread's loop)."""
         if self.fn is not None and type(self).run is Task.run:
-            return self.fn
-        return self.run
+            return self._async or self.fn
+        run = self.run
+        if type(self).run.__code__.co_flags & _CO_COROUTINE:
+            return AsyncCall(run, self.name, self.timeout)
+        return run
 
     # -- pickling --------------------------------------------------------------------
 
@@ -286,6 +297,7 @@ class Task:
 
 
 _RETRY_ANY = (Exception,)
+_CO_COROUTINE = inspect.CO_COROUTINE
 
 
 def _import_task(module: str, qualname: str) -> Any:

@@ -206,9 +206,14 @@ class Workflow:
         """Check the definition as ``run(params=...)`` would, without running anything."""
         merged = {**self.params, **(params or {})}
         self._validated = None
-        bound = self._bind(merged, strict=True)
-        from ._run import admission_of, fixture_refs
+        if params:
+            from ._params import check_given
 
+            check_given(self, params)
+        bound = self._bind(merged, strict=True)
+        from ._run import admission_of, check_subflows, fixture_refs
+
+        check_subflows(self)
         fixture_refs(self, merged)
         admission_of(self)
         self._validated = (definition_key(self, merged), *bound)
@@ -231,6 +236,10 @@ class Workflow:
         ``job`` names the scheduler job that started the run (kept with the saved run).
         Raises :class:`WorkflowLockedError` if another process is running it."""
         merged = {**self.params, **(params or {})}
+        if params:
+            from ._params import check_given
+
+            check_given(self, params)
         if self.param_types:
             from .definitions.params import check_params
 
@@ -293,6 +302,10 @@ class Workflow:
         from .persistence.plan import make_plan
 
         merged = {**self.params, **(params or {})}
+        if params:
+            from ._params import check_given
+
+            check_given(self, params)
         bindings, graph = self._bind(merged, strict=True)
         prints = fingerprints(bindings, merged)
         if not self.autosave:

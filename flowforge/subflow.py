@@ -8,9 +8,10 @@ params. Its result is the dict of the nested run's task results; a nested failur
 the subflow task with the nested error as its cause.
 
 Its tasks' events reach the parent's bus (and so its logs) named ``ingest.<task>``, or
-``ingest[3].<task>`` for item 3 of a mapped subflow (``as_task(map="files")``: each item,
-passed as the param named after the mapped upstream, goes through the whole subflow, and
-items run in parallel).
+``ingest[3].<task>`` for item 3 of a mapped subflow (``as_task(map="files")``: each item
+goes through the whole subflow, as the param ``item_param=`` names, or the nested
+workflow's param named like the mapped task, or its only required param; items run in
+parallel). Upstream results the nested workflow does not take are not passed.
 
 Resume: a nested run is saved in the parent's state folder under the workflow name
 ``<parent>.<name>`` (``<parent>.<name>[i]`` per item). When the parent resumes, or
@@ -26,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._task import Task, TaskContext
+from .errors import WorkflowDefinitionError
 from .events import Event, TaskEvent, WorkflowFinished, WorkflowStarted
 from .states import RunStatus
 
@@ -46,13 +48,45 @@ class SubflowTask(Task):
         params: Mapping[str, Any] | None = None,
         map: str | Iterable[str] | None = None,
         depends_on: Iterable[str | Task] = (),
+        item_param: str | None = None,
         **options: Any,
     ) -> None:
         options.setdefault("executor", "thread")  # it waits on its own run: never a process
         super().__init__(name, None, map=map, depends_on=depends_on, **options)
         self.subflow = flow
         self.subflow_params = dict(params or {})
+        self.item_param = item_param
         self.parent: Workflow | None = None
+
+    def item_target(self) -> str | None:
+        """The nested workflow's param each item of a mapped subflow is passed as:
+        ``item_param=``, else a param named like the mapped task, else the nested
+        workflow's only required param (one that it takes by name with no default and
+        that ``params=`` does not give). None when not mapped. Anything else is a
+        :class:`WorkflowDefinitionError`, never a silent default."""
+        if not self.map:
+            return None
+        from ._params import known_params, required_params
+
+        flow = self.subflow
+        known = known_params(flow)
+        where = f"subflow {self.name!r} (workflow {flow.name!r})"
+        if self.item_param is not None:
+            if self.item_param not in known:
+                msg = (f"{where}: item_param={self.item_param!r} is not a param of "
+                       f"{flow.name!r}; it takes {', '.join(map(repr, sorted(known))) or 'none'}")
+                raise WorkflowDefinitionError(msg, task=self.name, parameter=self.item_param)
+            return self.item_param
+        if len(self.map) == 1 and self.map[0] in known:
+            return self.map[0]
+        required = sorted(required_params(flow) - set(self.subflow_params))
+        if len(required) == 1:
+            return required[0]
+        which = ", ".join(map(repr, required)) or "none"
+        msg = (f"{where} maps over {', '.join(map(repr, self.map))}, but which param of "
+               f"{flow.name!r} each item goes to is unclear (required params: {which}); "
+               "say it with item_param=...")
+        raise WorkflowDefinitionError(msg, task=self.name)
 
     def run(self, ctx: TaskContext, **inputs: Any) -> Any:  # type: ignore[override]
         """Run the nested workflow; its task results, as a dict."""
@@ -84,11 +118,28 @@ class SubflowTask(Task):
         if parent is not None:
             nested.events.subscribe(Event, _Forward(parent, ctx, label))
         fresh = ctx.attempt == 1 and not ctx.resumed
-        result = nested.run(params=inputs, fresh=fresh)
+        result = nested.run(params=self._nested_params(inputs), fresh=fresh)
         if result.status is RunStatus.CANCELLED:
             raise KeyboardInterrupt  # Ctrl-C stopped the nested run: stop the parent too
         result.raise_for_status()
         return dict(result.results)
+
+
+    def _nested_params(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """The nested run's params from this task's inputs: a mapped item under its
+        :meth:`item_target`, upstream results the nested workflow takes by name (the
+        others only ordered this task)."""
+        from ._params import known_params
+
+        target = self.item_target()
+        known = known_params(self.subflow)
+        out = {}
+        for key, value in inputs.items():
+            if target is not None and key in self.map:
+                out[target] = value
+            elif key in known:
+                out[key] = value
+        return out
 
 
 class _Forward:

@@ -71,6 +71,11 @@ def hold(gate: str, limit: float = HOLD_LIMIT) -> bool:
     return True
 
 
+async def answer() -> int:
+    """A coroutine function a plain task may call and forget to await."""
+    return 42
+
+
 def executor_for(name: str, address: str | None = None) -> Any:
     """What ``workflow(executor=...)`` takes for ``name`` (a Dask one needs ``address``)."""
     if name != "dask":

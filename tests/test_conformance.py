@@ -552,6 +552,54 @@ def test_ctrl_c_cancels(executor, tmp_path):
     assert elapsed < 15, f"SIGINT took {elapsed:.1f}s to stop the run"
 
 
+# -- async tasks -----------------------------------------------------------------------
+
+
+def test_async_tasks(executor, opts, tmp_path):
+    """``async def`` tasks are awaited: their results bind downstream, a retry awaits a
+    new coroutine, a timeout fails the attempt with TaskTimeoutError (cancelling the
+    coroutine where the attempt is not killed), and a plain task that returns an
+    un-awaited coroutine fails naming the task."""
+    import asyncio
+
+    flaky_log, cancelled = str(tmp_path / "flaky"), str(tmp_path / "cancelled")
+    with workflow("async", executor=executor, max_workers=2, on_error="continue",
+                  **opts) as wf:
+
+        @task
+        async def fetch():
+            await asyncio.sleep(0.01)
+            return 21
+
+        @task(retries=1)
+        async def doubled(fetch):
+            if fx.bump(flaky_log) == 1:
+                raise ConnectionError("once")
+            await asyncio.sleep(0)
+            return fetch * 2
+
+        @task(timeout=0.5)
+        async def slow():
+            try:
+                await asyncio.sleep(30)
+            finally:
+                fx.touch(cancelled)
+
+        @task
+        def forgot():
+            return fx.answer()
+
+    result = wf.run()
+    assert result["doubled"] == 42 and result.tasks["doubled"].attempts == 2
+    err = result.tasks["slow"].error
+    assert isinstance(err, TaskTimeoutError), repr(err)
+    if kind(executor) != "process":  # a process worker may be killed first
+        assert wait_until(lambda: os.path.exists(cancelled), DEADLINE, "the coroutine's finally")
+    forgot = result.tasks["forgot"].error
+    assert "task 'forgot' returned a coroutine it never awaited" in str(forgot), repr(forgot)
+    assert states(result)["forgot"] == "failed"
+
+
 # -- pickling --------------------------------------------------------------------------
 
 

@@ -80,8 +80,8 @@ def test_params_are_typed_and_checked_before_the_run(good, capsys):
         wf.run()
     with pytest.raises(WorkflowDefinitionError, match="param 'n' must be integer, got 'four'"):
         wf.run(params={"label": "x", "n": "four"})
-    assert main(["run", str(good), "-p", "label=x", "-p", "n=\"4\""]) == 2
-    assert "param 'n' must be integer" in capsys.readouterr().err
+    assert main(["run", str(good), "-p", "label=x", "-p", "n=four"]) == 2
+    assert "-p n=four: n takes int values, like -p n=10" in capsys.readouterr().err
 
 
 BAD = {

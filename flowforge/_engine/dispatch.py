@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sized
 from concurrent.futures import Future
 from dataclasses import dataclass
 from time import perf_counter
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._fixtures import FixturePool, resolve_refs
@@ -108,6 +109,17 @@ def _task_error(name: str, exc: BaseException) -> BaseException:
     """A task's error as the run reports it: ``sys.exit()`` becomes a TaskExitError,
     anything else is itself."""
     return exit_error(name, exc) if isinstance(exc, SystemExit) else exc
+
+
+def _coroutine_error(name: str, value: Any) -> BaseException:
+    """A plain function returned a coroutine it never awaited: the task's error."""
+    from .._async import not_a_coroutine
+
+    try:
+        not_a_coroutine(name, value)
+    except BaseException as exc:
+        return exc
+    raise AssertionError("not a coroutine")  # pragma: no cover
 
 
 def timeout_error(attempt: Attempt, timeout: float | None, killed: bool) -> TaskTimeoutError:
@@ -220,6 +232,8 @@ class Dispatcher:
                 self.current = None
                 return False, _task_error(name, exc), perf_counter() - t0
             self.current = None
+            if value.__class__ is CoroutineType:
+                return False, _coroutine_error(name, value), perf_counter() - t0
             return True, value, perf_counter() - t0
         attempt = Attempt(name, number, ex, index, perf_counter())
         self.current = name
@@ -321,6 +335,8 @@ class Dispatcher:
                 from .._private.remote import unpack_outcome
 
                 value = unpack_outcome(value, name)
+            elif value.__class__ is CoroutineType:
+                return False, _coroutine_error(name, value), duration
         except WorkerCrashedError as exc:
             return False, WorkerCrashedError(
                 f"task {name!r} attempt {attempt.number} failed: {exc.message}; the run "

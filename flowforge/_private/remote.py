@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import cloudpickle
 
+from .._async import not_a_coroutine
 from .._fixtures import FixtureRef, resolve_refs, worker_pool
 from .._resultfiles import FilePolicy, dump_outcome, map_inputs, materialize_inputs, write_file
 from ..errors import RemoteTaskError, TaskSerializationError
@@ -260,7 +261,7 @@ def _call(
         if any(isinstance(v, FixtureRef) for v in kwargs.values()):
             resolve_refs(kwargs, worker_pool())  # made once per worker, kept for its life
         kwargs = materialize_inputs(kwargs)  # handles to large results (see _resultfiles)
-        return True, task.callable(**kwargs)
+        return True, not_a_coroutine(task_name, task.callable(**kwargs))
     except BaseException as exc:
         return False, _pack_error(task_name, exc, traceback.format_exc())
     finally:

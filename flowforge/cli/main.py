@@ -53,9 +53,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="params as a JSON object in a file, or - for standard input "
                             "(for params too large for the command line)")
     run.add_argument("-p", dest="param", action="append", default=[], metavar="KEY=VALUE",
-                     help="one param (VALUE is JSON if it parses, else a string)")
+                     help="one param, converted to the type its task parameter "
+                     "expects (its hint or default); else JSON if it parses, else text")
     run.add_argument("--executor", choices=["sequential", "thread", "process"])
     run.add_argument("--fresh", action="store_true", help="do not resume an unfinished run")
+    run.add_argument("--json", action="store_true",
+                     help="print the run's status, counts and results as JSON")
     run.set_defaults(func=_run)
 
     plan = sub.add_parser("plan", help="what a run would restore and run, and why")
@@ -198,15 +201,16 @@ def _workflow(args: argparse.Namespace) -> Any:
 def _run(args: argparse.Namespace) -> int:
     params = _params(args)  # first: a parent writing them to our stdin is not kept waiting
     wf = _workflow(args)
+    from .._params import from_text
+
     for item in args.param:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"-p takes KEY=VALUE, got {item!r}")
-        try:
-            params[key] = json.loads(value)
-        except ValueError:
-            params[key] = value
+        params[key] = from_text(wf, key, value)
     result = wf.run(params, executor=args.executor, fresh=args.fresh)
+    if args.json:
+        _print_json(_run_json(result))
     if result.ok:
         return OK
     if result.status == "cancelled":
@@ -219,6 +223,27 @@ def _run(args: argparse.Namespace) -> int:
     if wf.log_dir is not None:
         print(f"log: {os.path.join(os.fspath(wf.log_dir), 'workflow.log')}", file=sys.stderr)
     return FAILED
+
+
+def _run_json(result: Any) -> dict[str, Any]:
+    """A finished run for scripts: status, counts by state, results (JSON where they
+    are, else their repr), the error."""
+    counts: dict[str, int] = {"total": len(result.tasks)}
+    for state in ("succeeded", "failed", "cancelled", "skipped", "pending"):
+        counts[state] = sum(1 for t in result.tasks.values() if t.state == state)
+    results = {}
+    for name in result.results:
+        value = result.results[name]
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            value = repr(value)
+        results[name] = value
+    return {"workflow": result.workflow, "run_id": result.run_id,
+            "status": result.status.value, **counts,
+            "duration": round(result.finished - result.started, 6),
+            "error": None if result.error is None else str(result.error),
+            "results": results}
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ._binding import FROM_CONTEXT, FROM_PARAM, Binding, call_hook
@@ -28,16 +29,17 @@ if TYPE_CHECKING:
     from ._task import Task
     from ._workflow import Workflow
     from .persistence.manager import PersistenceManager
+    from .persistence.runkey import RunKey
 
 __all__ = [
     "admission_of", "check_subflows", "fingerprints", "fixture_refs", "manager", "new_run_id",
-    "run_workflow",
+    "run_key", "run_workflow",
 ]
 
 
 def run_workflow(
     wf: Workflow, merged: Mapping[str, Any], *, executor: str | Executor | None,
-    fresh: bool, job: str | None,
+    fresh: bool, job: str | None, scheduled_for: datetime | None = None,
 ) -> RunResult:
     """Run ``wf`` with params ``merged`` (see :meth:`Workflow.run`)."""
     owner = f"workflow {wf.name!r}"
@@ -67,6 +69,7 @@ def run_workflow(
                 job=job,
                 target=wf.source or _main_file(),
                 params=merged,
+                key=run_key(wf, merged, scheduled_for),
             )
         detach: Callable[[], None] = _nothing
         try:
@@ -89,6 +92,7 @@ def run_workflow(
                 fixtures=refs or {},
                 admission=admission,
                 requests=requests,
+                scheduled_for=scheduled_for,
             ))
             if session is not None:
                 session.watch_cancel(engine.cancel)
@@ -110,6 +114,16 @@ def run_workflow(
         for hook in wf._failure_hooks:
             call_hook(hook, result, f"on_failure handler {hook!r} of workflow {wf.name!r}")
     return result
+
+
+def run_key(
+    wf: Workflow, params: Mapping[str, Any], scheduled_for: datetime | None = None
+) -> RunKey:
+    """The key of a run of ``wf`` with ``params``: which earlier run it may resume."""
+    from .persistence.runkey import RunKey
+
+    when = None if scheduled_for is None else scheduled_for.isoformat()
+    return RunKey.of(wf.defined_in or wf.source, params, when)
 
 
 def check_subflows(wf: Workflow) -> None:

@@ -17,6 +17,7 @@ import inspect
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._async import AsyncCall, is_async
@@ -56,6 +57,7 @@ class TaskContext:
     previous: Any = None  # a looping task: the last iteration's result
     resumed: bool = False  # this run resumes an earlier one
     gpus: list[int] | None = None  # GPU device indices given to this attempt, if it asked
+    scheduled_for: datetime | None = None  # a scheduler's run: the fire time it runs for
 
     def get_input(self, name: str) -> Any:
         """The result of upstream task ``name``."""

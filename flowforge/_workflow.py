@@ -9,8 +9,10 @@ session, listeners, the engine) is :mod:`flowforge._run`'s.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import Token
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ._binding import Binding, bind, definition_key
@@ -142,6 +144,9 @@ class Workflow:
         #: The file that defines this workflow (saved with its runs for flowforge resume);
         #: set by flowforge.load, else the running script.
         self.source: str | None = None
+        #: The file whose code created this workflow: part of its runs' key (see
+        #: :mod:`flowforge.persistence.runkey`).
+        self.defined_in: str | None = _caller_file()
         self.fixtures: dict[str, Fixture] = {}
         self._token: Token[Workflow | None] | None = None
         # What validate() bound, with the definition it bound: run() reuses it once if
@@ -227,13 +232,17 @@ class Workflow:
         executor: str | Executor | None = None,
         fresh: bool = False,
         job: str | None = None,
+        scheduled_for: datetime | None = None,
     ) -> RunResult:
         """Run the workflow and return a :class:`RunResult`; task failures do not raise
         (see ``RunResult.raise_for_status``), definition errors do, before anything runs.
 
         If the last run of this workflow in ``state_dir`` did not succeed, this run resumes
         it (see :meth:`plan`); ``fresh=True`` starts a new run whatever happened before.
-        ``job`` names the scheduler job that started the run (kept with the saved run).
+        ``job`` names the scheduler job that started the run (kept with the saved run)
+        and ``scheduled_for`` (an aware datetime) the fire time it runs for: tasks see it
+        as ``ctx.scheduled_for``, and it is part of the run's key, so a run resumes only
+        a run of the same fire (see :mod:`flowforge.persistence.runkey`).
         Raises :class:`WorkflowLockedError` if another process is running it."""
         merged = {**self.params, **(params or {})}
         if params:
@@ -244,9 +253,15 @@ class Workflow:
             from .definitions.params import check_params
 
             check_params(self, merged)
+        if scheduled_for is not None and (
+            not isinstance(scheduled_for, datetime) or scheduled_for.tzinfo is None
+        ):
+            msg = f"run(scheduled_for=...) takes an aware datetime, got {scheduled_for!r}"
+            raise WorkflowDefinitionError(msg, workflow=self.name)
         from ._run import run_workflow  # loaded on the first run: import flowforge stays light
 
-        return run_workflow(self, merged, executor=executor, fresh=fresh, job=job)
+        return run_workflow(self, merged, executor=executor, fresh=fresh, job=job,
+                            scheduled_for=scheduled_for)
 
     def fixture(
         self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
@@ -298,7 +313,7 @@ class Workflow:
     def plan(self, params: Mapping[str, Any] | None = None, *, fresh: bool = False) -> Plan:
         """What :meth:`run` would do now with each task (restore its saved result, or run
         it, and why), without running or writing anything."""
-        from ._run import fingerprints, manager
+        from ._run import fingerprints, manager, run_key
         from .persistence.plan import make_plan
 
         merged = {**self.params, **(params or {})}
@@ -316,7 +331,7 @@ class Workflow:
             )
         return manager(self).plan(
             self.name, graph.order, graph.upstream, prints,
-            resume=self.resume and not fresh,
+            resume=self.resume and not fresh, key=run_key(self, merged),
         )
 
     # -- binding ---------------------------------------------------------------------
@@ -379,3 +394,17 @@ def _is_store(obj: object) -> bool:
     from .persistence.store import StateStore
 
     return isinstance(obj, StateStore)
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _caller_file() -> str | None:
+    """The first file up the stack outside FlowForge: where the workflow is defined."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if not path.startswith(_PACKAGE) and not path.startswith("<frozen"):
+            return path if not path.startswith("<") else None
+        frame = frame.f_back  # type: ignore[assignment]
+    return None

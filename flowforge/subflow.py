@@ -110,6 +110,8 @@ class SubflowTask(Task):
             durability=parent.durability if parent is not None else flow.durability,
             state_store=parent.state_store if parent is not None else flow.state_store,
         )
+        nested.defined_in = flow.defined_in  # its runs' key: where the subflow is defined
+        nested.source = flow.source
         for inner in flow.dag.tasks.values():
             # An inner subflow is copied so that its parent is this nested run, not the
             # workflow it was defined in: its state and events follow the outermost run.

@@ -141,28 +141,20 @@ def test_force_ends_the_child_process_a_task_in_the_driver_started(tmp_path):
     assert wait_until(lambda: not _alive(child), 10, "the task's child to end")
 
 
-def test_without_force_a_process_workers_child_survives_and_force_ends_it(tmp_path):
-    """The process executor kills the worker; its `sleep` child is re-parented and
-    lives on unless --force was given."""
-    for force in (False, True):
-        folder = tmp_path / str(force)
-        folder.mkdir()
-        proc = _start(folder, "child", "process")
-        child = int(wait_until(lambda f=folder: (f / "child.pid").exists()
-                               and (f / "child.pid").read_text(), 30, "the child's pid"))
-        try:
-            args = ["cancel", _run_id(folder)] + (["--force"] if force else [])
-            assert _flowforge(folder, *args).returncode == 0
-            proc.communicate(timeout=30)
-            if force:
-                assert wait_until(lambda c=child: not _alive(c), 10, "the child to end")
-            else:
-                assert _alive(child)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            if _alive(child):
-                psutil.Process(child).kill()
+def test_force_ends_a_process_workers_child_too(tmp_path):
+    """--force: the `sleep` a process-executor task started ends with its worker."""
+    proc = _start(tmp_path, "child", "process")
+    child = int(wait_until(lambda: (tmp_path / "child.pid").exists()
+                           and (tmp_path / "child.pid").read_text(), 30, "the child's pid"))
+    try:
+        assert _flowforge(tmp_path, "cancel", _run_id(tmp_path), "--force").returncode == 0
+        proc.communicate(timeout=30)
+        assert wait_until(lambda: not _alive(child), 10, "the child to end")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if _alive(child):
+            psutil.Process(child).kill()
 
 
 def _alive(pid: int) -> bool:

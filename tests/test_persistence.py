@@ -252,8 +252,9 @@ def test_changed_options_invalidate(opts, store):
     assert plan["c"].reason == "upstream 'b' runs again" or plan["c"].action == RUN
 
 
-def test_changed_params_invalidate_only_the_tasks_that_read_them(opts, store):
-    """A task taking a param whose value changed runs again; the others are restored."""
+def test_other_params_start_a_fresh_run_and_the_same_params_resume(opts, store):
+    """A run with other params is not a resume of the failed one (its run key differs:
+    see tests/test_runkey.py); the plan says so. The same params restore what finished."""
     def build():
         with workflow("w", executor="sequential", state_store=store, **opts) as wf:
 
@@ -273,11 +274,13 @@ def test_changed_params_invalidate_only_the_tasks_that_read_them(opts, store):
 
         return wf
 
-    build().run(params={"n": 1})
+    failed = build().run(params={"n": 1})
     plan = build().plan(params={"n": 2})
-    assert (plan["a"].action, plan["a"].reason) == (RUN, "params changed")
-    assert plan["b"].action == RESTORE
-    assert build().plan(params={"n": 1})["a"].action == RESTORE
+    assert plan.run_id is None and plan["a"].action == RUN and plan["b"].action == RUN
+    assert any(f"did not resume run {failed.run_id} (failed): it ran with other params "
+               "('n' differ)" in note for note in plan.notes), plan.notes
+    same = build().plan(params={"n": 1})
+    assert same.run_id == failed.run_id and same["a"].action == RESTORE
 
 
 def test_results_from_other_versions_are_not_trusted(opts, store, monkeypatch):

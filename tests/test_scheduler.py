@@ -218,23 +218,57 @@ def test_backward_clock_jump_fires_nothing_extra(opts):
     assert len(runs) == 2
 
 
-def test_a_failed_run_resumes_at_the_next_fire_and_the_schedule_goes_on(opts):
-    """A failure does not stop the schedule; the next fire resumes the same run."""
+def test_each_fire_is_its_own_run_and_a_failed_one_is_retried_only_when_asked(opts):
+    """A failure does not stop the schedule; the next fire is a run of its own (it never
+    resumes another fire's run), and sees its fire time as ctx.scheduled_for. With
+    retries=1 a failed fire runs again at once, resuming its own run."""
     clock = WallClock(datetime(2026, 11, 23, 9, 59, tzinfo=UTC))
-    runs = []
+    runs: list[str] = []
+    seen: list[object] = []
     fail = [True]
+    with workflow("job", executor="sequential", **opts) as wf:
+
+        @task
+        def work(ctx):
+            runs.append(ctx.run_id)
+            seen.append(ctx.scheduled_for)
+            if fail[0]:
+                raise RuntimeError("scheduled run failed")
+            return len(runs)
+
     sched = Scheduler(clock=clock)
-    sched.add(counting_workflow(opts, runs, fail=lambda: fail[0]), cron="0 * * * *")
+    sched.add(wf, cron="0 * * * *")
     clock.advance(minutes=2)
     sched.run_pending()
     assert sched.jobs()[0].last_status == "failed"
     fail[0] = False
     clock.advance(hours=1)
     sched.run_pending()
-    info = sched.jobs()[0]
-    assert info.last_status == "succeeded"
+    assert sched.jobs()[0].last_status == "succeeded"
     saved = PersistenceManager("state").runs("job")
-    assert len(saved) == 1 and saved[0].resumes == 1 and runs[0] == runs[1]
+    assert len(saved) == 2 and runs[0] != runs[1] and all(r.resumes == 0 for r in saved)
+    assert seen == [datetime(2026, 11, 23, 10, 0, tzinfo=UTC),
+                    datetime(2026, 11, 23, 11, 0, tzinfo=UTC)]
+    assert {r.scheduled_for for r in saved} == {"2026-11-23T10:00:00+00:00",
+                                                 "2026-11-23T11:00:00+00:00"}
+
+    tries: list[int] = []
+    with workflow("retry-job", executor="sequential", **opts) as flaky:
+
+        @task
+        def once():
+            tries.append(1)
+            if len(tries) == 1:
+                raise RuntimeError("the fire's first attempt fails")
+            return "ok"
+
+    retried = Scheduler(clock=clock)
+    retried.add(flaky, cron="30 * * * *", retries=1)
+    clock.advance(minutes=30)
+    retried.run_pending()
+    assert retried.jobs()[0].last_status == "succeeded" and len(tries) == 2
+    (run,) = PersistenceManager("state").runs("retry-job")
+    assert run.status == "succeeded" and run.resumes == 1  # the retry resumed its run
 
 
 def test_pause_resume_remove(opts):

@@ -65,7 +65,7 @@ class Arguments:
             context={
                 "run_id": spec.run_id, "workflow": spec.workflow, "params": spec.params,
                 "log_file": spec.log_file, "log_console": spec.log_console,
-                "resumed": resumed,
+                "resumed": resumed, "scheduled_for": spec.scheduled_for,
             },
             gpus_of=gpus_of,
         )

@@ -18,11 +18,12 @@ running attempts or for a retry that is due later.
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Callable
 from enum import Enum
 
-__all__ = ["CancelToken", "Stop"]
+__all__ = ["SIGNAL_MAIN", "CancelToken", "Interrupter", "Stop", "interrupter_for"]
 
 
 class Stop(Enum):
@@ -74,3 +75,51 @@ class CancelToken:
     def __repr__(self) -> str:
         causes = ", ".join(sorted(c.value for c in self.causes)) or "none"
         return f"CancelToken(stopping={self.stopping}, causes={causes})"
+
+class Interrupter:
+    """Raises KeyboardInterrupt in one thread, from another: how ``Engine.cancel`` stops
+    an attempt that runs in the loop's own thread. It lands at the thread's next Python
+    line; C code it is in (a sleep, a socket read) finishes first."""
+
+    def __init__(self, thread: threading.Thread | None) -> None:
+        self._ident = None if thread is None else thread.ident
+
+    def send(self) -> None:
+        if self._ident is not None:
+            import ctypes
+
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(self._ident), ctypes.py_object(KeyboardInterrupt))
+
+    def withdraw(self) -> None:
+        """Drop an interrupt not delivered yet."""
+        if self._ident is not None:
+            import ctypes
+
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._ident), None)
+
+
+class _SignalMain(Interrupter):
+    """Interrupts the main thread as Ctrl-C does: SIGINT (cuts a sleep short too)."""
+
+    def send(self) -> None:
+        main = threading.main_thread().ident
+        assert main is not None
+        signal.pthread_kill(main, signal.SIGINT)
+
+    def withdraw(self) -> None:
+        """A SIGINT delivered after the run ends is the host's (as Ctrl-C then is)."""
+
+
+SIGNAL_MAIN = _SignalMain(None)
+
+
+def interrupter_for(thread: threading.Thread | None) -> Interrupter:
+    """How to interrupt an attempt running in ``thread`` (None: nothing runs yet)."""
+    if thread is None:
+        return Interrupter(None)
+    if thread is threading.main_thread() and (
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ):
+        return SIGNAL_MAIN
+    return Interrupter(thread)

@@ -92,6 +92,10 @@ class Attempt:
     future: Future[Any] | None = None
 
 
+#: An attempt measured to take less than this may run where a cancel cannot abandon it.
+QUICK_SECONDS = 0.005
+
+
 def exit_error(name: str, exc: SystemExit) -> TaskExitError:
     """What a task that called ``sys.exit()`` is reported with."""
     code = exc.code
@@ -168,13 +172,23 @@ class Dispatcher:
         self._timers = timers  # an attempt is alone (nothing else ready or due)
         self._limited = limited  # admission control is on: never batch an attempt
         #: Attempts may run in the loop's own thread (the executor says when): not when
-        #: the run has a timeout, nor when a cancel request could not interrupt them.
+        #: the run has a timeout. ``inline_alone``: also a lone attempt of an executor
+        #: that has threads of its own (thread), which a cancel could otherwise abandon.
         self.inline = inline
+        self.inline_alone = True
+        #: Where a cancel cannot interrupt the loop's thread by SIGINT (see Engine.run),
+        #: a sequential attempt runs there only once its code is measured to be quick:
+        #: one that may block long goes to the run's attempt thread, which a cancel can
+        #: abandon (a hand-over costs tens of microseconds: quick ones stay here).
+        self.quick_only = False
+        self._quick: dict[Any, float] = {}  # code -> its attempts' running average
+        self._measuring: dict[Future[Any], Any] = {}  # attempt thread's futures -> code
         #: A cancel asked to end the attempts' child processes too (``--force``).
         self.force = False
         self._ahead = send_ahead  # attempts may wait in busy workers' pipes (AttemptCall)
         self._pool = FixturePool()
         self._memory: MemoryWatch | None = None
+        self._offload: Executor | None = None  # see _attempt_thread
         self.can = {ex: Abilities.of(ex) for ex in self.executors()}
 
     # -- where ---------------------------------------------------------------------
@@ -219,8 +233,10 @@ class Dispatcher:
                 return False, exc, 0.0
         timeout = b.task.timeout
         if timeout is None and (
-            can.here_busy or (can.here_alone and not self.running and not self._ready
-                              and not self._timers.delayed and self._timers.token_due is None)
+            (can.here_busy and (not self.quick_only or self._is_quick(b.call)))
+            or (can.here_alone and self.inline_alone and not self.running
+                and not self._ready
+                and not self._timers.delayed and self._timers.token_due is None)
         ) and self.inline:
             self.current = name
             t0 = perf_counter()
@@ -232,6 +248,8 @@ class Dispatcher:
                 self.current = None
                 return False, _task_error(name, exc), perf_counter() - t0
             self.current = None
+            if self.quick_only:
+                self._note(getattr(b.call, "__code__", b.call), perf_counter() - t0)
             if value.__class__ is CoroutineType:
                 return False, _coroutine_error(name, value), perf_counter() - t0
             return True, value, perf_counter() - t0
@@ -245,6 +263,8 @@ class Dispatcher:
         self.current = None
         attempt.future = future
         self.running[future] = attempt
+        if self.quick_only and can.here_busy and timeout is None:
+            self._measuring[future] = getattr(b.call, "__code__", b.call)
         self.inflight[ex] = self.inflight.get(ex, 0) + 1
         if self._limited and can.worker_processes is not None:
             self._watch_memory(attempt, future, can.worker_processes)
@@ -258,10 +278,14 @@ class Dispatcher:
         ex = attempt.executor
         if can.in_process is not None:
             # An executor that runs work in the caller's thread (the sequential one)
-            # gets here only when the loop must not block: a timed attempt, or a run
-            # with a deadline. Its submit would block all the same: submit_timed.
-            if timed or can.here_busy:
+            # gets here only when the loop must not block: a timed attempt, a run with a
+            # deadline, or one a cancel could not interrupt here (see Engine.run). Its
+            # submit would block all the same: a timed attempt gets a thread of its own
+            # (abandoned at its timeout), the others the run's one attempt thread.
+            if timed:
                 return can.in_process.submit_timed(b.call, **kwargs)
+            if can.here_busy:
+                return self._attempt_thread().submit(b.call, **kwargs)
             return ex.submit(b.call, **kwargs)
         gpus = self._admission.gpus_of(attempt.name, attempt.index)
         env = None if gpus is None else {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
@@ -274,6 +298,22 @@ class Dispatcher:
         from .._private.remote import pack_call, run_packed
 
         return ex.submit(run_packed, pack_call(b.task, kwargs, env, policy), attempt.name)
+
+    def _is_quick(self, call: Any) -> bool:
+        return self._quick.get(getattr(call, "__code__", call), 1.0) < QUICK_SECONDS
+
+    def _note(self, code: Any, seconds: float) -> None:
+        old = self._quick.get(code)
+        self._quick[code] = seconds if old is None else old + 0.2 * (seconds - old)
+
+    def _attempt_thread(self) -> Executor:
+        """One thread for this run's attempts that may not run in the loop's thread (a
+        thread per attempt would cost its start each time)."""
+        if self._offload is None:
+            from ..executors.thread import ThreadExecutor
+
+            self._offload = ThreadExecutor(1)
+        return self._offload
 
     def _watch_memory(
         self, attempt: Attempt, future: Future[Any], ex: WorkerProcesses
@@ -317,6 +357,10 @@ class Dispatcher:
         duration = getattr(future, "ran_for", None)  # as measured by a batching worker
         if duration is None:
             duration = perf_counter() - attempt.started
+        if self._measuring:
+            code = self._measuring.pop(future, None)
+            if code is not None:
+                self._note(code, duration)
         name = attempt.name
         over = None if self._memory is None else self._memory.exceeded.pop(future, None)
         if over is not None:
@@ -402,6 +446,8 @@ class Dispatcher:
         attempts were killed or abandoned)."""
         if self._memory is not None:
             self._memory.stop()
+        if self._offload is not None:  # an abandoned attempt keeps its daemon thread
+            self._offload.shutdown(wait=False)
         for ex in self.executors():
             try:
                 ex.shutdown(wait=True)

@@ -35,7 +35,6 @@ trigger) and the rest goes on.
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from collections import deque
@@ -55,7 +54,7 @@ from ..result import RunResult
 from ..states import TaskState
 from .admission import NullAdmission, RunAdmission, Wait
 from .arguments import Arguments
-from .cancel import CancelToken, Stop
+from .cancel import SIGNAL_MAIN, CancelToken, Stop, interrupter_for
 from .dispatch import Attempt, Dispatcher, Outcome, timeout_error
 from .fanout import FanOut, Step
 from .gate import Fail, Gate
@@ -124,7 +123,8 @@ class Engine:
         self._publish = self._ledger.publish
         self._first_error: BaseException | None = None
         self._running_stopped = False
-        self._interrupt = False  # cancel() may interrupt the loop's thread with SIGINT
+        self._interrupt = interrupter_for(None)  # how cancel() stops an attempt run here
+        self._interrupted = False  # cancel() asked that of the loop's thread
         self._started = time.time()
 
     # -- the run ---------------------------------------------------------------------
@@ -133,14 +133,15 @@ class Engine:
         """Run every task that is not restored; return the run's result."""
         started = self._started = time.time()
         t0 = time.perf_counter()
-        # An attempt running in this thread stops for cancel() only by a SIGINT, which
-        # only a main thread with Python's own handler turns into KeyboardInterrupt.
-        # Elsewhere (a scheduler's thread, SIGINT ignored) a run that can be cancelled
-        # from outside runs no attempt here, so it can abandon any.
-        self._interrupt = (threading.current_thread() is threading.main_thread()
-                           and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
-        if self._session is not None and not self._interrupt:
-            self._dispatch.inline = False
+        # cancel() stops an attempt running in this thread as Ctrl-C would: by SIGINT in
+        # a main thread whose handler raises KeyboardInterrupt (it also cuts a sleep
+        # short). Elsewhere (a scheduler's thread, SIGINT ignored) it can only raise
+        # KeyboardInterrupt at the thread's next Python line, so only attempts measured
+        # to be quick run here; the others go where a cancel can abandon them.
+        self._interrupt = interrupter_for(threading.current_thread())
+        if self._session is not None and self._interrupt is not SIGNAL_MAIN:
+            self._dispatch.inline_alone = False
+            self._dispatch.quick_only = True
         self._publish(
             WorkflowStarted, total_tasks=len(self.tasks),
             executor=executor_label or getattr(self._dispatch.default, "name", "custom"),
@@ -154,6 +155,8 @@ class Engine:
         except KeyboardInterrupt:
             self._cancel(Stop.CANCEL, "interrupted (Ctrl-C)")
         finally:
+            if self._interrupted:  # one sent as the attempt ended must not land later
+                self._interrupt.withdraw()
             self._store.hold()  # before the executors stop: a cluster's results go too
             self._dispatch.shutdown()
             self._store.remove_files()
@@ -480,12 +483,9 @@ class Engine:
         of the running attempts."""
         dispatch = self._dispatch
         dispatch.force = dispatch.force or force
-        if self.token.cancel(Stop.CANCEL, reason) and self._interrupt and (
-            dispatch.current is not None
-        ):  # an attempt runs in the loop's (main) thread: interrupt it
-            main = threading.main_thread().ident
-            assert main is not None
-            signal.pthread_kill(main, signal.SIGINT)
+        if self.token.cancel(Stop.CANCEL, reason) and dispatch.current is not None:
+            self._interrupted = True  # an attempt runs in the loop's thread: stop it
+            self._interrupt.send()
 
     def _cancel(self, cause: Stop, reason: str) -> None:
         """Stop the run through its token, and act on it at once in this thread."""
@@ -519,3 +519,4 @@ class Engine:
         if self._first_error is None or not isinstance(self._first_error, StateError):
             self._first_error = error
         self.token.cancel(Stop.STATE, "saving the run's state failed")
+

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -43,3 +44,4 @@ class RunSpec:
     fixtures: Mapping[str, FixtureRef] = field(default_factory=dict)
     admission: Admission | None = None
     requests: Mapping[str, Request] = field(default_factory=dict)
+    scheduled_for: datetime | None = None  # a scheduler's fire time (TaskContext)

@@ -393,18 +393,28 @@ def _resume(args: argparse.Namespace) -> int:
         raise ValueError(f"no saved run {args.run_id!r} in {args.state_dir!r}")
     if info.status in ("succeeded", "running"):
         raise ValueError(f"run {args.run_id} is {info.status}: there is nothing to resume")
-    last = manager.runs(info.workflow)[0]
-    if last.run_id != info.run_id:
-        raise ValueError(
-            f"run {args.run_id} is not the last run of {info.workflow!r} ({last.run_id} is); "
-            "only the last run of a workflow can be resumed"
-        )
     target = args.target or info.target
     if not target:
         raise ValueError("the run did not save which file defines its workflow; pass it")
     wf = pick(load(target), info.workflow, target)
     wf.state_dir = args.state_dir
-    result = wf.run(params=info.params)  # the same params: nothing looks changed
+    # The same params and fire time make the same run key: this run resumes the newest
+    # run of that key, which must be this one.
+    from .._run import run_key
+
+    when = None if info.scheduled_for is None else datetime.fromisoformat(info.scheduled_for)
+    params = {**wf.params, **(info.params or {})}
+    key = run_key(wf, params, when)
+    why = key.differs_from(info)
+    if why is not None:
+        raise ValueError(f"run {args.run_id} cannot be resumed from {target}: {why}")
+    newer = next((r for r in manager.runs(info.workflow) if key.matches(r)), info)
+    if newer.run_id != info.run_id:
+        raise ValueError(
+            f"run {args.run_id} has a newer run of the same file and params "
+            f"({newer.run_id}, {newer.status}); resume that one"
+        )
+    result = wf.run(params=info.params, scheduled_for=when)
     if result.status == "cancelled":
         return CANCELLED
     return OK if result.ok else FAILED

@@ -50,6 +50,7 @@ def load_definition(path: str) -> Workflow:
         concurrency=data.get("concurrency"),
     )
     wf.param_types = {k: dict(v) for k, v in params.items()}
+    wf.defined_in = os.path.abspath(path)  # its runs' key: this file, not the loader
     wf.definition = {"path": os.path.abspath(path), "schedule": data.get("schedule"),
                      "version": data.get("version"), "description": data.get("description")}
     shared = _fixtures_of(data, path, lines)

@@ -25,6 +25,7 @@ from .files import FileStore
 from .journal import JournalState, load_result, read_journal
 from .plan import Plan, make_plan
 from .records import DB_FILE, MAPPED, RunInfo, TaskRecord
+from .runkey import RunKey
 from .session import RunSession
 from .store import StateStore, UnreadableRun
 
@@ -223,13 +224,25 @@ class PersistenceManager:
 
     # -- what Workflow.run() and Workflow.plan() use -----------------------------------
 
-    def _resumable(self, workflow: str) -> RunInfo | None:
-        """The workflow's newest run if it did not succeed."""
+    def _resumable(self, workflow: str, key: RunKey | None) -> tuple[RunInfo | None, list[str]]:
+        """The newest run of ``workflow`` with run key ``key`` (None: any) if it did not
+        succeed; and why a newer unfinished run of another key was not taken."""
         runs = self.store.list_runs(workflow)  # no liveness check: not-succeeded is enough
         if not runs:
-            return None
-        last = max(runs, key=lambda i: (i.started, i.run_id))
-        return last if last.status != RunStatus.SUCCEEDED.value else None
+            return None, []
+        runs.sort(key=lambda i: (i.started, i.run_id), reverse=True)
+        notes = []
+        newest = runs[0]
+        why = None if key is None else key.differs_from(newest)
+        if why is not None and newest.status != RunStatus.SUCCEEDED.value:
+            notes.append(f"did not resume run {newest.run_id} ({newest.status}): {why}; "
+                         "this run starts fresh")
+        last = next((i for i in runs if key is None or key.matches(i)), None)
+        if last is None or last.status == RunStatus.SUCCEEDED.value:
+            return None, notes
+        if last is not newest:
+            notes = []  # it resumes its own earlier run: the other script's is no concern
+        return last, notes
 
     def plan(
         self,
@@ -239,10 +252,11 @@ class PersistenceManager:
         fingerprints: Mapping[str, str],
         *,
         resume: bool,
+        key: RunKey | None = None,
     ) -> Plan:
-        """What a run of ``workflow`` would do now, read-only."""
-        last = self._resumable(workflow) if resume else None
-        return self._plan(workflow, order, upstream, fingerprints, last)[0]
+        """What a run of ``workflow`` with run key ``key`` would do now, read-only."""
+        last, notes = self._resumable(workflow, key) if resume else (None, [])
+        return self._plan(workflow, order, upstream, fingerprints, last, notes)[0]
 
     def _plan(
         self,
@@ -251,9 +265,9 @@ class PersistenceManager:
         upstream: Mapping[str, tuple[str, ...]],
         fingerprints: Mapping[str, str],
         last: RunInfo | None,
+        notes: list[str],
     ) -> tuple[Plan, JournalState | None]:
         journal = None
-        notes: list[str] = []
         if last is not None:
             journal = read_journal(self.store, workflow, last.run_id)
             if journal.torn:
@@ -295,17 +309,20 @@ class PersistenceManager:
         job: str | None = None,
         target: str | None = None,
         params: Mapping[str, Any] | None = None,
+        key: RunKey | None = None,
     ) -> RunSession:
-        """Lock ``workflow``, plan the run, and open its journal."""
+        """Lock ``workflow``, plan the run (resuming the newest unfinished run with run
+        key ``key``), and open its journal."""
         stack = ExitStack()
         try:
             stack.enter_context(self.store.lock(workflow))
             with paused_gc():
-                last = self._resumable(workflow) if resume else None
-                plan, journal = self._plan(workflow, order, upstream, fingerprints, last)
+                last, notes = self._resumable(workflow, key) if resume else (None, [])
+                plan, journal = self._plan(workflow, order, upstream, fingerprints, last,
+                                           notes)
                 session = RunSession(
                     self.store, workflow, last, plan, journal, fingerprints, order, new_run_id,
-                    stack, job, target, params,
+                    stack, job, target, params, key,
                 )
         except BaseException:
             stack.close()

@@ -64,6 +64,10 @@ class RunInfo:
     job: str | None = None  # the scheduler job that started it
     target: str | None = None  # the file that defined the workflow (for flowforge resume)
     params: dict[str, Any] | None = None  # the run's params, when they are plain JSON data
+    # The run key (see runkey.py): which later run may resume this one.
+    defined_in: str | None = None
+    params_digest: str | None = None
+    scheduled_for: str | None = None  # a scheduler fire's time (ISO 8601)
 
     def to_json(self) -> bytes:
         """The summary as a state header: format and versions first, then the fields."""

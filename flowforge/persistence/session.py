@@ -44,6 +44,7 @@ from .store import StateStore
 
 if TYPE_CHECKING:
     from ..result import TaskRun
+    from .runkey import RunKey
 
 __all__ = ["RunSession"]
 
@@ -70,6 +71,7 @@ class RunSession:
         job: str | None = None,
         target: str | None = None,
         params: Mapping[str, Any] | None = None,
+        key: RunKey | None = None,
     ) -> None:
         self.store = store
         self.workflow = workflow
@@ -103,6 +105,9 @@ class RunSession:
             job=job,
             target=target,
             params=_plain(params),
+            defined_in=None if key is None else key.defined_in,
+            params_digest=None if key is None else key.params_digest,
+            scheduled_for=None if key is None else key.scheduled_for,
         )
         self._where = store.where(workflow, self.run_id)
         try:

@@ -17,9 +17,12 @@ line), ``"queue"`` (it runs when the previous run ends; at most one waits) or
 the workflow lock refuses the second run).
 
 Runs are ordinary ``wf.run()`` calls in a thread of this process (``isolate=True``: a
-forked child process, so a crashing run cannot take the scheduler down); they are saved
-with the job's name, and a failed or interrupted one resumes at the next fire unless the
-job says ``resume=False``.
+forked child process, so a crashing run cannot take the scheduler down), saved with the
+job's name. Each fire is its own run, keyed by its fire time (``ctx.scheduled_for``;
+see :mod:`flowforge.persistence.runkey`): a fire never resumes another fire's run. A
+fire that was running when the scheduler died is resumed when it starts again; a failed
+fire runs again only as the job's ``retries=`` say (after ``retry_delay`` seconds),
+resuming its own run. ``resume=False`` starts those again from scratch instead.
 """
 
 from __future__ import annotations
@@ -80,6 +83,9 @@ class _ScheduledJob:
     isolate: bool
     anchor: datetime  # fires strictly after this are still to handle
     enabled: bool = True
+    retries: int = 0  # how often a failed fire runs again
+    retry_delay: float = 0.0
+    interrupted: datetime | None = None  # a fire the last scheduler died running
     running: list[threading.Thread] = field(default_factory=list)
     queued: datetime | None = None
 
@@ -121,10 +127,26 @@ class Scheduler:
         catchup: str = "latest",
         resume: bool = True,
         isolate: bool = False,
+        retries: int = 0,
+        retry_delay: float = 0.0,
     ) -> JobInfo:
         """Schedule ``wf``: ``cron=`` (5 fields or an alias, in ``timezone``) or ``at=``
         (one time). A new job first fires at its next time after now; a job the state
-        folder remembers (same name) goes on from the last fire time it handled."""
+        folder remembers (same name) goes on from the last fire time it handled, and
+        first resumes a fire it was running when its scheduler died. A failed fire runs
+        again up to ``retries`` times, ``retry_delay`` seconds apart."""
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            msg = f"retries must be a count >= 0, got {retries!r}"
+            raise ScheduleError(msg, field="retries", value=retries)
+        if isinstance(retry_delay, bool) or not isinstance(retry_delay, (int, float)) or (
+            not retry_delay >= 0
+        ):
+            msg = f"retry_delay must be seconds >= 0, got {retry_delay!r}"
+            raise ScheduleError(msg, field="retry_delay", value=retry_delay)
+        if params:
+            from .._params import check_given
+
+            check_given(wf, params)
         if (cron is None) == (at is None):
             msg = "add() takes exactly one of cron= (recurring) or at= (one time)"
             raise ScheduleError(msg, field="cron")
@@ -145,7 +167,12 @@ class Scheduler:
         elif row.get("schedule") == schedule and isinstance(row.get("added"), str):
             anchor = datetime.fromisoformat(row["added"])
         job = _ScheduledJob(job_name, wf, trigger, dict(params or {}), overlap, catchup, resume,
-                   isolate, anchor, enabled=bool(row.get("enabled", True)))
+                            isolate, anchor, enabled=bool(row.get("enabled", True)),
+                            retries=retries, retry_delay=float(retry_delay))
+        if row.get("schedule") == schedule and row.get("last_status") == "running" and (
+            isinstance(row.get("last_fire"), str)
+        ):  # the scheduler that ran this fire died: it resumes first
+            job.interrupted = datetime.fromisoformat(row["last_fire"])
         with self._lock:
             self._jobs[job_name] = job
         self._table.update(
@@ -225,6 +252,9 @@ class Scheduler:
             jobs = list(self._jobs.values())
         for job in jobs:
             fires = self._due(job, now)
+            if job.interrupted is not None and not job.running:
+                fires.insert(0, job.interrupted)
+                job.interrupted = None
             if fires:
                 thread = self._fire(job, fires)
                 if thread is not None:
@@ -305,19 +335,20 @@ class Scheduler:
 
     def _run_job(self, job: _ScheduledJob, fires: list[datetime]) -> None:
         for fire in fires:
-            # The fire time is on disk before its run starts: a restart never repeats it.
+            # The fire time is on disk before its run starts: a restart never repeats it,
+            # and "running" there says, after a crash, that this fire is to resume.
             self._table.update(job.name, last_fire=fire.isoformat(), last_status="running")
             self.events.publish(JobFired(workflow=job.workflow.name, run_id="",
                                          timestamp=time.time(), job=job.name, fire_time=fire))
-            status, run_id = "failed", None
-            try:
-                if job.isolate:
-                    status, run_id = _run_isolated(job)
-                else:
-                    result = job.workflow.run(job.params, fresh=not job.resume, job=job.name)
-                    status, run_id = result.status.value, result.run_id
-            except Exception:
-                _log.exception("scheduler: job %r could not run", job.name)
+            for attempt in range(job.retries + 1):
+                if attempt and self._stop.wait(job.retry_delay):
+                    break  # the scheduler stops: the failed fire stays failed
+                status, run_id = self._run_fire(job, fire)
+                if status != "failed":
+                    break
+                if attempt < job.retries:
+                    _log.info("scheduler: job %r (fire time %s) failed; retry %d of %d",
+                              job.name, fire.isoformat(), attempt + 1, job.retries)
             self._table.update(job.name, last_status=status, last_run_id=run_id)
             _log.info("scheduler: job %r (fire time %s) ended %s", job.name, fire.isoformat(),
                       status)
@@ -325,6 +356,18 @@ class Scheduler:
                 queued, job.queued = job.queued, None
             if queued is not None:
                 fires.append(queued)
+
+    def _run_fire(self, job: _ScheduledJob, fire: datetime) -> tuple[str, str | None]:
+        """Run (or resume) the run of one fire time: its status and run id."""
+        try:
+            if job.isolate:
+                return _run_isolated(job, fire)
+            result = job.workflow.run(job.params, fresh=not job.resume, job=job.name,
+                                      scheduled_for=fire)
+            return result.status.value, result.run_id
+        except Exception:
+            _log.exception("scheduler: job %r could not run", job.name)
+            return "failed", None
 
     def _drain_queued(self) -> None:
         """Run queued fire times whose blocking run has ended (run_pending only)."""
@@ -403,13 +446,14 @@ class Scheduler:
         return now.astimezone(UTC)
 
 
-def _run_isolated(job: _ScheduledJob) -> tuple[str, str | None]:
+def _run_isolated(job: _ScheduledJob, fire: datetime) -> tuple[str, str | None]:
     """Run the job's workflow in a forked child: its status and run id, as the child
     reports them through a pipe, or from its exit code if it died first."""
     ctx = multiprocessing.get_context("fork")
     reader, writer = ctx.Pipe(duplex=False)
     proc = ctx.Process(
-        target=_child, args=(job.workflow, job.params, not job.resume, job.name, writer)
+        target=_child,
+        args=(job.workflow, job.params, not job.resume, job.name, fire, writer),
     )
     proc.start()
     writer.close()  # the child's copy stays open: EOF means it ended without a report
@@ -427,9 +471,11 @@ def _run_isolated(job: _ScheduledJob) -> tuple[str, str | None]:
     return {0: "succeeded", 1: "failed"}.get(code or 0, f"crashed ({code})"), None
 
 
-def _child(wf: Workflow, params: dict[str, Any], fresh: bool, name: str, report: Any) -> None:
+def _child(
+    wf: Workflow, params: dict[str, Any], fresh: bool, name: str, fire: datetime, report: Any
+) -> None:
     import os
 
-    result = wf.run(params, fresh=fresh, job=name)
+    result = wf.run(params, fresh=fresh, job=name, scheduled_for=fire)
     report.send((result.status.value, result.run_id))
     os._exit(0 if result.ok else 1)

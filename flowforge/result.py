@@ -17,7 +17,7 @@ class TaskRun:
 
     __slots__ = (
         "name", "state", "attempts", "started", "finished", "duration", "error", "restored",
-        "tolerated", "waited",
+        "tolerated", "waited", "reason",
     )
 
     def __init__(self, name: str) -> None:
@@ -31,6 +31,7 @@ class TaskRun:
         self.finished: float | None = None
         self.duration: float | None = None
         self.error: BaseException | None = None
+        self.reason: str | None = None  # why it was skipped or cancelled
 
     def __repr__(self) -> str:
         err = f", error={self.error!r}" if self.error is not None else ""

@@ -132,7 +132,7 @@ def test_only_runs_that_save_nothing_send_attempts_ahead(tmp_path, autosave):
 
 def test_fail_fast_lets_the_attempt_sent_ahead_finish_and_starts_nothing_else(tmp_path):
     """An attempt sent ahead counts as running (its TaskStarted was published): after a
-    fail_fast failure it finishes; what was never sent stays PENDING."""
+    fail_fast failure it finishes; what was never sent ends CANCELLED, never started."""
     ex = ProcessExecutor(1)
     _measure(ex, "boom")
     with workflow("ff", executor=ex, autosave=False, log_dir=None,
@@ -146,7 +146,8 @@ def test_fail_fast_lets_the_attempt_sent_ahead_finish_and_starts_nothing_else(tm
     result = wf.run()
     assert result.status.value == "failed"
     states = [result.tasks[f"after{i}"].state for i in range(4)]
-    assert states == [TaskState.SUCCEEDED] + [TaskState.PENDING] * 3
+    assert states == [TaskState.SUCCEEDED] + [TaskState.CANCELLED] * 3
+    assert all(result.tasks[f"after{i}"].attempts == 0 for i in range(1, 4))
 
 
 def _count_sent_ahead(ex: ProcessExecutor) -> list[int]:

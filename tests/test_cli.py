@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from datetime import datetime
 
 import pytest
 
@@ -121,10 +122,15 @@ def test_history_status_and_list_read_the_state_folder(flow, capsys):
     assert main(["history", "--status", "succeeded"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:3] == ["WORKFLOW", "RUN_ID", "STATUS"] and len(table) == 2
-    assert main(["status", runs[0]["run_id"], "--tasks", "--json"]) == 0
+    assert runs[0]["total"] == 2 and runs[0]["succeeded"] == 1 and runs[0]["failed"] == 1
+    assert datetime.fromisoformat(runs[0]["started"]).utcoffset() is not None
+    assert main(["status", runs[0]["run_id"], "--json"]) == 0  # tasks with or without --tasks
     status = json.loads(capsys.readouterr().out)
-    states = {t["task"]: t["state"] for t in status["task_states"]}
-    assert states == {"numbers": "succeeded", "total": "failed"}
+    states = {t["task"]: (t["state"], t["attempts"]) for t in status["tasks"]}
+    assert states == {"numbers": ("succeeded", 1), "total": ("failed", 1)}
+    assert [status[k] for k in ("total", "succeeded", "failed", "cancelled", "skipped",
+                                "interrupted")] == [2, 1, 1, 0, 0, 0]
+    assert "RuntimeError" in next(t for t in status["tasks"] if t["task"] == "total")["error"]
     assert main(["list", "--json"]) == 0
     assert [r["workflow"] for r in json.loads(capsys.readouterr().out)] == ["demo"]
     assert main(["clean", "--keep", "1"]) == 0
@@ -254,7 +260,7 @@ def test_cancel_from_another_process_then_resume(tmp_path):
     final = json.loads(subprocess.run(
         [sys.executable, "-m", "flowforge", "status", run_id, "--json", "--tasks"],
         cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout)
-    assert final["status"] == "succeeded" and "1 restored" in final["tasks"]
+    assert final["status"] == "succeeded" and final["restored"] == 1
 
 
 def test_graph_to_a_picture_needs_graphviz(flow, tmp_path, capsys):

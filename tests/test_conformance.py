@@ -197,7 +197,8 @@ def test_timeout(executor, opts, tmp_path):
 def test_run_timeout(executor, opts, tmp_path):
     """workflow(timeout=) stops a long attempt when the run's time is up, on every
     executor (the sequential one too: its attempt then runs on a thread of its own), and
-    the run fails with WorkflowTimeoutError; what never started stays PENDING."""
+    the run fails with WorkflowTimeoutError; what never started ends CANCELLED, saying
+    so."""
     gate = str(tmp_path / "gate")
     with workflow("run-timeout", executor=executor, timeout=0.5, **opts) as wf:
 
@@ -219,15 +220,17 @@ def test_run_timeout(executor, opts, tmp_path):
     assert elapsed < 20, f"the run waited {elapsed:.1f}s for a 0.5s run timeout"
     assert isinstance(result.error, WorkflowTimeoutError), repr(result.error)
     assert result.status == "failed"
-    assert states(result) == {"sleepy": "cancelled", "after": "pending"}
+    assert states(result) == {"sleepy": "cancelled", "after": "cancelled"}
+    assert result.tasks["after"].reason.startswith("never started: the workflow timeout")
+    assert result.tasks["after"].attempts == 0
 
 
 # -- failure policies ------------------------------------------------------------------
 
 
-def test_fail_fast_leaves_the_rest_pending(executor, opts, tmp_path):
-    """fail_fast: after a failure nothing new starts; tasks not started stay PENDING and
-    the run fails with the task's error."""
+def test_fail_fast_cancels_what_never_started(executor, opts, tmp_path):
+    """fail_fast: after a failure nothing new starts; tasks not started end CANCELLED
+    with the reason (no task is left pending) and the run fails with the task's error."""
     seen = str(tmp_path / "a-failed")
     ran_c = str(tmp_path / "c-ran")
     with workflow("ff", executor=executor, max_workers=2, **opts) as wf:
@@ -260,12 +263,16 @@ def test_fail_fast_leaves_the_rest_pending(executor, opts, tmp_path):
         fx.touch(seen)
     assert result.status == "failed"
     assert isinstance(result.tasks["a"].error, RuntimeError)
-    assert result.tasks["b"].state is TaskState.PENDING
-    assert result.tasks["c"].state is TaskState.PENDING
+    assert result.tasks["b"].state is TaskState.CANCELLED
+    assert result.tasks["c"].state is TaskState.CANCELLED
+    assert result.tasks["c"].reason == "never started: task 'a' failed (fail_fast)"
     assert fx.count(ran_c) == 0
     # sequential runs tasks one by one, a first: slow never started
-    expected_slow = TaskState.PENDING if kind(executor) == "sequential" else TaskState.SUCCEEDED
+    expected_slow = (TaskState.CANCELLED if kind(executor) == "sequential"
+                     else TaskState.SUCCEEDED)
     assert result.tasks["slow"].state is expected_slow
+    m = result.metrics
+    assert m.succeeded + m.failed + m.cancelled + m.skipped == len(result.tasks)
 
 
 def test_continue_skips_only_downstream(executor, opts):
@@ -546,8 +553,8 @@ def test_ctrl_c_cancels(executor, tmp_path):
     out = driver.output()
     assert code == 0, f"exit code {code}:\n{out}"
     assert "status cancelled long cancelled after " in out, out
-    # The task waiting on the cancelled one never started: it stays PENDING for a resume.
-    assert out.split("after ")[-1].split()[0] == "pending", out
+    # The task waiting on the cancelled one never started: CANCELLED too (a resume runs it).
+    assert out.split("after ")[-1].split()[0] == "cancelled", out
     assert "Traceback" not in out, out
     assert elapsed < 15, f"SIGINT took {elapsed:.1f}s to stop the run"
 

@@ -256,7 +256,7 @@ def test_task_fail_fast_stops_a_continue_workflow(opts):
             return 1
 
     result = wf.run()
-    assert result.status == "failed" and result.tasks["b"].state == "pending"
+    assert result.status == "failed" and result.tasks["b"].state == "cancelled"
 
 
 def test_bad_control_options_are_definition_errors():

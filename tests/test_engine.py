@@ -60,8 +60,8 @@ def test_retry_on_limits_what_is_retried(opts):
     assert result.tasks["bad"].attempts == 1 and result.tasks["bad"].state is TaskState.FAILED
 
 
-def test_fail_fast_leaves_rest_pending(opts):
-    """fail_fast: no task starts after a failure; the rest stay PENDING."""
+def test_fail_fast_cancels_the_rest(opts):
+    """fail_fast: no task starts after a failure; the rest end CANCELLED, never started."""
     with workflow("w", executor="sequential", **opts) as wf:
 
         @task
@@ -78,8 +78,9 @@ def test_fail_fast_leaves_rest_pending(opts):
 
     result = wf.run()
     assert result.status == "failed"
-    assert result.tasks["b"].state is TaskState.PENDING
-    assert result.tasks["c"].state is TaskState.PENDING
+    assert result.tasks["b"].state is TaskState.CANCELLED
+    assert result.tasks["c"].state is TaskState.CANCELLED
+    assert result.tasks["c"].attempts == 0 and result.tasks["c"].started is None
 
 
 def test_continue_skips_downstream_only(opts):

@@ -101,15 +101,17 @@ class Ledger:
     def skipped(self, name: str, reason: str) -> None:
         rec = self.tasks[name]
         move(rec, TaskState.SKIPPED)
+        rec.reason = reason
         self._recorder.ended(rec)
         self.publish(TaskSkipped, task=name, attempt=rec.attempts, reason=reason)
         self.ended_without_result(name)
 
     def cancelled(self, name: str, reason: str) -> None:
-        """Cancel ``name`` if it runs; a task that never started stays PENDING."""
+        """Cancel ``name`` if it runs (one that never started: see cancel_leftovers)."""
         rec = self.tasks[name]
         if rec.state is _RUNNING:
             move(rec, TaskState.CANCELLED)
+            rec.reason = reason
             self._recorder.ended(rec)
             self.publish(TaskCancelled, task=name, attempt=rec.attempts, reason=reason)
 
@@ -120,11 +122,16 @@ class Ledger:
         rs.done(name)
         self._ready.extend(rs.get_ready())
 
-    def cancel_leftovers(self) -> None:
-        """At the run's end nothing is left RUNNING: what still is was cut short."""
+    def cancel_leftovers(self, why: str) -> None:
+        """At the run's end no task is left RUNNING or PENDING: what still runs was cut
+        short; what never started is CANCELLED too, with ``why`` the run stopped (no
+        event and no save: it never started, and a resume runs it in any case)."""
         for name, rec in self.tasks.items():
             if rec.state is _RUNNING:
                 self.cancelled(name, (
                     "the run stopped before all its items or iterations ran"
                     if name in self._fans else "the run stopped while it started"
                 ))
+            elif rec.state is _PENDING:
+                move(rec, TaskState.CANCELLED)
+                rec.reason = f"never started: {why}"

@@ -160,7 +160,7 @@ class Engine:
             self._store.hold()  # before the executors stop: a cluster's results go too
             self._dispatch.shutdown()
             self._store.remove_files()
-        self._ledger.cancel_leftovers()
+        self._ledger.cancel_leftovers(self.token.reason or "the run stopped")
         return summarize(
             workflow=self.workflow, run_id=self.run_id, tasks=self.tasks, values=self.results,
             token=self.token, first_error=self._first_error, timeout=self._timeout,

@@ -6,7 +6,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -302,7 +303,8 @@ def _list(args: argparse.Namespace) -> int:
     latest: dict[str, Any] = {}
     for row in _run_rows(args, None):
         latest.setdefault(row["workflow"], row)
-    _output(args, list(latest.values()), ["workflow", "run_id", "status", "started", "tasks"])
+    _output(args, list(latest.values()), ["workflow", "run_id", "status", "started", "tasks"],
+            _text_row)
     return OK
 
 
@@ -311,7 +313,7 @@ def _history(args: argparse.Namespace) -> int:
     if args.status:
         rows = [r for r in rows if r["status"] == args.status]
     _output(args, rows[: args.limit],
-            ["workflow", "run_id", "status", "started", "duration", "tasks"])
+            ["workflow", "run_id", "status", "started", "duration", "tasks"], _text_row)
     return OK
 
 
@@ -327,8 +329,8 @@ def _run_rows(args: argparse.Namespace, workflow: str | None) -> list[dict[str, 
               f"{bad.reason}", file=sys.stderr)
         dated.append((bad.modified or 0.0, {
             "workflow": bad.workflow, "run_id": bad.run_id, "status": "unreadable",
-            "started": _when(bad.modified), "duration": None, "tasks": "", "job": None,
-            "reason": bad.reason}))
+            "started": _when(bad.modified), "finished": None, "duration": None,
+            "total": None, "job": None, "reason": bad.reason}))
     dated.sort(key=lambda pair: (pair[0], pair[1]["run_id"]), reverse=True)
     return [row for _, row in dated]
 
@@ -336,17 +338,20 @@ def _run_rows(args: argparse.Namespace, workflow: str | None) -> list[dict[str, 
 def _status(args: argparse.Namespace) -> int:
     saved = _manager(args).load(args.run_id)
     row = _run_row(saved.info)
-    tasks = [
-        {"task": r.name, "state": r.state.value, "attempts": r.attempts,
-         "duration": None if r.duration is None else round(r.duration, 3),
-         "error": r.error or ""}
-        for r in saved.tasks.values()
-    ]
-    if args.json:
-        _print_json({**row, "task_states": tasks if args.tasks else None})
+    tasks = []
+    for name, state in saved.states.items():
+        rec = saved.tasks.get(name)
+        tasks.append({
+            "task": name, "state": state, "attempts": 0 if rec is None else rec.attempts,
+            "duration": None if rec is None or rec.duration is None else round(rec.duration, 3),
+            "error": None if rec is None else rec.error,
+        })
+    if args.json:  # --tasks changes only the text
+        _print_json({**row, "tasks": tasks})
         return OK
-    for key, value in row.items():
-        print(f"{key:>9}: {value}")
+    for key, value in _text_row(row).items():
+        if value is not None:
+            print(f"{key:>9}: {value}")
     if args.tasks:
         print()
         _table(tasks, ["task", "state", "attempts", "duration", "error"])
@@ -559,27 +564,57 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 def _when(stamp: float | None) -> str | None:
+    """A time as ISO 8601 with its offset, in this machine's zone."""
     if stamp is None:
         return None
-    return datetime.fromtimestamp(stamp).isoformat(sep=" ", timespec="seconds")
+    return datetime.fromtimestamp(stamp).astimezone().isoformat(timespec="seconds")
+
+
+_COUNTS = ("succeeded", "failed", "cancelled", "skipped", "interrupted")
 
 
 def _run_row(info: Any) -> dict[str, Any]:
-    duration = None if info.finished is None else round(info.finished - info.started, 3)
+    """A run for --json: counts as integers named after the states, ISO times; a run
+    still going has lasted until now."""
+    end = info.finished
+    if end is None and info.status == "running":
+        end = time.time()
+    running = info.total - sum(getattr(info, c) for c in _COUNTS)
     return {"workflow": info.workflow, "run_id": info.run_id, "status": info.status,
-            "started": _when(info.started), "duration": duration,
-            "tasks": f"{info.succeeded}/{info.total} ok, {info.failed} failed"
-                     + (f", {info.restored} restored" if info.restored else ""),
-            "job": info.job}
+            "started": _when(info.started), "finished": _when(info.finished),
+            "duration": None if end is None else round(end - info.started, 3),
+            "total": info.total, **{c: getattr(info, c) for c in _COUNTS},
+            "running": running if info.status == "running" else 0,
+            "restored": info.restored, "job": info.job}
 
 
-def _output(args: argparse.Namespace, rows: list[dict[str, Any]], columns: list[str]) -> None:
+def _text_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A --json row as the text tables show it: times to the second, counts in one cell."""
+    out = dict(row)
+    for key in ("started", "finished"):
+        if out.get(key):
+            out[key] = out[key][:19].replace("T", " ")
+    if row.get("total") is not None:
+        parts = [f"{row['succeeded']}/{row['total']} ok"]
+        parts += [f"{row[c]} {c}" for c in ("failed", "cancelled", "skipped", "interrupted",
+                                              "running", "restored") if row.get(c)]
+        out["tasks"] = ", ".join(parts)
+    for key in (*_COUNTS, "total", "running", "restored"):
+        out.pop(key, None)
+    return out
+
+
+def _output(
+    args: argparse.Namespace, rows: list[dict[str, Any]], columns: list[str],
+    as_text: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> None:
     if getattr(args, "json", False):
         _print_json(rows)
-    elif not rows:
+        return
+    if not rows:
         print("nothing yet")
-    else:
-        _table(rows, columns)
+        return
+    _table([as_text(r) for r in rows] if as_text is not None else rows, columns)
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:

@@ -53,9 +53,24 @@ class JournalState:
         #: Per task, its saved map items or loop iterations: index -> (slot, record).
         self.units: dict[str, dict[int, tuple[JournalEntry, TaskRecord]]] = {}
         self.known: set[str] = set()
+        #: Each task's upstream tasks, from the newest header that names them.
+        self.upstream: dict[str, list[str]] = {}
         self.frames = 0
         self.torn = False
+        self._order: list[str] = []  # the newest header's task order
+
+    def known_order(self) -> list[str]:
+        """Every known task, in the newest header's order (others after, by name)."""
+        return self._order + sorted(self.known - set(self._order))
         self.scan: Any = None
+
+
+def _upstream(tasks: list[str], deps: list[Any]) -> dict[str, list[str]]:
+    """Each task's upstreams from a header's ``deps`` (indices into ``tasks``)."""
+    try:
+        return {name: [tasks[i] for i in ups] for name, ups in zip(tasks, deps, strict=True)}
+    except (TypeError, IndexError):  # a header this version cannot read: no readiness
+        return {}
 
 
 def read_journal(store: StateStore, workflow: str, run_id: str) -> JournalState:
@@ -76,7 +91,12 @@ def read_journal(store: StateStore, workflow: str, run_id: str) -> JournalState:
             head = _frames.read_header(payload, where)
             python = str(head.get("python", ""))
             cloudpickle = str(head.get("cloudpickle", ""))
-            out.known.update(head.get("tasks", ()))
+            tasks = head.get("tasks", ())
+            out.known.update(tasks)
+            out._order = list(tasks)
+            deps = head.get("deps")
+            if isinstance(deps, list) and len(deps) == len(tasks):
+                out.upstream = _upstream(tasks, deps)
             continue
         try:
             (n,) = unpack(payload, 1)

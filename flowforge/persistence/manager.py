@@ -24,6 +24,7 @@ from .cancelling import CancelRequest, request_cancel
 from .files import FileStore
 from .journal import JournalState, load_result, read_journal
 from .plan import Plan, make_plan
+from .progress import counts, task_states
 from .records import DB_FILE, MAPPED, RunInfo, TaskRecord
 from .runkey import RunKey
 from .session import RunSession
@@ -64,13 +65,15 @@ class SavedRun:
 
     def __init__(
         self, info: RunInfo, tasks: dict[str, TaskRecord], results: Mapping[str, Any],
-        known: frozenset[str] = frozenset(),
+        known: frozenset[str] = frozenset(), states: Mapping[str, str] | None = None,
     ) -> None:
         self.info = info
         self.tasks = tasks
         self.results = results
         #: Every task of the run, finished or not (from the journal's headers).
         self.known = known | tasks.keys()
+        #: Every task's state as people read it (see :mod:`.progress`), in run order.
+        self.states: dict[str, str] = dict(states or {})
 
     @property
     def run_id(self) -> str:
@@ -119,9 +122,27 @@ class PersistenceManager:
                     locked[info.workflow] = self.store.is_locked(info.workflow)
                 if not locked[info.workflow]:
                     info = replace(info, status="interrupted")
+                info = self._with_progress(info)
             out.append(info)
         out.sort(key=lambda i: (i.started, i.run_id), reverse=True)
         return out
+
+    def _with_progress(self, info: RunInfo) -> RunInfo:
+        """A running or interrupted run's counts, from its journal (its summary has
+        them only once it ends); an interrupted run ends at its last finished task."""
+        try:
+            journal = read_journal(self.store, info.workflow, info.run_id)
+        except (StateError, OSError):
+            return info  # listed as it is; loading it says what is wrong
+        states = task_states(info.status, journal.known_order(), journal.records,
+                             journal.upstream)
+        got = counts(states)
+        last = max((r.finished for r in journal.records.values() if r.finished), default=None)
+        return replace(
+            info, succeeded=got["succeeded"], failed=got["failed"], skipped=got["skipped"],
+            cancelled=got["cancelled"], interrupted=got["interrupted"],
+            finished=last if info.status == "interrupted" else None,
+        )
 
     def load(self, run_id: str, workflow: str | None = None) -> SavedRun:
         """The saved state of ``run_id``: its info, task records and results."""
@@ -144,7 +165,12 @@ class PersistenceManager:
         from ..result import Results
 
         names = [n for n, r in journal.records.items() if r.saved]
-        return SavedRun(info, journal.records, Results({}, names, load), frozenset(journal.known))
+        if info.status in (RunStatus.RUNNING.value, "interrupted"):
+            info = self._with_progress(info)
+        states = task_states(info.status, journal.known_order(), journal.records,
+                             journal.upstream)
+        return SavedRun(info, journal.records, Results({}, names, load),
+                        frozenset(journal.known), states)
 
     def request_cancel(
         self, run_id: str, request: CancelRequest, workflow: str | None = None
@@ -294,6 +320,8 @@ class PersistenceManager:
             known=set() if journal is None else journal.known,
             versions=_frames.current_versions(),
             notes=notes,
+            # still "running" although this process now holds the lock: its process died
+            interrupted=last is not None and last.status == RunStatus.RUNNING.value,
         )
         return plan, journal
 
@@ -322,7 +350,7 @@ class PersistenceManager:
                                            notes)
                 session = RunSession(
                     self.store, workflow, last, plan, journal, fingerprints, order, new_run_id,
-                    stack, job, target, params, key,
+                    stack, job, target, params, key, upstream,
                 )
         except BaseException:
             stack.close()

@@ -116,6 +116,7 @@ def make_plan(
     known: frozenset[str] | set[str],
     versions: Mapping[str, str],
     notes: list[str] | None = None,
+    interrupted: bool = False,
 ) -> Plan:
     """Decide each task's fate, in topological order (so upstream decisions are known)."""
     if run_id is None:
@@ -134,6 +135,14 @@ def make_plan(
             and rec.state is TaskState.SUCCEEDED
         ):
             reason = None  # the common case of a resume, decided in one test
+        elif rec is None and name in known and all(
+            (up := get(u)) is not None and up.state is TaskState.SUCCEEDED
+            for u in upstream[name]
+        ):
+            # Its upstreams were done: it ran when the process died, or the run stopped
+            # (fail_fast, Ctrl-C) before it could start.
+            reason = ("was running when the run stopped" if interrupted
+                      else "never started: the run stopped first")
         else:
             reason = _own_reason(rec, name in known, fingerprints[name], py, cp)
         if reason is None:

@@ -58,6 +58,7 @@ class RunInfo:
     failed: int = 0
     skipped: int = 0
     cancelled: int = 0
+    interrupted: int = 0  # tasks that were running when the run's process died
     restored: int = 0
     resumes: int = 0
     store: str = "files"

@@ -43,6 +43,7 @@ class RunSummary(BaseModel):
     failed: int = 0
     skipped: int = 0
     cancelled: int = 0
+    interrupted: int = 0  # tasks running when its process died
     restored: int = 0
     resumes: int = 0
     job: str | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import deque
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -40,19 +41,24 @@ def unreadable_dict(bad: UnreadableRun) -> dict[str, Any]:
         "workflow": bad.workflow, "run_id": bad.run_id, "status": "unreadable",
         "reason": bad.reason, "started": bad.modified or 0.0, "finished": None,
         "duration": None, "total": 0, "succeeded": 0, "failed": 0, "skipped": 0,
-        "cancelled": 0, "restored": 0, "resumes": 0, "job": None, "target": None,
+        "cancelled": 0, "interrupted": 0, "restored": 0, "resumes": 0, "job": None, "target": None,
         "params": None,
     }
 
 
 def run_dict(info: RunInfo) -> dict[str, Any]:
-    """A run's summary as the API sends it."""
-    duration = None if info.finished is None else round(info.finished - info.started, 6)
+    """A run's summary as the API sends it (a running or interrupted run's counts come
+    from its journal: see PersistenceManager.runs); a running run has lasted until now."""
+    end = info.finished
+    if end is None and info.status == "running":
+        end = time.time()
+    duration = None if end is None else round(end - info.started, 6)
     return {
         "workflow": info.workflow, "run_id": info.run_id, "status": info.status,
         "started": info.started, "finished": info.finished, "duration": duration,
         "total": info.total, "succeeded": info.succeeded, "failed": info.failed,
-        "skipped": info.skipped, "cancelled": info.cancelled, "restored": info.restored,
+        "skipped": info.skipped, "cancelled": info.cancelled,
+        "interrupted": info.interrupted, "restored": info.restored,
         "resumes": info.resumes, "job": info.job, "target": info.target, "params": info.params,
     }
 

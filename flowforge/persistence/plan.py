@@ -136,7 +136,7 @@ def make_plan(
         ):
             reason = None  # the common case of a resume, decided in one test
         elif rec is None and name in known and all(
-            (up := get(u)) is not None and up.state is TaskState.SUCCEEDED
+            (before := get(u)) is not None and before.state is TaskState.SUCCEEDED
             for u in upstream[name]
         ):
             # Its upstreams were done: it ran when the process died, or the run stopped

@@ -242,13 +242,15 @@ def _main_file() -> str | None:
 
 
 def _cluster_requests(tasks: Mapping[str, Task]) -> dict[str, dict[str, float]]:
-    """Dask worker resources per task: ``GPU`` and ``MEMORY`` from its Resources."""
+    """Dask worker resources per task: ``CPU``, ``GPU`` and ``MEMORY`` from its
+    Resources."""
     out: dict[str, dict[str, float]] = {}
     for name, t in tasks.items():
         r = t.resources
         if r is None:
             continue
-        wanted = {k: float(v) for k, v in (("GPU", r.gpus), ("MEMORY", r.memory_bytes)) if v}
+        wanted = {k: float(v) for k, v in (("CPU", r.cpus), ("GPU", r.gpus),
+                                           ("MEMORY", r.memory_bytes)) if v}
         if wanted:
             out[name] = wanted
     return out

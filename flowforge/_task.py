@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._async import AsyncCall, is_async
+from ._private.codefile import origin_of, relabel
 from ._private.current import current_workflow
 from .errors import WorkflowDefinitionError
 from .resources import RateLimit, Resources
@@ -292,6 +293,9 @@ class Task:
             if found is self:
                 return (_import_task, (module, qualname))
         state = {k: v for k, v in self.__dict__.items() if k != "executor"}
+        origin = origin_of(self.fn)
+        if origin is not None:  # a worker names it in tracebacks (see _private/codefile)
+            state["_origin"] = origin
         return (_rebuild_task, (type(self), state))
 
     def __repr__(self) -> str:
@@ -310,8 +314,11 @@ def _import_task(module: str, qualname: str) -> Any:
 
 
 def _rebuild_task(cls: type[Task], state: dict[str, Any]) -> Task:
+    origin = state.pop("_origin", None)
     obj = cls.__new__(cls)
     obj.__dict__.update(state)
+    if origin is not None:
+        relabel(obj.fn, origin)
     obj.executor = None
     return obj
 

@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("distributed")
 
 from flowforge import Resources, Task, task, workflow  # noqa: E402
+from flowforge.errors import WorkflowDefinitionError  # noqa: E402
 from flowforge.executors.dask import DaskExecutor  # noqa: E402
 
 
@@ -80,10 +81,32 @@ def test_gpu_tasks_need_a_worker_that_offers_gpus(opts):
         with_gpus.shutdown()
     without = cluster()
     try:
-        with pytest.raises(ValueError, match="task 'train' needs Dask worker resources"):
+        with pytest.raises(WorkflowDefinitionError,
+                           match=r"task 'train' asks Resources \(gpus=1\), but no worker"):
             wf.run(executor=without)
     finally:
         without.shutdown()
+
+
+def test_resources_work_on_the_local_cluster_flowforge_starts(opts):
+    """executor="dask" starts a LocalCluster whose workers offer this machine's CPUs and
+    memory as Dask resources, so tasks that declare Resources run; more than a worker
+    has is a definition error naming the task."""
+    with workflow("res", autosave=False, executor="dask", **opts) as wf:
+
+        @task(resources=Resources(cpus=1, memory="64MiB"))
+        def small():
+            return "ran"
+
+    assert wf.run()["small"] == "ran"
+    with workflow("too-big", autosave=False, executor="dask", **opts) as big:
+
+        @task(resources=Resources(memory="100TiB"))
+        def huge():
+            return "never"
+
+    with pytest.raises(WorkflowDefinitionError, match=r"task 'huge' asks Resources \(memory="):
+        big.run()
 
 
 def test_flowforge_workers_lists_a_running_cluster(capsys):

@@ -26,11 +26,17 @@ it: the task runs again on the cluster without FlowForge counting an attempt (ta
 side effects should be idempotent, as under any at-least-once scheduler). Should that
 fail too, the task that needed the result fails with the recomputation's error.
 
-``Resources(gpus=..., memory=...)`` become Dask worker resources (``{"GPU": n,
-"MEMORY": bytes}``): such a task lands only on a worker that declared them, and one no
-worker can satisfy is an error before it is sent. A worker that dies mid-task: Dask runs
-the task again elsewhere; after Dask gives up (``distributed.scheduler.allowed-failures``)
-the attempt fails with :class:`~flowforge.errors.WorkerCrashedError`, which retries count.
+``Resources(cpus=..., gpus=..., memory=...)`` become Dask worker resources (``{"CPU":
+n, "GPU": n, "MEMORY": bytes}``): such a task lands only on a worker that declared them,
+and one no worker can satisfy is a :class:`~flowforge.errors.WorkflowDefinitionError`
+before anything runs. The LocalCluster FlowForge starts offers the machine's share per
+worker (its threads as ``CPU``, its memory limit as ``MEMORY``, whole GPUs as ``GPU``);
+on a cluster given by address, a ``cpus=`` request counts only if some worker declares
+``CPU`` (workers started without it take any task, as before).
+
+A worker that dies mid-task: Dask runs the task again elsewhere; after Dask gives up
+(``distributed.scheduler.allowed-failures``) the attempt fails with
+:class:`~flowforge.errors.WorkerCrashedError`, which retries count.
 """
 
 from __future__ import annotations
@@ -134,6 +140,7 @@ class DaskExecutor(Executor):
                 if self.address is None:
                     options = {"dashboard_address": None, "worker_dashboard_address": None,
                                **self.cluster_options}
+                    options.setdefault("resources", _local_resources(options))
                     self._cluster = LocalCluster(**options)
                     self._client = Client(self._cluster)
                 else:
@@ -169,16 +176,25 @@ class DaskExecutor(Executor):
 
     def prepare(self, requests: dict[str, dict[str, float]]) -> None:
         """Dask resources per task name; a request no worker can satisfy is refused."""
+        from ..errors import WorkflowDefinitionError
+
         offered = [w["resources"] for w in self.workers()]
+        if not any("CPU" in r for r in offered):  # CPUs not declared: not counted
+            requests = {t: {k: v for k, v in w.items() if k != "CPU"}
+                        for t, w in requests.items()}
+            requests = {t: w for t, w in requests.items() if w}
         for task, wanted in requests.items():
             if not any(all(r.get(k, 0) >= v for k, v in wanted.items()) for r in offered):
                 have = "; ".join(str(r) for r in offered) or "no resources"
+                where = ("the LocalCluster FlowForge started" if self.address is None
+                         else f"the cluster at {self.address}")
                 msg = (
-                    f"task {task!r} needs Dask worker resources {wanted}, but no worker "
-                    f"offers them (workers offer: {have}); start a worker with "
-                    f"--resources, e.g. dask worker ADDRESS --resources \"GPU=1\""
+                    f"task {task!r} asks Resources {_as_resources(wanted)}, but no worker "
+                    f"of {where} offers that much (workers offer: {have}); ask for less, "
+                    "or start workers that declare it, e.g. dask worker ADDRESS "
+                    "--resources \"GPU=1\""
                 )
-                raise ValueError(msg)
+                raise WorkflowDefinitionError(msg, task=task, option="resources")
         self._requests = dict(requests)
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
@@ -293,3 +309,44 @@ def _settle(outer: Future[Any], value: Any = None, *, error: BaseException | Non
             outer.set_exception(error)
         else:
             outer.set_result(value)
+
+
+def _local_resources(options: dict[str, Any]) -> dict[str, float]:
+    """What each worker of a LocalCluster sized by ``options`` offers as Dask resources:
+    its threads as CPU, its share of this machine's memory, its whole GPUs."""
+    import os
+
+    import psutil
+    from distributed.deploy.utils import nprocesses_nthreads
+
+    cpus = os.cpu_count() or 1
+    given_workers: Any = options.get("n_workers")
+    given_threads: Any = options.get("threads_per_worker")
+    if given_workers is None and given_threads is None:  # as LocalCluster sizes itself
+        workers, threads = nprocesses_nthreads(cpus) if options.get("processes", True) else (
+            1, cpus)
+    elif given_workers is None:
+        threads = max(int(given_threads), 1)
+        workers = max(1, cpus // threads)
+    else:
+        workers = max(int(given_workers), 1)
+        threads = (max(1, cpus // workers) if given_threads is None
+                   else max(int(given_threads), 1))
+    workers = max(int(workers), 1)
+    offered = {"CPU": float(threads),
+               "MEMORY": float(psutil.virtual_memory().total // workers)}
+    from .._private.gpus import NvmlInventory
+
+    gpus = NvmlInventory().count() // workers
+    if gpus:
+        offered["GPU"] = float(gpus)
+    return offered
+
+
+def _as_resources(wanted: dict[str, float]) -> str:
+    """A Dask request in the words of ``Resources(...)``."""
+    names = {"CPU": "cpus", "GPU": "gpus", "MEMORY": "memory"}
+    return "(" + ", ".join(
+        f"{names.get(k, k)}={v / 2**30:.1f} GiB" if k == "MEMORY" else f"{names.get(k, k)}={v:g}"
+        for k, v in wanted.items()
+    ) + ")"

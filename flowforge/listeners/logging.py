@@ -143,6 +143,7 @@ class LoggingListener:
     def __init__(self, log_file: str | None, *, console: Any = None) -> None:
         self.log_file = log_file
         self.console = console
+        self._failures: dict[str, BaseException] = {}  # final failures, for the summary
 
     def attach(self, bus: EventBus) -> Callable[[], None]:
         """Start listening on ``bus``; returns the function that stops it."""
@@ -179,6 +180,8 @@ class LoggingListener:
         if isinstance(e, TaskSucceeded):
             return f"{head} {_unit(e)} {c.paint('succeeded', 'green')} in {e.duration:.2f}s"
         if isinstance(e, TaskFailed):
+            if not e.will_retry and len(self._failures) < _SHOWN_FAILURES:
+                self._failures[_unit(e)] = e.error
             tail = " - will retry" if e.will_retry else ""
             word = c.paint("failed", "yellow" if e.will_retry else "red")
             return f"{head} {_unit(e)} {word} (attempt {e.attempt}): {error_text(e.error)}{tail}"
@@ -191,12 +194,65 @@ class LoggingListener:
         if isinstance(e, WorkflowFinished):
             colour = {"succeeded": "green", "failed": "red"}.get(e.status, "yellow")
             why = f" ({e.reason})" if e.reason else ""
-            return (
+            line = (
                 f"{head} run {e.run_id} {c.paint(e.status, colour)}{why} in "
                 f"{e.duration:.2f}s: {e.succeeded} succeeded, {e.failed} failed, "
                 f"{e.skipped} skipped" + (f", {e.cancelled} cancelled" if e.cancelled else "")
             )
+            failures, self._failures = self._failures, {}
+            if e.status != "failed" or not failures:
+                return line
+            return "\n".join([line, *self._failure_lines(head, e, failures)])
         return None
+
+    def _failure_lines(
+        self, head: str, e: WorkflowFinished, failures: dict[str, BaseException]
+    ) -> list[str]:
+        """Each failed task's error and the end of its traceback, and where to look."""
+        c = self.console
+        lines = []
+        for name, error in failures.items():
+            lines.append(f"{head} {c.paint('failed', 'red')} {name}: {error_text(error)}")
+            lines.extend(f"    {row}" for row in _traceback_tail(error))
+        if e.failed > len(failures):
+            lines.append(f"{head} ... and {e.failed - len(failures)} more failed tasks")
+        where = f"flowforge status {e.run_id} --tasks"
+        if self.log_file:
+            where += f"; full tracebacks in {self.log_file}"
+        lines.append(f"{head} details: {where}")
+        return lines
+
+
+_SHOWN_FAILURES = 5  # failed tasks whose tracebacks end a failed run's console output
+_TAIL_LINES = 6
+
+
+def _traceback_tail(error: BaseException) -> list[str]:
+    """The last lines of an error's traceback where it was raised: a process worker's
+    (its ``__cause__``), else its own."""
+    import traceback
+
+    remote = getattr(error.__cause__, "tb", None)
+    try:
+        if isinstance(remote, str):
+            text = remote
+        else:
+            text = "".join(traceback.format_exception(type(error), error,
+                                                      error.__traceback__, chain=False))
+    except Exception:
+        return []
+    rows, skipping = [], False
+    for row in text.rstrip().splitlines():
+        if row.startswith('  File "'):  # a frame: FlowForge's own are not the user's
+            skipping = row.startswith(f'  File "{_PACKAGE}')
+        elif not row.startswith("    "):
+            skipping = False
+        if not skipping and row.strip() and row.strip() != '"""':
+            rows.append(row)
+    return rows[-_TAIL_LINES:] if len(rows) > 1 else []
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def describe(event: Event) -> tuple[str, str, dict[str, Any]]:

@@ -4,6 +4,7 @@ processes of their own, the token rule, and the published OpenAPI document."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -213,6 +214,11 @@ def test_cancel_a_running_run(client, tmp_path):
         return status if status != "running" else None
 
     assert wait_until(ended, what="the run to stop") == "cancelled"
+    logs = [json.loads(line) for path in tmp_path.rglob("workflow.log")
+            for line in path.read_text().splitlines()]
+    finished = [x for x in logs if x.get("event") == "workflow_finished"
+                and x.get("run_id") == run_id]
+    assert finished and finished[-1]["reason"] == "cancelled from the dashboard"
     again = client.post(f"/api/v1/runs/{run_id}/cancel")
     assert again.status_code == 409 and "is not running" in again.json()["detail"]
 

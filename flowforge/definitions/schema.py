@@ -133,6 +133,7 @@ def _read(path: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
 
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_expansion(node, path)  # before anything walks the aliases it repeats
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -145,6 +146,45 @@ def _read(path: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
         raise WorkflowDefinitionError(f"{path}:{exc.message.removeprefix('line ')}",
                                       path=path) from None
     return data, lines
+
+
+#: Nodes a YAML definition may expand to through its aliases (``*name`` repeats what
+#: ``&name`` marks): a few hundred bytes of nested aliases otherwise make gigabytes.
+ALIAS_BUDGET = 10_000
+
+
+def _check_expansion(node: Any, path: str) -> None:
+    """Refuse a document whose aliases expand it beyond :data:`ALIAS_BUDGET` nodes,
+    naming the line where it crosses it. Each node is sized once (memoised), so the
+    check costs the document's size, not its expansion."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+
+    def size(n: Any) -> int:
+        known = sizes.get(id(n))
+        if known is not None:
+            return known
+        total = 1
+        if isinstance(n, yaml.MappingNode):
+            children = [c for pair in n.value for c in pair]
+        elif isinstance(n, yaml.SequenceNode):
+            children = list(n.value)
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > ALIAS_BUDGET:
+                line = child.start_mark.line + 1
+                msg = (f"{path}:{line}: the YAML expands to more than {ALIAS_BUDGET:,} "
+                       "values through its aliases (*name repeats what &name marks); "
+                       "write the values out, or repeat less")
+                raise WorkflowDefinitionError(msg, path=path)
+        sizes[id(n)] = total
+        return total
+
+    if node is not None:
+        size(node)
 
 
 def _lines(node: Any, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:

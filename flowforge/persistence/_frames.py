@@ -251,7 +251,7 @@ def load_key(state_dir: str, *, create: bool) -> bytes | None:
             return None
         make_dirs(state_dir)
         tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        wfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        wfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, FILE_MODE)
         try:
             os.write(wfd, secrets.token_bytes(32))
             os.fsync(wfd)
@@ -298,10 +298,17 @@ def make_dirs(path: str) -> None:
         pass
 
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
 def write_atomic(path: str, data: bytes, *, fsync: bool) -> None:
-    """Replace ``path`` by ``data`` all at once: a reader sees the old file or the new."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    """Replace ``path`` by ``data`` all at once: a reader sees the old file or the new.
+
+    The temporary file has a random name and is created with ``O_EXCL | O_NOFOLLOW``: a
+    file or symlink another user planted under a name they could guess is never
+    written through (the open fails instead)."""
+    tmp = f"{path}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, FILE_MODE)
     try:
         view = memoryview(data)
         while view:

@@ -232,7 +232,13 @@ class StateStore(ABC):
     def _locked_error(self, workflow: str, path: str) -> WorkflowLockedError:
         pid: int | None = None
         since = ""
+        # The holder writes its note just after it takes the lock: give it a moment, so
+        # the error can name it (a starter racing it would otherwise say "another process").
+        deadline = time.monotonic() + _OWNER_WAIT
         owner = _read_owner(path)
+        while owner is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+            owner = _read_owner(path)
         try:
             if owner is not None:
                 pid = int(owner["pid"])
@@ -246,6 +252,9 @@ class StateStore(ABC):
             "run another state_dir"
         )
         return WorkflowLockedError(msg, workflow=workflow, pid=pid, path=path)
+
+
+_OWNER_WAIT = 1.0  # seconds a refused starter waits for the holder's note
 
 
 def _read_owner(lock_path: str) -> dict[str, Any] | None:

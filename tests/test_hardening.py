@@ -1,0 +1,105 @@
+"""Hardening items of the state folder (issue: state that must not lie): temporary files
+that cannot be redirected, and a lock error that always names its holder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from flowforge.persistence import _frames
+
+REPO = str(Path(__file__).resolve().parents[1])
+
+
+def test_an_atomic_write_never_follows_a_planted_symlink(tmp_path, monkeypatch):
+    """Another user who guesses the temporary name and plants a symlink there cannot
+    make a run write through it: the write fails and the target is untouched."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    state = tmp_path / "state"
+    state.mkdir()
+    monkeypatch.setattr(_frames.secrets, "token_hex", lambda n=None: "guessed")
+    target = state / ".lock.owner"
+    os.symlink(victim, str(target) + ".guessed.tmp")
+    with pytest.raises(FileExistsError):
+        _frames.write_atomic(str(target), b"{}", fsync=False)
+    assert victim.read_text() == "precious" and not target.exists()
+
+
+HOLDER = textwrap.dedent('''
+    import sys, time
+    from flowforge import task, workflow
+    from flowforge.errors import WorkflowLockedError
+
+    with workflow("locked", executor="sequential", quiet=True, progress=False) as wf:
+        @task
+        def hold():
+            time.sleep(3)
+            return 1
+
+    try:
+        wf.run()
+        print("RAN")
+    except WorkflowLockedError as exc:
+        print("LOCKED", exc.pid, exc.message)
+''')
+
+
+def test_every_refused_start_names_the_process_holding_the_lock(tmp_path):
+    """Eight starts at once: one runs, and each of the others is refused naming the
+    holder's pid (before: "another process" in about half of them)."""
+    (tmp_path / "holder.py").write_text(HOLDER)
+    env = {**os.environ, "PYTHONPATH": REPO}
+    procs = [subprocess.Popen([sys.executable, "holder.py"], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(8)]
+    outs = []
+    deadline = time.monotonic() + 120
+    for p in procs:
+        out, err = p.communicate(timeout=max(1, deadline - time.monotonic()))
+        outs.append((p.pid, out.strip(), err))
+    ran = [pid for pid, out, _ in outs if out == "RAN"]
+    assert len(ran) == 1, outs
+    refused = [out for _, out, _ in outs if out.startswith("LOCKED")]
+    assert len(refused) == 7, outs
+    for out in refused:
+        assert out.split()[1] == str(ran[0]), out
+        assert f"process {ran[0]}" in out
+
+
+LAUGHS = """name: laughs
+tasks:
+  - id: a
+    call: tests.fixture_definition:double
+    with:
+      x: &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+      y: &l1 [*l0, *l0, *l0, *l0, *l0, *l0, *l0, *l0, *l0, *l0]
+      z: &l2 [*l1, *l1, *l1, *l1, *l1, *l1, *l1, *l1, *l1, *l1]
+      w: &l3 [*l2, *l2, *l2, *l2, *l2, *l2, *l2, *l2, *l2, *l2]
+      v: &l4 [*l3, *l3, *l3, *l3, *l3, *l3, *l3, *l3, *l3, *l3]
+      u: &l5 [*l4, *l4, *l4, *l4, *l4, *l4, *l4, *l4, *l4, *l4]
+      t: &l6 [*l5, *l5, *l5, *l5, *l5, *l5, *l5, *l5, *l5, *l5]
+      s: &l7 [*l6, *l6, *l6, *l6, *l6, *l6, *l6, *l6, *l6, *l6]
+"""
+
+
+def test_nested_yaml_aliases_are_refused_at_once_with_the_line(tmp_path):
+    """A few hundred bytes of nested aliases (a "billion laughs") are refused in well
+    under a second, naming the file and line, by `flowforge validate` (exit 2)."""
+    bad = tmp_path / "laughs.yaml"
+    bad.write_text(LAUGHS)
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "flowforge", "validate", str(bad)],
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": REPO},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"{bad}:" in done.stderr and "more than 10,000 values through its aliases" \
+        in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert time.monotonic() - t0 < 10

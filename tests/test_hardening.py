@@ -103,3 +103,34 @@ def test_nested_yaml_aliases_are_refused_at_once_with_the_line(tmp_path):
         in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert time.monotonic() - t0 < 10
+
+
+def test_a_second_scheduler_on_the_same_state_folder_exits_naming_the_first(tmp_path):
+    """`flowforge schedule` twice on one state folder: the second exits 1 at once with
+    the first's pid, and the job table is as the first left it."""
+    flow = tmp_path / "flow.py"
+    flow.write_text(textwrap.dedent('''
+        from flowforge import task, workflow
+
+        with workflow("sched-lock", quiet=True, progress=False) as wf:
+            @task
+            def a():
+                return 1
+    '''))
+    env = {**os.environ, "PYTHONPATH": REPO}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "flowforge", "schedule", str(flow), "--cron", "@yearly"],
+        cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "Ctrl-C stops it" in first.stderr.readline()
+        table = (tmp_path / "state" / "scheduler" / "jobs.json").read_bytes()
+        second = subprocess.run(
+            [sys.executable, "-m", "flowforge", "schedule", str(flow), "--cron", "@daily",
+             "--name", "other"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert f"another scheduler (process {first.pid})" in second.stderr
+        assert (tmp_path / "state" / "scheduler" / "jobs.json").read_bytes() == table
+    finally:
+        first.terminate()
+        first.wait(30)

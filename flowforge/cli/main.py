@@ -492,6 +492,13 @@ def _schedule(args: argparse.Namespace) -> int:
         raise ValueError("give --cron (the workflow's definition has no schedule:)")
     timezone_name = args.timezone or planned.get("timezone") or "UTC"
     sched = Scheduler(args.state_dir)
+    from ..scheduler.lock import SchedulerLockedError
+
+    try:
+        sched.claim()  # before the job table changes
+    except SchedulerLockedError as exc:
+        print(f"flowforge schedule: {exc}", file=sys.stderr)
+        return FAILED
     info = sched.add(wf, cron=cron, timezone=timezone_name, name=args.name)
     print(f"job {info.name!r}: {info.schedule}; next run {info.next_run}; Ctrl-C stops it",
           file=sys.stderr)

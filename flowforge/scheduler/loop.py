@@ -41,6 +41,7 @@ from ..bus import EventBus
 from ..errors import ScheduleError
 from ..events import Event
 from .jobs import JobInfo, JobTable, as_info
+from .lock import SchedulerLock
 from .triggers import CronTrigger, OnceTrigger, Trigger
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ class Scheduler:
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._exclusive = SchedulerLock(state_dir)  # one scheduler per state folder
 
     # -- jobs ------------------------------------------------------------------------
 
@@ -150,6 +152,7 @@ class Scheduler:
         if (cron is None) == (at is None):
             msg = "add() takes exactly one of cron= (recurring) or at= (one time)"
             raise ScheduleError(msg, field="cron")
+        self._exclusive.check_free()  # another process schedules here: change nothing
         trigger: Trigger = CronTrigger(cron, timezone) if cron is not None else OnceTrigger(at)  # type: ignore[arg-type]
         if overlap not in _OVERLAP:
             msg = f"overlap must be one of {', '.join(_OVERLAP)}, got {overlap!r}"
@@ -219,8 +222,22 @@ class Scheduler:
             thread.join()
         self._drain_queued()
 
+    def claim(self) -> None:
+        """Take this state folder's scheduler lock now (``run()`` takes it too); raises
+        :class:`~flowforge.scheduler.lock.SchedulerLockedError` naming the holder's pid
+        if another scheduler runs there (see :mod:`flowforge.scheduler.lock`)."""
+        self._exclusive.acquire()
+
     def run(self) -> None:
-        """Run the schedule until Ctrl-C or SIGTERM, then wait for the runs in flight."""
+        """Run the schedule until Ctrl-C or SIGTERM, then wait for the runs in flight.
+        Only one scheduler runs on a state folder: see :meth:`claim`."""
+        self._exclusive.acquire()
+        try:
+            self._run()
+        finally:
+            self._exclusive.release()
+
+    def _run(self) -> None:
         restore = self._install_signals()
         last_wall, last_mono = time.time(), time.monotonic()
         try:

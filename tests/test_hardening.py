@@ -134,3 +134,45 @@ def test_a_second_scheduler_on_the_same_state_folder_exits_naming_the_first(tmp_
     finally:
         first.terminate()
         first.wait(30)
+
+
+@pytest.mark.parametrize(("field", "value", "words"), [
+    ("last_fire", "yesterday", "last_fire must be an ISO 8601 time with its offset"),
+    ("enabled", "no", "enabled must be true or false"),
+    ("schedule", ["x"], "schedule must be text"),
+])
+def test_a_bad_job_table_names_the_file_the_job_and_the_field(tmp_path, field, value, words):
+    import json
+
+    from flowforge import Scheduler
+    from flowforge.errors import StateError
+
+    table = tmp_path / "state" / "scheduler" / "jobs.json"
+    table.parent.mkdir(parents=True)
+    table.write_text(json.dumps({"nightly": {"name": "nightly", field: value}}))
+    with pytest.raises(StateError) as err:
+        Scheduler(str(tmp_path / "state"))
+    assert f"{table}: job 'nightly': {words}" in str(err.value)
+
+
+def test_a_far_future_last_fire_is_an_error_not_a_silent_pause(tmp_path):
+    import json
+    from datetime import datetime, timezone
+
+    from flowforge import ScheduleError, Scheduler, task, workflow
+
+    with workflow("nightly", quiet=True, progress=False, state_dir=str(tmp_path / "state"),
+                  log_dir=None) as wf:
+        @task
+        def a():
+            return 1
+
+    now = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
+    sched = Scheduler(str(tmp_path / "state"), clock=lambda: now)
+    sched.add(wf, cron="0 0 * * *")
+    table = tmp_path / "state" / "scheduler" / "jobs.json"
+    rows = json.loads(table.read_text())
+    rows["nightly"]["last_fire"] = "2099-01-01T00:00:00+00:00"
+    table.write_text(json.dumps(rows))
+    with pytest.raises(ScheduleError, match="last_fire 2099-01-01T00:00:00\\+00:00 is in the"):
+        Scheduler(str(tmp_path / "state"), clock=lambda: now).add(wf, cron="0 0 * * *")

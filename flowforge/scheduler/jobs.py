@@ -2,9 +2,10 @@
 
 ``<state_dir>/scheduler/jobs.json`` (owner-only, replaced atomically) holds, per job
 name, its schedule and the last fire time it handled, as a UTC instant. A fire time is
-written *before* its run starts, so a scheduler killed mid-run never starts that fire
-again after a restart (the interrupted run resumes at the next fire instead), and one
-that was down picks up the fire times it missed, as the job's ``catchup`` says.
+written *before* its run starts (with ``last_status`` "running"), so a scheduler killed
+mid-run never starts that fire anew after a restart: it resumes that fire's run, and
+one that was down picks up the fire times it missed, as the job's ``catchup`` says. The
+table is checked as it is read: a bad value names the file, the job and the field.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class JobTable:
                 "aside to start the schedule afresh"
             )
             raise StateError(msg, path=self.path)
+        for name, row in rows.items():
+            _check_row(self.path, name, row)
         return rows
 
     def get(self, name: str) -> dict[str, Any]:
@@ -92,6 +95,37 @@ class JobTable:
         _frames.write_atomic(
             self.path, json.dumps(self._rows, indent=1, sort_keys=True).encode(), fsync=False
         )
+
+
+_TEXT = ("name", "workflow", "schedule", "cron", "timezone", "at", "last_run_id",
+         "last_status")
+_TIMES = ("last_fire", "added")
+
+
+def _check_row(path: str, job: str, row: dict[str, Any]) -> None:
+    """Refuse a job entry with a value of the wrong kind, naming file, job and field."""
+    from ..errors import StateError
+
+    def bad(field: str, why: str) -> StateError:
+        return StateError(
+            f"the scheduler's job table {path}: job {job!r}: {field} {why}; fix that "
+            "value, or remove the job's entry to schedule it afresh", path=path)
+
+    for field in _TEXT:
+        if row.get(field) is not None and not isinstance(row[field], str):
+            raise bad(field, f"must be text, got {type(row[field]).__name__}")
+    if "enabled" in row and not isinstance(row["enabled"], bool):
+        raise bad("enabled", f"must be true or false, got {row['enabled']!r}")
+    for field in _TIMES:
+        value = row.get(field)
+        if value is None:
+            continue
+        try:
+            when = datetime.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            when = None
+        if when is None or when.tzinfo is None:
+            raise bad(field, f"must be an ISO 8601 time with its offset, got {value!r}")
 
 
 def as_info(row: dict[str, Any], **extra: Any) -> JobInfo:

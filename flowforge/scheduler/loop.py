@@ -167,6 +167,12 @@ class Scheduler:
         anchor = now
         if row.get("schedule") == schedule and isinstance(row.get("last_fire"), str):
             anchor = datetime.fromisoformat(row["last_fire"])
+            if anchor > now + timedelta(days=1):  # it would not fire before then
+                msg = (f"the scheduler's job table {self._table.path}: job {job_name!r}: "
+                       f"last_fire {row['last_fire']} is in the future (now is "
+                       f"{now.isoformat()}), so the job would not fire before then; fix "
+                       "the clock, or remove the job's entry to schedule it afresh")
+                raise ScheduleError(msg, field="last_fire", value=row["last_fire"])
         elif row.get("schedule") == schedule and isinstance(row.get("added"), str):
             anchor = datetime.fromisoformat(row["added"])
         job = _ScheduledJob(job_name, wf, trigger, dict(params or {}), overlap, catchup, resume,

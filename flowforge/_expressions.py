@@ -7,6 +7,10 @@ field access (``${extract.files}``: a key of a mapping), indexing with a literal
 Nothing is ever passed to ``eval``. A string that is exactly one ``${...}`` gives the
 expression's value; a string with text around expressions gives that text with each
 value inserted.
+
+A definition is not a memory bomb: what an expression would build is checked before it
+is built. No value over ``MAX_BYTES`` (a repeated or joined string or list), no ``%``
+format width or precision over ``MAX_WIDTH``, no nesting deeper than ``MAX_DEPTH``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["Expression", "ExpressionError", "condition", "evaluate", "find", "references"]
+__all__ = [
+    "Expression", "ExpressionError", "check_constants", "condition", "evaluate", "find",
+    "references",
+]
 
 _PATTERN = re.compile(r"\$\{([^}]*)\}")
 _CONSTANTS = {"true": True, "false": False, "null": None, "True": True, "False": False,
@@ -30,6 +37,11 @@ _COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt,
 
 
 _MAX_REPEAT = 10**6  # "x" * n above this is refused: a definition is not a memory bomb
+MAX_BYTES = 10 * 2**20  # the largest string (characters) an expression may build
+_MAX_ITEMS = MAX_BYTES // 8  # ... and list (items of 8 bytes at least)
+MAX_WIDTH = 10_000  # the widest "%...d"-style field
+MAX_DEPTH = 100  # brackets, operators and calls nested in one expression
+_FORMAT_FIELD = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 
 
 class ExpressionError(ValueError):
@@ -41,11 +53,15 @@ class Expression:
 
     def __init__(self, source: str) -> None:
         self.source = source
+        _check_brackets(source)  # before the parser: deep nesting exhausts it
         try:
             self.tree = ast.parse(source.strip(), mode="eval").body
         except SyntaxError as exc:
             msg = f"${{{source}}} is not a valid expression ({exc.msg})"
             raise ExpressionError(msg) from None
+        except (RecursionError, MemoryError):
+            raise _too_deep(source) from None
+        _check_depth(self.tree, source)
         self.names = sorted(_names(self.tree))
         #: The names it looks up (``true``, ``null`` and the like excluded).
         self.reads = set(self.names) - set(_CONSTANTS)
@@ -88,10 +104,83 @@ def evaluate(value: Any, scope: Mapping[str, Any]) -> Any:
     return value
 
 
+def check_constants(value: Any) -> None:
+    """Evaluate every expression in ``value`` that reads no name (its value is known
+    now), so a bad one is reported when the definition loads, not when its task runs."""
+    if isinstance(value, str):
+        for expr in find(value):
+            if not expr.reads:
+                expr.evaluate({})
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            check_constants(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            check_constants(v)
+
+
 def condition(text: str) -> Expression:
     """A whole-string test such as ``"${transform.count} > 0"``: the ``${...}`` mark the
     references, and the text around them is part of the expression."""
     return Expression(_PATTERN.sub(lambda m: f"({m.group(1)})", text))
+
+
+def _too_deep(source: str) -> ExpressionError:
+    shown = source if len(source) <= 60 else source[:57] + "..."
+    return ExpressionError(
+        f"${{{shown}}} nests more than {MAX_DEPTH} levels deep; split it into smaller ones")
+
+
+def _check_brackets(source: str) -> None:
+    depth = 0
+    for ch in source:
+        if ch in "([{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _too_deep(source)
+        elif ch in ")]}":
+            depth -= 1
+
+
+def _check_depth(tree: ast.AST, source: str) -> None:
+    """Refuse a tree deeper than MAX_DEPTH (walked without recursion)."""
+    todo = [(tree, 1)]
+    while todo:
+        node, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise _too_deep(source)
+        todo.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+
+
+def _check_size(op: ast.operator, left: Any, right: Any, source: str) -> None:
+    """Refuse a string or list the operation would make too large, before it is made."""
+    size = None
+    if isinstance(op, ast.Mult):
+        seq, count = (left, right) if isinstance(left, (str, list)) else (right, left)
+        if isinstance(seq, (str, list)) and isinstance(count, int):
+            if count > _MAX_REPEAT:
+                raise ExpressionError(f"${{{source}}}: repeating {count} times is too many")
+            size = (len(seq), max(count, 0), seq)
+    elif isinstance(op, ast.Add) and isinstance(left, (str, list)) and (
+        type(left) is type(right)
+    ):
+        size = (len(left) + len(right), 1, left)
+    elif isinstance(op, ast.Mod) and isinstance(left, str):
+        for m in _FORMAT_FIELD.finditer(left):
+            for value in m.groups():
+                if value == "*" or (value is not None and int(value) > MAX_WIDTH):
+                    raise ExpressionError(
+                        f"${{{source}}}: a % field width or precision of {value} is over "
+                        f"the limit of {MAX_WIDTH}")
+    if size is not None:
+        length, times, seq = size
+        limit = MAX_BYTES if isinstance(seq, str) else _MAX_ITEMS
+        if length * times > limit:
+            what = "string" if isinstance(seq, str) else "list"
+            raise ExpressionError(
+                f"${{{source}}}: that would build a {what} of {length * times:,} "
+                f"{'characters' if what == 'string' else 'items'}, over the limit of "
+                f"{limit:,}")
 
 
 def _names(node: ast.AST) -> set[str]:
@@ -143,12 +232,7 @@ def _eval(node: ast.AST, scope: Mapping[str, Any], source: str) -> Any:
             return +operand
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _eval(node.left, scope, source), _eval(node.right, scope, source)
-        if isinstance(node.op, ast.Mult) and (
-            isinstance(left, (str, list)) or isinstance(right, (str, list))
-        ):
-            count = right if isinstance(left, (str, list)) else left
-            if isinstance(count, int) and count > _MAX_REPEAT:
-                raise ExpressionError(f"${{{source}}}: repeating {count} times is too many")
+        _check_size(node.op, left, right, source)
         try:
             return _BINARY[type(node.op)](left, right)
         except (TypeError, ArithmeticError) as exc:

@@ -176,3 +176,26 @@ def test_a_far_future_last_fire_is_an_error_not_a_silent_pause(tmp_path):
     table.write_text(json.dumps(rows))
     with pytest.raises(ScheduleError, match="last_fire 2099-01-01T00:00:00\\+00:00 is in the"):
         Scheduler(str(tmp_path / "state"), clock=lambda: now).add(wf, cron="0 0 * * *")
+
+
+@pytest.mark.parametrize(("expression", "words"), [
+    ("('x' * 1000000) * 1000", "would build a string of 1,000,000,000 characters"),
+    ("'%1500000000d' % 1", "a % field width or precision of 1500000000 is over the limit"),
+    ("(" * 50_000 + "1" + ")" * 50_000, "nests more than 100 levels deep"),
+    ("[0] * 1000000 + [1] * 1000000", "would build a list of 2,000,000 items"),
+])
+def test_expressions_that_would_explode_are_refused_at_load_with_the_line(
+    tmp_path, expression, words
+):
+    """Checked before anything is built: a definition error naming file and line, in
+    well under a second and without a MemoryError or RecursionError."""
+    bad = tmp_path / "bomb.yaml"
+    bad.write_text("name: bomb\ntasks:\n  - id: a\n    call: tests.fixture_definition:double\n"
+                   f'    with: {{x: "${{{expression}}}"}}\n')
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "flowforge", "validate", str(bad)],
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": REPO},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stdout
+    assert f"{bad}:3: task 'a':" in done.stderr and words in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and time.monotonic() - t0 < 20

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from .._expressions import ExpressionError, condition, references
+from .._expressions import ExpressionError, check_constants, condition, references
 from .._task import Loop, Task
 from .._workflow import Workflow
 from ..errors import WorkflowDefinitionError
@@ -96,6 +96,7 @@ def _tasks_of(t: Mapping[str, Any], ids: list[str], params: set[str], routed_by:
     name = t["id"]
     args = t.get("with") or {}
     reads = references(args)
+    check_constants(args)  # one that reads nothing fails now, with the file and line
     if t.get("loop"):  # its with: reads the loop's own names, and they hide no task
         taken = sorted(reads & set(LOOP_NAMES) & set(ids))
         if taken:

@@ -661,6 +661,32 @@ def test_corrupt_record_is_refused_with_the_file_and_the_fix(opts, tmp_path):
     assert wf.run(fresh=True).ok
 
 
+def test_a_damaged_length_in_a_middle_record_is_corruption_not_a_torn_tail(opts, tmp_path):
+    """A flipped bit in a middle record's length field (which makes it run past the end
+    of the file) is corruption: it is refused, and the journal keeps every byte; only a
+    half-written record at the very end counts as torn."""
+    from flowforge.persistence import _frames as frames
+
+    calls, fail = [], {"d"}
+    wf = diamond("w", calls, fail, opts=opts, store="files")
+    wf.run()
+    path = _journal(tmp_path)
+    data = path.read_bytes()
+    key = (tmp_path / "state" / frames.KEY_FILE).read_bytes()
+    found, _, problem = frames.Sealer(key).scan(data, len(frames.MAGIC))
+    assert problem is None and len(found) >= 3
+    middle = found[1][0] - frames.PAYLOAD_AT  # the second record's first byte
+    damaged = bytearray(data)
+    damaged[middle] ^= 0x01  # its length now claims 16 MiB more than it has
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(StateError, match="corrupt"):
+        wf.run()
+    assert path.read_bytes() == bytes(damaged)  # nothing truncated: the evidence stays
+    path.write_bytes(data[:-7])  # a crash while the last record was written
+    fail.clear()
+    assert wf.run().ok
+
+
 def test_record_signed_with_another_key_is_refused_before_unpickling(opts, tmp_path):
     """A record whose checksum holds but whose HMAC does not is refused unread."""
     calls, fail = [], {"d"}

@@ -40,6 +40,10 @@ OVERHEAD = _HEAD.size + _MAC_SIZE
 #: Where a frame's payload starts, counted from the frame's first byte.
 PAYLOAD_AT = _HEAD.size
 
+#: How far before the end of a damaged journal a good last record is looked for: a task
+#: record with a result kept inline (larger ones go to blob files) and its envelope.
+MAX_FRAME = 2 * 2**20
+
 #: Why a scan stopped before the end of the data.
 TORN = "torn"  # the last frame is incomplete: a crash while it was written
 CORRUPT = "corrupt"  # a frame's checksum fails with more data after it
@@ -84,22 +88,39 @@ class Sealer:
             signed_end = pos + head + length
             end = signed_end + mac_size
             if end > size:
-                return frames, pos, TORN
+                return frames, pos, self._torn_or_corrupt(data, pos)
             if not compare(digest(key, view[pos:signed_end], "sha256"), view[signed_end:end]):
                 return frames, pos, self._why_bad(data, pos, end)
             append((pos + head, length))
             pos = end
         return frames, pos, None
 
-    @staticmethod
-    def _why_bad(data: bytes, pos: int, end: int) -> str:
+    def _why_bad(self, data: bytes, pos: int, end: int) -> str:
         """A frame failed its signature: torn, corrupt, or signed by someone else?"""
         length, crc = _HEAD.unpack_from(data, pos)
         body = pos + _HEAD.size
         if zlib.crc32(data[body : body + length]) != crc or (length == 0 and crc == 0):
             torn = end == len(data) or not data[pos:].strip(b"\0")
-            return TORN if torn else CORRUPT
+            return self._torn_or_corrupt(data, pos) if torn else CORRUPT
         return FOREIGN
+
+    def _torn_or_corrupt(self, data: bytes, pos: int) -> str:
+        """The bad data from ``pos`` on is a torn tail only if no good frame follows it:
+        a crash leaves one half-written frame at the end. A damaged length or checksum
+        further up, with records after it, is corruption, and no record after it is
+        dropped. (Good records end the file: the last starts within ``MAX_FRAME`` of its
+        end, so only that much is searched.)"""
+        size = len(data)
+        unpack = _HEAD.unpack_from
+        view = memoryview(data)
+        first = max(pos + 1, size - MAX_FRAME)
+        for p in range(first, size - OVERHEAD + 1):  # a later frame that ends the file
+            if unpack(data, p)[0] == size - p - OVERHEAD:
+                signed_end = size - _MAC_SIZE
+                if hmac.compare_digest(hmac.digest(self._key, view[p:signed_end], "sha256"),
+                                       view[signed_end:size]):
+                    return CORRUPT
+        return TORN
 
     def open_one(self, frame: bytes, where: str) -> bytes:
         """The payload of a single stored frame, or :class:`StateError` naming ``where``."""

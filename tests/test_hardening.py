@@ -199,3 +199,37 @@ def test_expressions_that_would_explode_are_refused_at_load_with_the_line(
     assert done.returncode == 2, done.stdout
     assert f"{bad}:3: task 'a':" in done.stderr and words in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and time.monotonic() - t0 < 20
+
+
+def test_allow_module_restricts_what_a_definition_may_call(tmp_path):
+    """`call: os:system` runs under a plain `flowforge run` (definitions are code), but
+    not with --allow-module or FLOWFORGE_ALLOWED_MODULES: refused before the import."""
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("name: evil\ntasks:\n  - id: a\n    call: os:system\n"
+                    "    with: {command: \"touch pwned\"}\n")
+    env = {**os.environ, "PYTHONPATH": REPO}
+    env.pop("FLOWFORGE_ALLOWED_MODULES", None)
+    refused = subprocess.run(
+        [sys.executable, "-m", "flowforge", "run", str(evil), "--allow-module", "tests"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2
+    assert "call: os:system is not allowed here" in refused.stderr
+    assert not (tmp_path / "pwned").exists()
+    by_env = subprocess.run(
+        [sys.executable, "-m", "flowforge", "validate", str(evil)], cwd=tmp_path,
+        env={**env, "FLOWFORGE_ALLOWED_MODULES": "tests.fixture_definition"},
+        capture_output=True, text=True, timeout=60)
+    assert by_env.returncode == 2 and "not allowed here" in by_env.stderr
+    wider = subprocess.run(
+        [sys.executable, "-m", "flowforge", "run", str(evil), "--allow-module", "os"],
+        cwd=tmp_path, env={**env, "FLOWFORGE_ALLOWED_MODULES": "tests"},
+        capture_output=True, text=True, timeout=60)
+    assert wider.returncode == 2 and "--allow-module os is outside" in wider.stderr
+    assert not (tmp_path / "pwned").exists()
+    good = tmp_path / "good.yaml"
+    good.write_text("name: good\ntasks:\n  - id: a\n    call: tests.fixture_definition:double\n"
+                    "    with: {x: 2}\n")
+    ok = subprocess.run(
+        [sys.executable, "-m", "flowforge", "run", str(good), "--allow-module", "tests"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr

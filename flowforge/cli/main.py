@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true", help="do not resume an unfinished run")
     run.add_argument("--json", action="store_true",
                      help="print the run's status, counts and results as JSON")
+    run.add_argument("--allow-module", action="append", default=[], metavar="PREFIX",
+                     help="a YAML/JSON definition may call only modules under PREFIX "
+                          "(repeatable; also FLOWFORGE_ALLOWED_MODULES=a,b)")
     run.set_defaults(func=_run)
 
     plan = sub.add_parser("plan", help="what a run would restore and run, and why")
@@ -201,6 +204,17 @@ def _workflow(args: argparse.Namespace) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     params = _params(args)  # first: a parent writing them to our stdin is not kept waiting
+    if args.allow_module:  # before the definition loads: its imports are checked
+        from ..definitions.tasktypes import ALLOWED_MODULES_ENV, allowed_modules
+
+        outer = allowed_modules()  # set by whoever started us: flags may only narrow it
+        for prefix in args.allow_module:
+            if outer is not None and not any(
+                prefix == o or prefix.startswith(o + ".") for o in outer
+            ):
+                raise ValueError(f"--allow-module {prefix} is outside "
+                                 f"{ALLOWED_MODULES_ENV}={','.join(outer)}")
+        os.environ[ALLOWED_MODULES_ENV] = ",".join(args.allow_module)
     wf = _workflow(args)
     from .._params import from_text
 

@@ -8,6 +8,7 @@ builds it (that is :mod:`flowforge.definitions.loading`).
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -154,8 +155,29 @@ class ExpressionUntil:
         return bool(self._expr.evaluate(scope))
 
 
+#: Comma-separated module prefixes a definition's ``call:`` may name (unset: any);
+#: ``flowforge run --allow-module PREFIX`` sets it for its own process.
+ALLOWED_MODULES_ENV = "FLOWFORGE_ALLOWED_MODULES"
+
+
+def allowed_modules() -> list[str] | None:
+    """The module prefixes definitions may call, or None for any."""
+    raw = os.environ.get(ALLOWED_MODULES_ENV)
+    if raw is None:
+        return None
+    return [p.strip() for p in raw.split(",") if p.strip()]
+
+
 def _import_target(target: str, task: str) -> Any:
     module, _, attr = target.partition(":")
+    allowed = allowed_modules()
+    if allowed is not None and not any(
+        module == prefix or module.startswith(prefix + ".") for prefix in allowed
+    ):  # checked before importing: importing a module runs its code
+        shown = ", ".join(allowed) or "none"
+        msg = (f"call: {target} is not allowed here: this run may call only modules under "
+               f"{shown} (--allow-module, {ALLOWED_MODULES_ENV})")
+        raise WorkflowDefinitionError(msg, task=task)
     try:
         obj: Any = importlib.import_module(module)
         for part in attr.split("."):

@@ -233,3 +233,49 @@ def test_allow_module_restricts_what_a_definition_may_call(tmp_path):
         [sys.executable, "-m", "flowforge", "run", str(good), "--allow-module", "tests"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.parametrize(("mode", "words"), [
+    (0o777, "can be written by any user (mode 0o777)"),
+    (0o770, "can be written by its group (mode 0o770)"),
+])
+def test_a_state_folder_others_can_write_is_refused(tmp_path, mode, words):
+    from flowforge import task, workflow
+    from flowforge.errors import StateError
+
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(mode)
+    with workflow("perm", state_dir=str(state), log_dir=None, quiet=True,
+                  progress=False) as wf:
+        @task
+        def a():
+            return 1
+
+    with pytest.raises(StateError) as err:
+        wf.run()
+    assert words in str(err.value) and f"chmod 700 {state}" in str(err.value)
+    assert not list(state.iterdir())  # nothing was written there
+    state.chmod(0o2770)  # a team's setgid folder: accepted, with a warning
+    with pytest.warns(UserWarning, match="group-writable"):
+        assert wf.run().ok
+
+
+def test_a_journal_replaced_by_a_symlink_is_a_state_error_naming_it(tmp_path):
+    from flowforge import task, workflow
+    from flowforge.errors import StateError
+
+    with workflow("linked", state_dir=str(tmp_path / "state"), log_dir=None, quiet=True,
+                  progress=False) as wf:
+        @task
+        def a():
+            raise RuntimeError("fail so that the next run resumes")
+
+    wf.run()
+    (journal,) = (tmp_path / "state").rglob("*.journal")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(journal.read_bytes())
+    journal.unlink()
+    journal.symlink_to(elsewhere)
+    with pytest.raises(StateError, match=f"state file {journal} is a symbolic link"):
+        wf.run()

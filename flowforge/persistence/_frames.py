@@ -14,6 +14,7 @@ payloads are told from it by their first byte.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
 import os
@@ -209,6 +210,19 @@ def _cloudpickle_version() -> str:
         return "absent"
 
 
+def open_state(path: str, flags: int = os.O_RDONLY, mode: int = FILE_MODE) -> int:
+    """``os.open`` for a state file, never through a symbolic link: one that is a link
+    (put there to redirect a run) is a StateError naming it."""
+    try:
+        return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), mode)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        msg = (f"state file {path} is a symbolic link; FlowForge opens only files it "
+               "wrote itself. Remove the link (and check who made it)")
+        raise StateError(msg, path=path) from None
+
+
 def check_owner(fd: int, where: str) -> os.stat_result:
     """Refuse a file that another user owns or that others may write to."""
     st = os.fstat(fd)
@@ -231,7 +245,7 @@ def check_owner(fd: int, where: str) -> os.stat_result:
 
 def read_file(path: str) -> bytes:
     """The bytes of a state file we own, after its magic; StateError otherwise."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    fd = open_state(path)
     try:
         check_owner(fd, path)
         chunks = []
@@ -266,7 +280,7 @@ def load_key(state_dir: str, *, create: bool) -> bytes | None:
     """The state folder's HMAC key, made (owner-only) on first use when ``create``."""
     path = os.path.join(state_dir, KEY_FILE)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = open_state(path)
     except FileNotFoundError:
         if not create:
             return None
@@ -304,6 +318,40 @@ def load_key(state_dir: str, *, create: bool) -> bytes | None:
         )
         raise StateError(msg, path=path)
     return key
+
+
+def check_folder(path: str) -> None:
+    """Refuse a state folder another user owns or others may write to (they could swap
+    its files); a group-writable one only as a team's setgid folder, with a warning."""
+    if not hasattr(os, "geteuid"):  # pragma: no cover - not POSIX
+        return
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return  # made by us, owner-only, when first written
+    except OSError as exc:
+        raise StateError(f"state folder {path} cannot be read ({exc.strerror})",
+                         path=path) from None
+    import stat
+
+    shown = os.path.relpath(path) if not os.path.isabs(path) else path
+    if st.st_uid != os.geteuid():
+        msg = (f"state folder {path} belongs to user id {st.st_uid}, not to you (user id "
+               f"{os.geteuid()}): its files could be swapped under you. Use a state_dir of "
+               "your own")
+        raise StateError(msg, path=path, owner=st.st_uid)
+    mode = st.st_mode & 0o7777
+    if mode & 0o002 or (mode & 0o020 and not mode & stat.S_ISGID):
+        who = "any user" if mode & 0o002 else "its group"
+        msg = (f"state folder {path} can be written by {who} (mode {oct(mode)}): its files "
+               f"could be swapped under you. Run `chmod 700 {shown}` (a team's shared "
+               "folder: group-writable with setgid, `chmod 2770`)")
+        raise StateError(msg, path=path, mode=mode)
+    if mode & 0o020:
+        import warnings
+
+        warnings.warn(f"state folder {path} is group-writable (a setgid team folder): "
+                      "members of its group can change this run's state", stacklevel=3)
 
 
 def make_dirs(path: str) -> None:

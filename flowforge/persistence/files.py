@@ -179,7 +179,7 @@ class FileStore(StateStore):
         path = self._path(workflow, run_id, ".journal")
         start = offset - _frames.PAYLOAD_AT
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = _frames.open_state(path)
         except FileNotFoundError:
             msg = f"the journal {path} is gone (was the run deleted or pruned?)"
             raise StateError(msg, path=path) from None
@@ -271,8 +271,7 @@ class _FileJournal(Journal):
         self._path = path
         self._sealer = sealer
         self._fsync = fsync
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
-        fd = os.open(path, flags, _frames.FILE_MODE)
+        fd = _frames.open_state(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         try:
             st = _frames.check_owner(fd, path)
             size = st.st_size

@@ -341,6 +341,7 @@ class PersistenceManager:
     ) -> RunSession:
         """Lock ``workflow``, plan the run (resuming the newest unfinished run with run
         key ``key``), and open its journal."""
+        _frames.check_folder(self.state_dir)  # before anything is read from or written there
         stack = ExitStack()
         try:
             stack.enter_context(self.store.lock(workflow))

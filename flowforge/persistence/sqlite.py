@@ -60,7 +60,7 @@ class SQLiteStore(StateStore):
                 return None
             _frames.make_dirs(self.state_dir)
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, _frames.FILE_MODE))
-        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = _frames.open_state(self.path)
         try:
             _frames.check_owner(fd, self.path)
         finally:

@@ -11,6 +11,7 @@ error with the worker's traceback as its ``__cause__``, as ``concurrent.futures`
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import pickle
@@ -155,6 +156,10 @@ def init_worker(
     Debugging helpers in a task (``gc.get_objects``, ``gc.get_referrers``) no longer see
     them either; ``gc.unfreeze()`` in a task gives them back."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Lead a process group of its own, which its tasks' children join: the executor
+    # ends them with it (executors/_deathwatch.py).
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
     if fork_server_pid is not None:
         from .forkserver import release_server
 

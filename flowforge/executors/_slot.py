@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ..errors import WorkerCrashedError
+from ._deathwatch import DeathWatch, end_group
 
 __all__ = ["Claims", "Job", "Slot", "is_broken_pool", "is_shutdown"]
 
@@ -43,8 +44,9 @@ class Job:
 class Slot:
     """One loky pool of one worker, restarted after its worker dies."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, watch: DeathWatch | None = None) -> None:
         self.index = index
+        self._watch = watch  # ends a worker's process group when the worker dies
         self.jobs: list[Job] | None = None  # what it runs now (None: free)
         self.sent: list[Job] | None = None  # ``jobs`` once they are in the worker's pipe
         self.ahead: list[Job] | None = None  # to wait behind ``jobs`` in the pipe
@@ -161,7 +163,11 @@ class Slot:
         if pool is None:
             raise RuntimeError("the worker is gone")
         inner = pool.submit(fn, *args, **kwargs)
-        self._process = next(iter(pool._processes.values()), None)
+        process = next(iter(pool._processes.values()), None)
+        if process is not self._process:
+            self._process = process
+            if process is not None and process.pid is not None and self._watch is not None:
+                self._watch.watch(process.pid)
         return inner
 
     def drop(self) -> Any:
@@ -176,10 +182,7 @@ class Slot:
         proc, pool = self._process, self._pool
         self._killed = True
         if pool is not None and proc is not None and proc.pid is not None:
-            try:
-                os.kill(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            end_group(proc.pid)  # the worker and the children its task started
         self._pool = None
         return pool
 
@@ -214,6 +217,11 @@ class Slot:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=wait, kill_workers=not wait)
+        proc = self._process
+        if pool is not None and proc is not None and proc.pid is not None and (
+            wait or not proc.is_alive()
+        ):  # children its tasks left behind end with it
+            end_group(proc.pid)
 
 
 class Claims:

@@ -76,6 +76,7 @@ from functools import partial
 from typing import Any
 
 from ..errors import WorkerCrashedError
+from ._deathwatch import DeathWatch
 from ._durations import Durations
 from ._slot import Claims, Job, Slot, is_broken_pool, is_shutdown
 from .base import AttemptCall, Executor, default_workers
@@ -143,7 +144,8 @@ class ProcessExecutor(Executor):
         self.max_workers = max_workers
         self.share_threshold = share_threshold
         self._lock = threading.RLock()  # re-entrant: see _launch
-        self._slots = [Slot(i) for i in range(max_workers)]
+        self._watch = DeathWatch()  # a worker's death is seen at once (_deathwatch.py)
+        self._slots = [Slot(i, self._watch) for i in range(max_workers)]
         self._queued: deque[Job] = deque()
         self._durations = Durations()
         self._closed = False  # shut down: what a dying worker hands back stays queued

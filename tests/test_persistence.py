@@ -644,21 +644,36 @@ def test_truncated_journal_at_every_byte_loads_and_keeps_whole_records(opts, tmp
     assert result.ok and result.resumed and calls == ["c", "d"]
 
 
-def test_corrupt_record_is_refused_with_the_file_and_the_fix(opts, tmp_path):
-    """A flipped byte inside the journal is a StateError naming the file and fresh=True;
-    nothing is unpickled and fresh=True still runs."""
+def test_a_corrupt_run_is_set_aside_and_the_next_run_starts_fresh(opts, tmp_path, capsys):
+    """A flipped byte inside the journal: nothing is unpickled; the plan says the run is
+    damaged; the next run moves it to state/quarantine/ with a note (a warning names the
+    file), starts fresh and succeeds; `flowforge history` lists it as quarantined. A
+    damaged run never blocks the runs after it."""
+    import json
+
+    from flowforge.cli import main
+
     calls, fail = [], {"d"}
     wf = diamond("w", calls, fail, opts=opts, store="files")
-    wf.run()
+    failed = wf.run()
     path = _journal(tmp_path)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(StateError, match="corrupt") as info:
-        wf.run()
-    assert str(path) in str(info.value) and "fresh=True" in str(info.value)
+    plan = wf.plan()
+    assert plan.run_id is None and any("is damaged" in n and "corrupt" in n
+                                       for n in plan.notes), plan.notes
     fail.clear()
-    assert wf.run(fresh=True).ok
+    calls.clear()
+    with pytest.warns(UserWarning, match=f"run {failed.run_id} was damaged .*{path}"):
+        result = wf.run()
+    assert result.ok and not result.resumed and calls == ["a", "b", "c", "d"]
+    moved = tmp_path / "state" / "quarantine" / path.parent.name / path.name
+    assert moved.read_bytes() == bytes(data) and not path.exists()  # the evidence stays
+    capsys.readouterr()
+    assert main(["--state-dir", str(tmp_path / "state"), "history", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["status"] for r in rows if r["run_id"] == failed.run_id] == ["quarantined"]
 
 
 def test_a_damaged_length_in_a_middle_record_is_corruption_not_a_torn_tail(opts, tmp_path):
@@ -679,12 +694,13 @@ def test_a_damaged_length_in_a_middle_record_is_corruption_not_a_torn_tail(opts,
     damaged = bytearray(data)
     damaged[middle] ^= 0x01  # its length now claims 16 MiB more than it has
     path.write_bytes(bytes(damaged))
-    with pytest.raises(StateError, match="corrupt"):
-        wf.run()
+    plan = wf.plan()
+    assert plan.run_id is None and any("corrupt" in n for n in plan.notes), plan.notes
     assert path.read_bytes() == bytes(damaged)  # nothing truncated: the evidence stays
     path.write_bytes(data[:-7])  # a crash while the last record was written
     fail.clear()
-    assert wf.run().ok
+    resumed = wf.run()
+    assert resumed.ok and resumed.resumed
 
 
 def test_record_signed_with_another_key_is_refused_before_unpickling(opts, tmp_path):

@@ -345,6 +345,13 @@ def _run_rows(args: argparse.Namespace, workflow: str | None) -> list[dict[str, 
             "workflow": bad.workflow, "run_id": bad.run_id, "status": "unreadable",
             "started": _when(bad.modified), "finished": None, "duration": None,
             "total": None, "job": None, "reason": bad.reason}))
+    for note in _manager(args).store.quarantined():
+        if workflow is None or note.get("workflow") == workflow:
+            dated.append((float(note.get("when") or 0.0), {
+                "workflow": note.get("workflow"), "run_id": note.get("run_id"),
+                "status": "quarantined", "started": _when(note.get("when")),
+                "finished": None, "duration": None, "total": None, "job": None,
+                "reason": f"{note.get('why')} (set aside in {note.get('where')})"}))
     dated.sort(key=lambda pair: (pair[0], pair[1]["run_id"]), reverse=True)
     return [row for _, row in dated]
 

@@ -127,7 +127,8 @@ class Sealer:
         """The payload of a single stored frame, or :class:`StateError` naming ``where``."""
         frames, _, problem = self.scan(frame)
         if problem is not None or len(frames) != 1:
-            raise StateError(problem_message(where, problem or CORRUPT), path=where)
+            raise StateError(problem_message(where, problem or CORRUPT), path=where,
+                             problem=problem or CORRUPT)
         offset, length = frames[0]
         return frame[offset : offset + length]
 

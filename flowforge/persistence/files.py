@@ -17,12 +17,15 @@ the record survives the process dying. ``durability="fsync"`` adds an ``fdatasyn
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
+import json
 import logging
 import os
 import re
 import secrets
 import shutil
+import time
 from typing import Any
 
 from ..errors import StateError
@@ -136,6 +139,34 @@ class FileStore(StateStore):
             raise StateError(_frames.problem_message(path, _frames.FOREIGN), path=path)
         payload = sealer.open_one(data[len(_frames.MAGIC) :], path)
         return RunInfo.from_json(payload, path)
+
+    def quarantine(self, workflow: str, run_id: str, why: str) -> str | None:
+        """Move a damaged run's files to ``<state>/quarantine/<workflow>/`` with a note
+        (``<run_id>.why.json``): kept as evidence, out of every later run's way."""
+        target = os.path.join(self.state_dir, "quarantine", workflow_dir_name(workflow))
+        _frames.make_dirs(target)
+        for suffix in (".journal", ".run", ".blobs"):
+            source = self._path(workflow, run_id, suffix)
+            if os.path.lexists(source):
+                os.replace(source, os.path.join(target, os.path.basename(source)))
+        note = {"workflow": workflow, "run_id": run_id, "why": why, "when": time.time(),
+                "where": target}
+        _frames.write_atomic(os.path.join(target, f"{check_run_id(run_id)}.why.json"),
+                             json.dumps(note).encode(), fsync=False)
+        return target
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        found = []
+        for path in sorted(glob.glob(os.path.join(self.state_dir, "quarantine", "*",
+                                                  "*.why.json"))):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    note = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if isinstance(note, dict):
+                found.append(note)
+        return found
 
     def delete_run(self, workflow: str, run_id: str) -> None:
         for suffix in (".journal", ".run"):
@@ -328,5 +359,5 @@ def _unreadable(path: str, workflow: str | None, exc: Exception) -> UnreadableRu
     return UnreadableRun(
         workflow=workflow or os.path.basename(os.path.dirname(path)),
         run_id=os.path.basename(path)[: -len(".run")], where=path, reason=reason,
-        modified=modified,
+        modified=modified, problem=getattr(exc, "problem", None),
     )

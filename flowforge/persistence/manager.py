@@ -250,14 +250,20 @@ class PersistenceManager:
 
     # -- what Workflow.run() and Workflow.plan() use -----------------------------------
 
-    def _resumable(self, workflow: str, key: RunKey | None) -> tuple[RunInfo | None, list[str]]:
+    def _resumable(
+        self, workflow: str, key: RunKey | None, *, set_aside: bool = False
+    ) -> tuple[RunInfo | None, list[str]]:
         """The newest run of ``workflow`` with run key ``key`` (None: any) if it did not
-        succeed; and why a newer unfinished run of another key was not taken."""
-        runs = self.store.list_runs(workflow)  # no liveness check: not-succeeded is enough
+        succeed; and why a newer unfinished run of another key was not taken. A run
+        whose summary is damaged is set aside (``set_aside``: moved to quarantine) so
+        it blocks no later run; one signed with another key still stops the run."""
+        bad: list[UnreadableRun] = []
+        runs = self.store.list_runs(workflow, unreadable=bad)  # not-succeeded is enough
+        notes = [self._set_aside(workflow, b.run_id, b.reason, b.problem, set_aside)
+                 for b in bad]
         if not runs:
-            return None, []
+            return None, notes
         runs.sort(key=lambda i: (i.started, i.run_id), reverse=True)
-        notes = []
         newest = runs[0]
         why = None if key is None else key.differs_from(newest)
         if why is not None and newest.status != RunStatus.SUCCEEDED.value:
@@ -266,9 +272,28 @@ class PersistenceManager:
         last = next((i for i in runs if key is None or key.matches(i)), None)
         if last is None or last.status == RunStatus.SUCCEEDED.value:
             return None, notes
-        if last is not newest:
-            notes = []  # it resumes its own earlier run: the other script's is no concern
+        if last is not newest:  # it resumes its own earlier run: the other's is no concern
+            notes = [n for n in notes if not n.startswith("did not resume")]
         return last, notes
+
+    def _set_aside(
+        self, workflow: str, run_id: str, reason: str, problem: str | None, move: bool
+    ) -> str:
+        """Quarantine a damaged run (``move``), or say a run would; the note."""
+        if problem == _frames.FOREIGN:  # another key signed it: tampering, stop here
+            raise StateError(reason, run_id=run_id, problem=problem)
+        if not move:
+            return (f"run {run_id} is damaged ({reason}); the next run sets it aside and "
+                    "starts fresh")
+        where = self.store.quarantine(workflow, run_id, reason)
+        if where is None:  # this store cannot: the damage stops the run, as it says
+            raise StateError(reason, run_id=run_id, problem=problem)
+        note = (f"run {run_id} was damaged ({reason}); it was set aside in {where} and "
+                "this run starts fresh")
+        import warnings
+
+        warnings.warn(note, stacklevel=4)
+        return note
 
     def plan(
         self,
@@ -282,7 +307,14 @@ class PersistenceManager:
     ) -> Plan:
         """What a run of ``workflow`` with run key ``key`` would do now, read-only."""
         last, notes = self._resumable(workflow, key) if resume else (None, [])
-        return self._plan(workflow, order, upstream, fingerprints, last, notes)[0]
+        try:
+            return self._plan(workflow, order, upstream, fingerprints, last, notes)[0]
+        except StateError as exc:  # its journal is damaged
+            if last is None or getattr(exc, "problem", None) != _frames.CORRUPT:
+                raise
+            notes.append(self._set_aside(workflow, last.run_id, str(exc), _frames.CORRUPT,
+                                         False))
+            return self._plan(workflow, order, upstream, fingerprints, None, notes)[0]
 
     def _plan(
         self,
@@ -346,9 +378,19 @@ class PersistenceManager:
         try:
             stack.enter_context(self.store.lock(workflow))
             with paused_gc():
-                last, notes = self._resumable(workflow, key) if resume else (None, [])
-                plan, journal = self._plan(workflow, order, upstream, fingerprints, last,
-                                           notes)
+                last, notes = (self._resumable(workflow, key, set_aside=True) if resume
+                               else (None, []))
+                try:
+                    plan, journal = self._plan(workflow, order, upstream, fingerprints,
+                                               last, notes)
+                except StateError as exc:  # its journal is damaged: set it aside
+                    if last is None or getattr(exc, "problem", None) != _frames.CORRUPT:
+                        raise
+                    notes.append(self._set_aside(workflow, last.run_id, str(exc),
+                                                 _frames.CORRUPT, True))
+                    last = None
+                    plan, journal = self._plan(workflow, order, upstream, fingerprints,
+                                               None, notes)
                 session = RunSession(
                     self.store, workflow, last, plan, journal, fingerprints, order, new_run_id,
                     stack, job, target, params, key, upstream,

@@ -36,6 +36,8 @@ class UnreadableRun:
     where: str
     reason: str
     modified: float | None = None
+    #: "corrupt" or "foreign" when its frames said so (see persistence/_frames.py).
+    problem: str | None = None
 
 
 @dataclass(slots=True)
@@ -149,6 +151,15 @@ class StateStore(ABC):
 
     def close(self) -> None:  # noqa: B027 - most stores hold nothing open
         """Release what the store holds open."""
+
+    def quarantine(self, workflow: str, run_id: str, why: str) -> str | None:
+        """Set a damaged run aside, with a note saying ``why``; where it went, or None
+        when this store cannot (the caller then reports the damage as before)."""
+        return None
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """The notes of the runs set aside (workflow, run_id, why, when, where)."""
+        return []
 
     def where(self, workflow: str, run_id: str) -> str:
         """Where a run's journal lives, for messages."""
@@ -272,4 +283,4 @@ def check_scan(where: str, problem: str | None) -> bool:
         return False
     if problem == _frames.TORN:
         return True
-    raise StateError(_frames.problem_message(where, problem), path=where)
+    raise StateError(_frames.problem_message(where, problem), path=where, problem=problem)

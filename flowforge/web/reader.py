@@ -46,6 +46,16 @@ def unreadable_dict(bad: UnreadableRun) -> dict[str, Any]:
     }
 
 
+def quarantined_dict(note: Mapping[str, Any]) -> dict[str, Any]:
+    """A run set aside as damaged (see PersistenceManager): status ``quarantined``,
+    ``reason`` saying why and where it went."""
+    bad = UnreadableRun(workflow=str(note.get("workflow", "")),
+                        run_id=str(note.get("run_id", "")), where=str(note.get("where", "")),
+                        reason=f"{note.get('why', '')} (set aside in {note.get('where')})",
+                        modified=float(note.get("when") or 0.0))
+    return {**unreadable_dict(bad), "status": "quarantined"}
+
+
 def run_dict(info: RunInfo) -> dict[str, Any]:
     """A run's summary as the API sends it (a running or interrupted run's counts come
     from its journal: see PersistenceManager.runs); a running run has lasted until now."""
@@ -101,8 +111,14 @@ class StateReader:
         return self.listing(workflow)[0]
 
     def summaries(self, workflow: str | None = None) -> list[dict[str, Any]]:
-        """Every run as the API lists it, unreadable ones included, newest first."""
-        return _summaries(*self.listing(workflow))
+        """Every run as the API lists it, unreadable and quarantined ones included,
+        newest first."""
+        out = _summaries(*self.listing(workflow))
+        for note in self.manager().store.quarantined():
+            if workflow is None or note.get("workflow") == workflow:
+                out.append(quarantined_dict(note))
+        out.sort(key=lambda r: (r["started"], r["run_id"]), reverse=True)
+        return out
 
     def find(self, run_id: str, workflow: str | None = None) -> RunInfo | None:
         return next((r for r in self.runs(workflow) if r.run_id == run_id), None)

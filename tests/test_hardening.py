@@ -279,3 +279,26 @@ def test_a_journal_replaced_by_a_symlink_is_a_state_error_naming_it(tmp_path):
     journal.symlink_to(elsewhere)
     with pytest.raises(StateError, match=f"state file {journal} is a symbolic link"):
         wf.run()
+
+
+def test_a_damaged_sqlite_schema_is_a_state_error_naming_the_database(tmp_path):
+    """A dropped column (a damaged schema) was a raw OSError "no such column"."""
+    import sqlite3
+
+    from flowforge import task, workflow
+    from flowforge.errors import StateError
+
+    with workflow("sq", state_dir=str(tmp_path / "state"), state_store="sqlite",
+                  log_dir=None, quiet=True, progress=False) as wf:
+        @task
+        def a():
+            return 1
+
+    assert wf.run().ok
+    db = tmp_path / "state" / "flowforge.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.execute("ALTER TABLE journal RENAME COLUMN frame TO damaged")
+    with pytest.raises(StateError) as err:
+        wf.run()
+    assert f"state database {db} cannot be read" in str(err.value)
+    assert "no column named frame" in str(err.value) and "move it aside" in str(err.value)

@@ -98,6 +98,16 @@ class SQLiteStore(StateStore):
         )
         return StateError(msg, path=self.path)
 
+    def _operational(self, exc: sqlite3.OperationalError) -> Exception:
+        """A full or failing disk is the OSError a file store raises; anything else
+        SQLite calls operational (a missing table or column: a damaged schema) is a
+        damaged database, named with the fix."""
+        text = str(exc).lower()
+        if any(w in text for w in ("full", "disk i/o", "readonly", "unable to open",
+                                   "locked")):
+            return _os_error(exc)
+        return self._corrupt(exc)
+
     def _query(self, sql: str, args: tuple[Any, ...] = (), *, create: bool = True) -> list[Any]:
         with self._mutex:
             db = self._conn(create=create)
@@ -106,7 +116,7 @@ class SQLiteStore(StateStore):
             try:
                 return db.execute(sql, args).fetchall()
             except sqlite3.OperationalError as exc:
-                raise _os_error(exc) from exc
+                raise self._operational(exc) from exc
             except sqlite3.DatabaseError as exc:
                 raise self._corrupt(exc) from exc
 
@@ -271,7 +281,7 @@ class _SQLiteJournal(Journal):
                     (self._workflow, self._run_id, frame),
                 )
             except sqlite3.OperationalError as exc:
-                raise _os_error(exc) from exc
+                raise store._operational(exc) from exc
             except sqlite3.DatabaseError as exc:
                 raise store._corrupt(exc) from exc
         return cur.lastrowid

@@ -12,6 +12,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import psutil
+import pytest
+
 from tests.waiting import wait_until
 
 REPO = str(Path(__file__).resolve().parents[1])
@@ -97,6 +100,8 @@ SCHEDULED = textwrap.dedent('''
 
         @task
         def slow(fetch, ctx):
+            with open("slow.pid", "w") as f:
+                f.write(str(os.getpid()))
             open("slow-started", "w").close()
             if not os.path.exists("release"):
                 time.sleep(300)  # the first scheduler is killed here
@@ -108,7 +113,11 @@ SCHEDULED = textwrap.dedent('''
     if sys.argv[1] == "again":
         now[0] = datetime(2030, 1, 1, 0, 5, tzinfo=timezone.utc)
     sched = Scheduler("state", clock=lambda: now[0])
-    sched.add(wf, cron="0 0 * * *")
+    isolate = sys.argv[3] == "isolate"  # each fire in a forked child
+    if sys.argv[2] == "cron":
+        sched.add(wf, cron="0 0 * * *", isolate=isolate)
+    else:  # a one-time job
+        sched.add(wf, at="2030-01-01T00:00:00+00:00", isolate=isolate)
     if sys.argv[1] == "first":
         now[0] = datetime(2030, 1, 1, 0, 1, tzinfo=timezone.utc)
     sched.run_pending()
@@ -116,28 +125,45 @@ SCHEDULED = textwrap.dedent('''
 ''')
 
 
-def test_a_fire_the_scheduler_died_running_resumes_when_it_starts_again(tmp_path):
+@pytest.mark.parametrize(("kind", "isolate"), [("cron", "thread"), ("at", "thread"),
+                                               ("cron", "isolate")])
+def test_a_fire_the_scheduler_died_running_resumes_when_it_starts_again(
+    tmp_path, kind, isolate
+):
     """kill -9 of the scheduler mid-fire: started again, it resumes that fire's run
-    (fetch is restored, not fetched again) with the same ctx.scheduled_for."""
+    (fetch is restored, not fetched again) with the same ctx.scheduled_for, exactly
+    once, also for a one-time (at=) job; the job table then says succeeded. An isolated
+    fire's child dies with the scheduler (it would hold the run's lock)."""
     (tmp_path / "sched.py").write_text(SCHEDULED)
     env = {**os.environ, "PYTHONPATH": REPO}
-    first = subprocess.Popen([sys.executable, "sched.py", "first"], cwd=tmp_path, env=env,
+    first = subprocess.Popen([sys.executable, "sched.py", "first", kind, isolate],
+                             cwd=tmp_path, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_until(lambda: (tmp_path / "slow-started").exists() or first.poll() is not None,
                    60, "the fire's slow task to start")
         assert first.poll() is None, first.communicate()
+        runner = int((tmp_path / "slow.pid").read_text())
         first.send_signal(signal.SIGKILL)
         first.wait(30)
+        wait_until(lambda: not psutil.pid_exists(runner)
+                   or psutil.Process(runner).status() == psutil.STATUS_ZOMBIE,
+                   10, "the fire's process to end with the scheduler")
     finally:
         if first.poll() is None:
             first.kill()
     (tmp_path / "release").touch()
-    again = subprocess.run([sys.executable, "sched.py", "again"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=120)
+    again = subprocess.run([sys.executable, "sched.py", "again", kind, isolate],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert "JOBS ['succeeded']" in again.stdout, again.stdout + again.stderr
     assert (tmp_path / "fetch.log").read_text() == "2030-01-01T00:00:00+00:00\n"
     runs = json.loads(subprocess.run(
         [sys.executable, "-m", "flowforge", "history", "--json"], cwd=tmp_path, env=env,
         capture_output=True, text=True, check=True).stdout)
     assert len(runs) == 1 and runs[0]["status"] == "succeeded"
+    table = json.loads((tmp_path / "state" / "scheduler" / "jobs.json").read_text())
+    assert table["nightly"]["last_status"] == "succeeded"
+    third = subprocess.run([sys.executable, "sched.py", "again", kind, isolate],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert "JOBS ['succeeded']" in third.stdout  # resumed once: nothing runs again
+    assert (tmp_path / "fetch.log").read_text() == "2030-01-01T00:00:00+00:00\n"

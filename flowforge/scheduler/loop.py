@@ -27,9 +27,12 @@ resuming its own run. ``resume=False`` starts those again from scratch instead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -476,7 +479,7 @@ def _run_isolated(job: _ScheduledJob, fire: datetime) -> tuple[str, str | None]:
     reader, writer = ctx.Pipe(duplex=False)
     proc = ctx.Process(
         target=_child,
-        args=(job.workflow, job.params, not job.resume, job.name, fire, writer),
+        args=(job.workflow, job.params, not job.resume, job.name, fire, writer, os.getpid()),
     )
     proc.start()
     writer.close()  # the child's copy stays open: EOF means it ended without a report
@@ -495,10 +498,22 @@ def _run_isolated(job: _ScheduledJob, fire: datetime) -> tuple[str, str | None]:
 
 
 def _child(
-    wf: Workflow, params: dict[str, Any], fresh: bool, name: str, fire: datetime, report: Any
+    wf: Workflow, params: dict[str, Any], fresh: bool, name: str, fire: datetime, report: Any,
+    scheduler: int,
 ) -> None:
-    import os
-
+    _die_with(scheduler)  # an orphan would hold the run's lock against the resume
     result = wf.run(params, fresh=fresh, job=name, scheduled_for=fire)
     report.send((result.status.value, result.run_id))
     os._exit(0 if result.ok else 1)
+
+
+def _die_with(parent: int) -> None:
+    """End this isolated run when the scheduler that forked it dies (Linux: the kernel
+    sends SIGKILL), so a restarted scheduler can resume the fire it was running."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before that took effect
+        os._exit(1)

@@ -302,3 +302,35 @@ def test_a_damaged_sqlite_schema_is_a_state_error_naming_the_database(tmp_path):
         wf.run()
     assert f"state database {db} cannot be read" in str(err.value)
     assert "no column named frame" in str(err.value) and "move it aside" in str(err.value)
+
+
+def test_a_journal_copied_over_another_runs_is_never_loaded(tmp_path):
+    """Run A's journal copied over run B's: B's next run refuses it (the header names
+    run A), sets B aside saying why, and computes its own values, not A's."""
+    import shutil
+
+    from flowforge import task, workflow
+
+    gate = tmp_path / "go"
+    with workflow("swap", executor="sequential", state_dir=str(tmp_path / "state"),
+                  log_dir=None, quiet=True, progress=False) as wf:
+        @task
+        def base(n: int) -> int:
+            return n * 100
+
+        @task
+        def last(base):
+            if not gate.exists():
+                raise RuntimeError("not yet")
+            return base
+
+    run_a = wf.run({"n": 1})
+    run_b = wf.run({"n": 2})
+    assert run_a.run_id != run_b.run_id and not run_a.ok and not run_b.ok
+    folder = next((tmp_path / "state").glob("swap*"))
+    shutil.copyfile(folder / f"{run_a.run_id}.journal", folder / f"{run_b.run_id}.journal")
+    gate.touch()
+    with pytest.warns(UserWarning, match=f"belongs to run '{run_a.run_id}', not run "
+                                         f"'{run_b.run_id}'"):
+        again = wf.run({"n": 2})
+    assert again.ok and not again.resumed and again["last"] == 200

@@ -133,6 +133,12 @@ class Sealer:
         return frame[offset : offset + length]
 
 
+def swapped_message(where: str, found: str, expected: str) -> str:
+    """A state file that belongs to another run than the one it is named for."""
+    return (f"state file {where} belongs to run {found!r}, not run {expected!r} (copied "
+            "over it?); it was not loaded")
+
+
 def problem_message(where: str, problem: str) -> str:
     if problem == FOREIGN:
         return (

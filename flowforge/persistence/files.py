@@ -138,7 +138,12 @@ class FileStore(StateStore):
         if sealer is None:
             raise StateError(_frames.problem_message(path, _frames.FOREIGN), path=path)
         payload = sealer.open_one(data[len(_frames.MAGIC) :], path)
-        return RunInfo.from_json(payload, path)
+        info = RunInfo.from_json(payload, path)
+        named = os.path.basename(path)[: -len(".run")]
+        if info.run_id != named:  # another run's summary, copied over this one's
+            raise StateError(_frames.swapped_message(path, info.run_id, named), path=path,
+                             problem=_frames.CORRUPT)
+        return info
 
     def quarantine(self, workflow: str, run_id: str, why: str) -> str | None:
         """Move a damaged run's files to ``<state>/quarantine/<workflow>/`` with a note

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import marshal
 import pickle
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import StateError
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 HEADER_BYTE = ord("{")
+UPSTREAM_BYTE = ord("U")  # a run's task upstreams (upstream_record)
 
 BLOB_THRESHOLD = 1 << 20
 
@@ -53,8 +55,7 @@ class JournalState:
         #: Per task, its saved map items or loop iterations: index -> (slot, record).
         self.units: dict[str, dict[int, tuple[JournalEntry, TaskRecord]]] = {}
         self.known: set[str] = set()
-        #: Each task's upstream tasks, from the newest header that names them.
-        self.upstream: dict[str, list[str]] = {}
+        self._upstream_raw: bytes | memoryview | None = None  # read on demand
         self.frames = 0
         self.torn = False
         self._order: list[str] = []  # the newest header's task order
@@ -62,15 +63,28 @@ class JournalState:
     def known_order(self) -> list[str]:
         """Every known task, in the newest header's order (others after, by name)."""
         return self._order + sorted(self.known - set(self._order))
+
+    @property
+    def upstream(self) -> dict[str, tuple[str, ...]]:
+        """Each task's upstream tasks, from the record written after the newest header
+        (empty for a run saved before such records existed)."""
+        raw = self._upstream_raw
+        if raw is None:
+            return {}
+        try:
+            ups = marshal.loads(raw[1:])
+        except (ValueError, EOFError, TypeError):
+            return {}
+        if not isinstance(ups, list) or len(ups) != len(self._order):
+            return {}
+        return dict(zip(self._order, ups, strict=True))
         self.scan: Any = None
 
 
-def _upstream(tasks: list[str], deps: list[Any]) -> dict[str, list[str]]:
-    """Each task's upstreams from a header's ``deps`` (indices into ``tasks``)."""
-    try:
-        return {name: [tasks[i] for i in ups] for name, ups in zip(tasks, deps, strict=True)}
-    except (TypeError, IndexError):  # a header this version cannot read: no readiness
-        return {}
+def upstream_record(order: list[str], upstream: Mapping[str, tuple[str, ...]]) -> bytes:
+    """The journal record of each task's upstreams, in ``order`` (marshal: 1.4 ms for
+    10,000 tasks, where JSON in the header took 11)."""
+    return b"U" + marshal.dumps([tuple(upstream.get(name, ())) for name in order])
 
 
 def read_journal(store: StateStore, workflow: str, run_id: str) -> JournalState:
@@ -89,14 +103,19 @@ def read_journal(store: StateStore, workflow: str, run_id: str) -> JournalState:
     for loc, payload in scan.entries:
         if payload[0] == HEADER_BYTE:
             head = _frames.read_header(payload, where)
+            claimed = head.get("run_id")
+            if claimed is not None and (claimed != run_id
+                                        or head.get("workflow", workflow) != workflow):
+                raise StateError(_frames.swapped_message(where, str(claimed), run_id),
+                                 path=where, problem=_frames.CORRUPT)
             python = str(head.get("python", ""))
             cloudpickle = str(head.get("cloudpickle", ""))
             tasks = head.get("tasks", ())
             out.known.update(tasks)
             out._order = list(tasks)
-            deps = head.get("deps")
-            if isinstance(deps, list) and len(deps) == len(tasks):
-                out.upstream = _upstream(tasks, deps)
+            continue
+        if payload[0] == UPSTREAM_BYTE:  # parsed only if asked for (not by a resume)
+            out._upstream_raw = payload
             continue
         try:
             (n,) = unpack(payload, 1)

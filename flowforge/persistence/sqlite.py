@@ -167,12 +167,17 @@ class SQLiteStore(StateStore):
         for w, r, f in rows:
             where = self.where(w, r)
             try:
-                out.append(RunInfo.from_json(self._open(f, where), where))
+                info = RunInfo.from_json(self._open(f, where), where)
+                if (info.workflow, info.run_id) != (w, r):  # another run's row copied here
+                    raise StateError(_frames.swapped_message(where, info.run_id, r),
+                                     path=where, problem=_frames.CORRUPT)
+                out.append(info)
             except StateError as exc:
                 if unreadable is None:
                     raise
                 unreadable.append(UnreadableRun(workflow=w, run_id=r, where=where,
-                                                reason=str(exc)))
+                                                reason=str(exc),
+                                                problem=getattr(exc, "problem", None)))
         return out
 
     def delete_run(self, workflow: str, run_id: str) -> None:

@@ -363,11 +363,12 @@ class Workflow:
 
         return to_mermaid(self)
 
-    def to_yaml(self) -> str:
-        """The workflow as a YAML definition (see :mod:`flowforge.definitions`)."""
+    def to_yaml(self, folder: str | None = None) -> str:
+        """The workflow as a YAML definition (see :mod:`flowforge.definitions`) that runs
+        the same when saved in ``folder`` (default: the working folder)."""
         from .export import to_yaml
 
-        return to_yaml(self)
+        return to_yaml(self, folder)
 
     def to_dot(self) -> str:
         """The DAG in Graphviz DOT."""

@@ -4,6 +4,7 @@ back out as a YAML definition (``to_yaml``, read back by :mod:`flowforge.definit
 from __future__ import annotations
 
 import json
+import os
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from ._task import Task
     from ._workflow import Workflow
 
-__all__ = ["to_dict", "to_dot", "to_mermaid", "to_text"]
+__all__ = ["to_definition", "to_dict", "to_dot", "to_mermaid", "to_text", "to_yaml"]
 
 
 def to_dict(wf: Workflow) -> dict[str, Any]:
@@ -98,12 +99,20 @@ def to_text(wf: Workflow) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_yaml(wf: Workflow) -> str:
-    """A YAML definition of ``wf``; tasks must be module-level functions without Python
-    conditions (``when=``) or loops, which YAML cannot name."""
+def to_yaml(wf: Workflow, folder: str | None = None) -> str:
+    """A YAML definition of ``wf`` (see :func:`to_definition`)."""
     import yaml
 
+    return str(yaml.safe_dump(to_definition(wf, folder), sort_keys=False))
 
+
+def to_definition(wf: Workflow, folder: str | None = None) -> dict[str, Any]:
+    """``wf`` as a definition that runs the same (written as YAML or JSON), to be saved
+    in ``folder`` (default: the working folder): tasks must be module-level functions
+    without Python conditions (``when=``) or loops, which a definition cannot name. A
+    function of the script itself is called by that script's module name, as seen from
+    ``folder``, so the definition runs from there."""
+    folder = os.path.abspath(folder or os.getcwd())
     bindings, graph = wf._bind(wf.params, strict=True)  # noqa: SLF001 - same package
     doc: dict[str, Any] = {"name": wf.name}
     if isinstance(wf.executor, str):
@@ -128,12 +137,7 @@ def to_yaml(wf: Workflow) -> str:
             msg = (f"task {name!r} uses a Python-only feature (a when= callable or a Task "
                    "subclass) that YAML writes as an expression; rewrite it in the definition")
             raise WorkflowDefinitionError(msg, task=name)
-        module = getattr(t.fn, "__module__", "")
-        qualname = getattr(t.fn, "__qualname__", "")
-        if module == "__main__" or "<locals>" in qualname:
-            msg = f"task {name!r}: its function must live in an importable module to export"
-            raise WorkflowDefinitionError(msg, task=name)
-        entry: dict[str, Any] = {"id": name, "call": f"{module}:{qualname}"}
+        entry: dict[str, Any] = {"id": name, "call": _call_of(t.fn, name, folder)}
         if t.branch:
             entry["type"] = "branch"
         args = {}
@@ -188,7 +192,30 @@ def to_yaml(wf: Workflow) -> str:
     for key in ("version", "description", "schedule"):
         if meta.get(key) is not None:
             doc[key] = meta[key]
-    return str(yaml.safe_dump(doc, sort_keys=False))
+    return doc
+
+
+#: The module name a script gets when it runs (``python x.py``, ``flowforge run x.py``).
+_SCRIPT_MODULES = ("__main__", "__flowforge_target__")
+
+
+def _call_of(fn: Any, task: str, folder: str) -> str:
+    """``module:function`` for ``fn``, importable by a definition saved in ``folder``."""
+    module = getattr(fn, "__module__", "") or ""
+    qualname = getattr(fn, "__qualname__", "") or ""
+    if "<locals>" in qualname:
+        msg = (f"task {task!r}: its function is defined inside another function; define "
+               "it at the top level of a module to export the workflow")
+        raise WorkflowDefinitionError(msg, task=task)
+    if module not in _SCRIPT_MODULES:
+        return f"{module}:{qualname}"
+    source = getattr(getattr(fn, "__code__", None), "co_filename", "")
+    relative = os.path.relpath(os.path.abspath(source), folder) if source else ".."
+    if relative.startswith("..") or not relative.endswith(".py"):
+        msg = (f"task {task!r}: its function is in {source}, which a definition saved in "
+               f"{folder} cannot import; save the export beside that file (or below it)")
+        raise WorkflowDefinitionError(msg, task=task)
+    return f"{relative[:-3].replace(os.sep, '.')}:{qualname}"
 
 
 def _definition_entry(t: DefinitionTask, upstream: tuple[str, ...], wf: Workflow

@@ -152,7 +152,8 @@ def test_plan_validate_graph_and_export(flow, capsys, tmp_path):
     assert main(["export", flow, "--format", "json"]) == 0
     exported = json.loads(capsys.readouterr().out)
     assert [t["id"] for t in exported["tasks"]] == ["numbers", "total"]
-    assert exported["tasks"][1]["depends_on"] == ["numbers"]
+    assert exported["tasks"][1]["with"] == {"numbers": "${numbers}"}  # a definition:
+    assert exported["tasks"][1]["call"].endswith(":total")  # the same as the YAML export
 
 
 def test_a_file_that_does_not_load_is_a_usage_error(tmp_path, capsys):

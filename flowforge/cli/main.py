@@ -486,13 +486,17 @@ def _seconds(text: str) -> float:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ..export import to_dict, to_dot, to_mermaid
+    from ..export import to_definition, to_dot, to_mermaid, to_yaml
 
     wf = _workflow(args)
+    # A definition's calls are written as seen from where it is saved, so that it runs.
+    folder = os.path.dirname(os.path.abspath(args.output)) if args.output else None
+    if folder is not None and not os.path.isdir(folder):
+        raise FileNotFoundError(2, "No such file or directory", args.output)
     if args.format == "yaml":
-        text = wf.to_yaml()
-    elif args.format == "json":
-        text = json.dumps(to_dict(wf), indent=2) + "\n"
+        text = to_yaml(wf, folder)
+    elif args.format == "json":  # the same definition as YAML: it refuses the same
+        text = json.dumps(to_definition(wf, folder), indent=2) + "\n"
     else:
         text = (to_mermaid if args.format == "mermaid" else to_dot)(wf)
     if args.output:

@@ -284,7 +284,7 @@ def test_file_errors_and_empty_tables_are_not_tracebacks(flow, tmp_path, capsys)
 
 def test_an_empty_table_prints_its_header(capsys):
     """A run with no task records yet prints the header, not a traceback."""
-    from flowforge.cli.main import _table
+    from flowforge.cli.output import table as _table
 
     _table([], ["task", "state"])
     assert capsys.readouterr().out.split() == ["TASK", "STATE"]

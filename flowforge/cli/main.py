@@ -3,20 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import FlowForgeError
+from .output import (
+    CANCELLED,
+    FAILED,
+    OK,
+    USAGE,
+    manager_of,
+    output,
+    print_json,
+    run_json,
+    run_row,
+    run_rows,
+    table,
+    text_row,
+)
 
 __all__ = ["main"]
 
-OK, FAILED, USAGE = 0, 1, 2
-CANCELLED = 130  # as a shell reports a command ended by Ctrl-C (128 + SIGINT)
+
+
+_DESCRIPTION = """\
+FlowForge: define, run, resume, schedule and watch multi-step workflows.
+
+Run a workflow file (Python or YAML/JSON), resume or cancel a run, see what ran
+(history, status, plan), validate and export definitions, schedule jobs, and start
+the dashboard (ui). Exit codes: 0 ok, 1 a run failed, 2 bad usage, 130 cancelled."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,14 +47,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE
     try:
         return int(args.func(args))
+    except BrokenPipeError:  # `flowforge status RUN | head`: the reader had enough
+        _quiet_closed_stdout()
+        return OK
     except (FlowForgeError, KeyError, ValueError, OSError) as exc:
         text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"flowforge {args.command}: {text}", file=sys.stderr)
         return USAGE
 
 
+def _quiet_closed_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's own flush at exit does not print
+    ``[Errno 32] Broken pipe`` (as ``git`` and ``ls`` end quietly)."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="flowforge", description=__doc__)
+    from .. import __version__
+
+    p = argparse.ArgumentParser(prog="flowforge", description=_DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"flowforge {__version__}")
     p.add_argument("--state-dir", default="state", help="the state folder (default: state)")
     common = argparse.ArgumentParser(add_help=False)  # --state-dir after the command too
     common.add_argument("--state-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -56,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-p", dest="param", action="append", default=[], metavar="KEY=VALUE",
                      help="one param, converted to the type its task parameter "
                      "expects (its hint or default); else JSON if it parses, else text")
-    run.add_argument("--executor", choices=["sequential", "thread", "process"])
+    run.add_argument("--executor", choices=["sequential", "thread", "process", "dask"],
+                     help="run every task here (dask: a LocalCluster of this machine)")
     run.add_argument("--fresh", action="store_true", help="do not resume an unfinished run")
     run.add_argument("--json", action="store_true",
                      help="print the run's status, counts and results as JSON")
@@ -225,7 +261,7 @@ def _run(args: argparse.Namespace) -> int:
         params[key] = from_text(wf, key, value)
     result = wf.run(params, executor=args.executor, fresh=args.fresh)
     if args.json:
-        _print_json(_run_json(result))
+        print_json(run_json(result))
     if result.ok:
         return OK
     if result.status == "cancelled":
@@ -238,27 +274,6 @@ def _run(args: argparse.Namespace) -> int:
     if wf.log_dir is not None:
         print(f"log: {os.path.join(os.fspath(wf.log_dir), 'workflow.log')}", file=sys.stderr)
     return FAILED
-
-
-def _run_json(result: Any) -> dict[str, Any]:
-    """A finished run for scripts: status, counts by state, results (JSON where they
-    are, else their repr), the error."""
-    counts: dict[str, int] = {"total": len(result.tasks)}
-    for state in ("succeeded", "failed", "cancelled", "skipped", "pending"):
-        counts[state] = sum(1 for t in result.tasks.values() if t.state == state)
-    results = {}
-    for name in result.results:
-        value = result.results[name]
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            value = repr(value)
-        results[name] = value
-    return {"workflow": result.workflow, "run_id": result.run_id,
-            "status": result.status.value, **counts,
-            "duration": round(result.finished - result.started, 6),
-            "error": None if result.error is None else str(result.error),
-            "results": results}
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
@@ -293,7 +308,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
 def _plan(args: argparse.Namespace) -> int:
     plan = _workflow(args).plan()
     if args.json:
-        _print_json({"workflow": plan.workflow, "resume": plan.run_id, "notes": plan.notes,
+        print_json({"workflow": plan.workflow, "resume": plan.run_id, "notes": plan.notes,
                      "tasks": [e._asdict() for e in plan.entries.values()]})
     else:
         print(plan)
@@ -307,58 +322,27 @@ def _validate(args: argparse.Namespace) -> int:
     return OK
 
 
-def _manager(args: argparse.Namespace) -> Any:
-    from ..persistence.manager import PersistenceManager, folder_store
-
-    return PersistenceManager(args.state_dir, store=folder_store(args.state_dir))
-
-
 def _list(args: argparse.Namespace) -> int:
     latest: dict[str, Any] = {}
-    for row in _run_rows(args, None):
+    for row in run_rows(args, None):
         latest.setdefault(row["workflow"], row)
-    _output(args, list(latest.values()), ["workflow", "run_id", "status", "started", "tasks"],
-            _text_row)
+    output(args, list(latest.values()), ["workflow", "run_id", "status", "started", "tasks"],
+            text_row)
     return OK
 
 
 def _history(args: argparse.Namespace) -> int:
-    rows = _run_rows(args, args.workflow)
+    rows = run_rows(args, args.workflow)
     if args.status:
         rows = [r for r in rows if r["status"] == args.status]
-    _output(args, rows[: args.limit],
-            ["workflow", "run_id", "status", "started", "duration", "tasks"], _text_row)
+    output(args, rows[: args.limit],
+            ["workflow", "run_id", "status", "started", "duration", "tasks"], text_row)
     return OK
 
 
-def _run_rows(args: argparse.Namespace, workflow: str | None) -> list[dict[str, Any]]:
-    """Saved runs as rows, newest first; a run whose summary cannot be read is a row with
-    status ``unreadable`` and its ``reason``, also said on stderr: one damaged file must
-    not hide the other runs."""
-    unreadable: list[Any] = []
-    runs = _manager(args).runs(workflow, unreadable=unreadable)
-    dated = [(i.started, _run_row(i)) for i in runs]
-    for bad in unreadable:
-        print(f"flowforge {args.command}: run {bad.run_id} of {bad.workflow!r} is unreadable: "
-              f"{bad.reason}", file=sys.stderr)
-        dated.append((bad.modified or 0.0, {
-            "workflow": bad.workflow, "run_id": bad.run_id, "status": "unreadable",
-            "started": _when(bad.modified), "finished": None, "duration": None,
-            "total": None, "job": None, "reason": bad.reason}))
-    for note in _manager(args).store.quarantined():
-        if workflow is None or note.get("workflow") == workflow:
-            dated.append((float(note.get("when") or 0.0), {
-                "workflow": note.get("workflow"), "run_id": note.get("run_id"),
-                "status": "quarantined", "started": _when(note.get("when")),
-                "finished": None, "duration": None, "total": None, "job": None,
-                "reason": f"{note.get('why')} (set aside in {note.get('where')})"}))
-    dated.sort(key=lambda pair: (pair[0], pair[1]["run_id"]), reverse=True)
-    return [row for _, row in dated]
-
-
 def _status(args: argparse.Namespace) -> int:
-    saved = _manager(args).load(args.run_id)
-    row = _run_row(saved.info)
+    saved = manager_of(args).load(args.run_id)
+    row = run_row(saved.info)
     tasks = []
     for name, state in saved.states.items():
         rec = saved.tasks.get(name)
@@ -368,19 +352,19 @@ def _status(args: argparse.Namespace) -> int:
             "error": None if rec is None else rec.error,
         })
     if args.json:  # --tasks changes only the text
-        _print_json({**row, "tasks": tasks})
+        print_json({**row, "tasks": tasks})
         return OK
-    for key, value in _text_row(row).items():
+    for key, value in text_row(row).items():
         if value is not None:
             print(f"{key:>9}: {value}")
     if args.tasks:
         print()
-        _table(tasks, ["task", "state", "attempts", "duration", "error"])
+        table(tasks, ["task", "state", "attempts", "duration", "error"])
     return OK
 
 
 def _clean(args: argparse.Namespace) -> int:
-    deleted = _manager(args).prune(keep=args.keep)
+    deleted = manager_of(args).prune(keep=args.keep)
     print(f"deleted {len(deleted)} run(s)")
     return OK
 
@@ -413,7 +397,7 @@ def _graph(args: argparse.Namespace) -> int:
 def _resume(args: argparse.Namespace) -> int:
     from ..loading import load, pick
 
-    manager = _manager(args)
+    manager = manager_of(args)
     info = next((r for r in manager.runs() if r.run_id == args.run_id), None)
     if info is None:
         raise ValueError(f"no saved run {args.run_id!r} in {args.state_dir!r}")
@@ -449,7 +433,7 @@ def _resume(args: argparse.Namespace) -> int:
 def _cancel(args: argparse.Namespace) -> int:
     from ..persistence.cancelling import CancelRequest
 
-    manager = _manager(args)
+    manager = manager_of(args)
     request = CancelRequest("the command line", os.getpid(), args.force)
     try:
         info = manager.request_cancel(args.run_id, request)
@@ -544,7 +528,7 @@ def _workers(args: argparse.Namespace) -> int:
             None if row["last_seen"] is None
             else datetime.fromtimestamp(row["last_seen"]).isoformat(timespec="seconds")
         )
-    _output(args, rows, ["address", "threads", "memory_limit", "running", "last_seen",
+    output(args, rows, ["address", "threads", "memory_limit", "running", "last_seen",
                          "resources"])
     return OK
 
@@ -552,7 +536,7 @@ def _workers(args: argparse.Namespace) -> int:
 def _schema(args: argparse.Namespace) -> int:
     from ..definitions.schema import SCHEMA
 
-    _print_json(SCHEMA)
+    print_json(SCHEMA)
     return OK
 
 
@@ -571,7 +555,7 @@ def _jobs(args: argparse.Namespace) -> int:
             "next_run": None if upcoming is None else upcoming.isoformat(timespec="seconds"),
             "last_fire": row.get("last_fire"), "last_status": row.get("last_status"),
         })
-    _output(args, rows, ["job", "workflow", "schedule", "enabled", "next_run", "last_status"])
+    output(args, rows, ["job", "workflow", "schedule", "enabled", "next_run", "last_status"])
     return OK
 
 
@@ -593,72 +577,3 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 # -- output -------------------------------------------------------------------------------
-
-
-def _when(stamp: float | None) -> str | None:
-    """A time as ISO 8601 with its offset, in this machine's zone."""
-    if stamp is None:
-        return None
-    return datetime.fromtimestamp(stamp).astimezone().isoformat(timespec="seconds")
-
-
-_COUNTS = ("succeeded", "failed", "cancelled", "skipped", "interrupted")
-
-
-def _run_row(info: Any) -> dict[str, Any]:
-    """A run for --json: counts as integers named after the states, ISO times; a run
-    still going has lasted until now."""
-    end = info.finished
-    if end is None and info.status == "running":
-        end = time.time()
-    running = info.total - sum(getattr(info, c) for c in _COUNTS)
-    return {"workflow": info.workflow, "run_id": info.run_id, "status": info.status,
-            "started": _when(info.started), "finished": _when(info.finished),
-            "duration": None if end is None else round(end - info.started, 3),
-            "total": info.total, **{c: getattr(info, c) for c in _COUNTS},
-            "running": running if info.status == "running" else 0,
-            "restored": info.restored, "job": info.job}
-
-
-def _text_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A --json row as the text tables show it: times to the second, counts in one cell."""
-    out = dict(row)
-    for key in ("started", "finished"):
-        if out.get(key):
-            out[key] = out[key][:19].replace("T", " ")
-    if row.get("total") is not None:
-        parts = [f"{row['succeeded']}/{row['total']} ok"]
-        parts += [f"{row[c]} {c}" for c in ("failed", "cancelled", "skipped", "interrupted",
-                                              "running", "restored") if row.get(c)]
-        out["tasks"] = ", ".join(parts)
-    for key in (*_COUNTS, "total", "running", "restored"):
-        out.pop(key, None)
-    return out
-
-
-def _output(
-    args: argparse.Namespace, rows: list[dict[str, Any]], columns: list[str],
-    as_text: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-) -> None:
-    if getattr(args, "json", False):
-        _print_json(rows)
-        return
-    if not rows:
-        print("nothing yet")
-        return
-    _table([as_text(r) for r in rows] if as_text is not None else rows, columns)
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
-    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
-    bold = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    head = "  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))
-    head = head.rstrip()
-    print(f"\033[1m{head}\033[0m" if bold else head)
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))

@@ -102,6 +102,13 @@ def create_app(
     app.state.dashboard = dash
     app.include_router(router, prefix="/api/v1")
 
+    @app.get("/health", include_in_schema=False)
+    @app.get("/ping", include_in_schema=False)
+    def liveness() -> dict[str, str]:
+        """For load balancers and Kubernetes probes: the server answers. It says nothing
+        else, so it needs no token and takes any Host (see web/auth.py PROBES)."""
+        return {"status": "ok"}
+
     @app.exception_handler(FlowForgeError)
     async def state_problem(request: Request, exc: FlowForgeError) -> JSONResponse:
         # e.g. a corrupt or foreign state file: say which and what to do, not just "500"

@@ -21,7 +21,7 @@ import ipaddress
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
-__all__ = ["COOKIE", "TokenGate", "check_bind", "is_loopback"]
+__all__ = ["COOKIE", "PROBES", "TokenGate", "check_bind", "is_loopback", "is_probe"]
 
 #: The token cookie's name; the server's port is added, so dashboards on one host but
 #: different ports (cookies ignore ports) do not overwrite each other's.
@@ -62,7 +62,7 @@ class TokenGate:
         self._token = token.encode("utf-8")
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] not in ("http", "websocket") or is_probe(scope):
             await self.app(scope, receive, send)
             return
         how = self._allowed(scope)
@@ -129,3 +129,12 @@ def cookie_name(scope: Scope) -> str:
     """The token cookie's name for the server that took ``scope``."""
     server = scope.get("server") or (None, None)
     return COOKIE if server[1] is None else f"{COOKIE}_{server[1]}"
+
+
+#: Liveness paths for load balancers and probes (``/api/v1/health`` says more).
+PROBES = ("/health", "/ping")
+
+
+def is_probe(scope: Any) -> bool:
+    """A GET or HEAD of a liveness path, which reveals nothing and changes nothing."""
+    return scope.get("path") in PROBES and scope.get("method") in ("GET", "HEAD")

@@ -70,3 +70,34 @@ def test_health_and_ping_answer_probes_without_a_token_or_a_known_host(tmp_path)
             assert answer.status_code == 200 and answer.json() == {"status": "ok"}
         assert c.get("/api/v1/health").status_code in (400, 401, 421)
         assert c.post("/health").status_code != 200
+
+
+def test_errors_speak_the_command_lines_words(tmp_path):
+    nosuch = _cli(tmp_path, "status", "NOSUCH")
+    assert nosuch.returncode == 2 and "see `flowforge history`" in nosuch.stderr
+    assert ".runs()" not in nosuch.stderr
+    limit = _cli(tmp_path, "history", "--limit", "abc")
+    assert limit.returncode == 2
+    assert "--limit: needs a whole number, got 'abc'" in limit.stderr
+    keep = _cli(tmp_path, "clean", "--keep", "-5")
+    assert keep.returncode == 2 and "--keep: must be 0 or more, got -5" in keep.stderr
+    assert "prune" not in keep.stderr
+
+
+def test_a_map_over_a_string_is_an_error_not_a_map_over_characters(tmp_path):
+    from flowforge import task, workflow
+
+    with workflow("chars", autosave=False, log_dir=None, quiet=True, progress=False) as wf:
+        @task
+        def names():
+            return "alice,bob"
+
+        @task(map="names")
+        def greet(names):
+            return f"hi {names}"
+
+    result = wf.run()
+    err = result.tasks["greet"].error
+    assert result.tasks["greet"].state.value == "failed"
+    assert "maps over 'names', whose result is a str ('alice,bob')" in str(err)
+    assert "did you mean a list?" in str(err)

@@ -234,6 +234,14 @@ class FanOut:
             except Exception as exc:  # a held result that can no longer be read
                 msg = f"task {name!r} cannot read the list it maps over ({upstream!r}): {exc}"
                 raise TaskError(msg, task=name, upstream=upstream) from exc
+            if isinstance(value, (str, bytes, bytearray)):  # iterable, but never meant
+                shown = value[:40]
+                msg = (
+                    f"task {name!r} maps over {upstream!r}, whose result is a "
+                    f"{type(value).__name__} ({shown!r}): that would map over its characters; "
+                    f"did you mean a list? (return [{upstream}'s value] or split it first)"
+                )
+                raise TaskError(msg, task=name, upstream=upstream)
             try:
                 columns.append(list(value))
             except TypeError:

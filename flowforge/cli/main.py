@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -143,7 +143,8 @@ def _parser() -> argparse.ArgumentParser:
     can.set_defaults(func=_cancel)
 
     clean = sub.add_parser("clean", help="delete old runs, keeping the newest per workflow")
-    clean.add_argument("--keep", type=int, default=10)
+    clean.add_argument("--keep", type=_whole(0), default=10,
+                       help="how many of each workflow's newest runs to keep (default 10)")
     clean.set_defaults(func=_clean)
 
     graph = sub.add_parser("graph", help="the DAG as text, or a picture through Graphviz")
@@ -199,11 +200,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
+def _whole(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``least``, refused in plain words."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"needs a whole number, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be {least} or more, got {value}")
+        return value
+
+    parse.__name__ = "whole number"  # what argparse names in its own messages
+    return parse
+
+
+_positive = _whole(1)
 
 
 _UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1 << 10, "mb": 1000**2, "mib": 1 << 20,
@@ -341,7 +354,10 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    saved = manager_of(args).load(args.run_id)
+    try:
+        saved = manager_of(args).load(args.run_id)
+    except KeyError:
+        raise _no_such_run(args) from None
     row = run_row(saved.info)
     tasks = []
     for name, state in saved.states.items():
@@ -437,6 +453,8 @@ def _cancel(args: argparse.Namespace) -> int:
     request = CancelRequest("the command line", os.getpid(), args.force)
     try:
         info = manager.request_cancel(args.run_id, request)
+    except KeyError:
+        raise _no_such_run(args) from None
     except ValueError as exc:
         print(f"flowforge cancel: {exc}", file=sys.stderr)
         return FAILED
@@ -457,6 +475,12 @@ def _cancel(args: argparse.Namespace) -> int:
         print(f"flowforge cancel: run {args.run_id} ended {info.status} before the cancel "
               "reached it", file=sys.stderr)
     return FAILED
+
+
+def _no_such_run(args: argparse.Namespace) -> ValueError:
+    """A run id the state folder does not know, in the command line's words."""
+    return ValueError(f"no saved run {args.run_id!r} in state folder {args.state_dir!r}; "
+                      "see `flowforge history` (or pass --state-dir)")
 
 
 def _seconds(text: str) -> float:

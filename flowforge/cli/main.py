@@ -7,11 +7,12 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import FlowForgeError
+from .arguments import byte_size, params_of, positive, seconds, whole_number
 from .output import (
     CANCELLED,
     FAILED,
@@ -117,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     hist = sub.add_parser("history", help="saved runs, newest first")
     hist.add_argument("--workflow")
     hist.add_argument("--status")
-    hist.add_argument("--limit", type=_positive, default=20)
+    hist.add_argument("--limit", type=positive, default=20)
     hist.add_argument("--json", action="store_true")
     hist.set_defaults(func=_history)
 
@@ -136,14 +137,14 @@ def _parser() -> argparse.ArgumentParser:
     can.add_argument("run_id")
     can.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
                      help="wait until the run reports cancelled (default: wait)")
-    can.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS",
+    can.add_argument("--timeout", type=seconds, default=30.0, metavar="SECONDS",
                      help="how long --wait waits (default: 30)")
     can.add_argument("--force", action="store_true",
                      help="also end the child processes its running tasks started")
     can.set_defaults(func=_cancel)
 
     clean = sub.add_parser("clean", help="delete old runs, keeping the newest per workflow")
-    clean.add_argument("--keep", type=_whole(0), default=10,
+    clean.add_argument("--keep", type=whole_number(0), default=10,
                        help="how many of each workflow's newest runs to keep (default 10)")
     clean.set_defaults(func=_clean)
 
@@ -191,48 +192,13 @@ def _parser() -> argparse.ArgumentParser:
                     metavar="HOST[:PORT]",
                     help="a further name the dashboard may be reached at (repeatable; "
                          "loopback names and --host always are)")
-    ui.add_argument("--max-body", type=_byte_size, default=1 << 20, metavar="SIZE",
+    ui.add_argument("--max-body", type=byte_size, default=1 << 20, metavar="SIZE",
                     help="the largest request body, in bytes or like 2MiB (default 1MiB)")
     ui.add_argument("--log-file", default=os.path.join("logs", "workflow.log"),
                     help="the runs' JSON log, for tracebacks and log lines "
                          "(default: logs/workflow.log)")
     ui.set_defaults(func=_ui)
     return p
-
-
-def _whole(least: int) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least ``least``, refused in plain words."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"needs a whole number, got {text!r}") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"must be {least} or more, got {value}")
-        return value
-
-    parse.__name__ = "whole number"  # what argparse names in its own messages
-    return parse
-
-
-_positive = _whole(1)
-
-
-_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1 << 10, "mb": 1000**2, "mib": 1 << 20,
-          "gb": 1000**3, "gib": 1 << 30}
-
-
-def _byte_size(text: str) -> int:
-    """Bytes from ``1048576``, ``512KiB``, ``2MiB`` or ``2MB``: 1 or more."""
-    raw = text.strip().replace(" ", "")
-    digits = raw.rstrip("BbIiKkMmGg")
-    unit = raw[len(digits):].lower()
-    if not digits.isdigit() or unit not in _UNITS or int(digits) < 1:
-        msg = (f"takes a size in bytes, 1 or more, like 1048576 or 1MiB (units B, KB, KiB, "
-               f"MB, MiB, GB, GiB), got {text!r}")
-        raise argparse.ArgumentTypeError(msg)
-    return int(digits) * _UNITS[unit]
 
 
 def _target(p: argparse.ArgumentParser) -> None:
@@ -252,7 +218,7 @@ def _workflow(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    params = _params(args)  # first: a parent writing them to our stdin is not kept waiting
+    params = params_of(args)  # first: a parent writing them to our stdin is not kept waiting
     if args.allow_module:  # before the definition loads: its imports are checked
         from ..definitions.tasktypes import ALLOWED_MODULES_ENV, allowed_modules
 
@@ -287,35 +253,6 @@ def _run(args: argparse.Namespace) -> int:
     if wf.log_dir is not None:
         print(f"log: {os.path.join(os.fspath(wf.log_dir), 'workflow.log')}", file=sys.stderr)
     return FAILED
-
-
-def _params(args: argparse.Namespace) -> dict[str, Any]:
-    """The params of ``--params`` or ``--params-file`` (``-``: standard input)."""
-    if args.params_file is not None:
-        flag = f"--params-file {args.params_file}"
-        try:
-            if args.params_file == "-":
-                text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
-            else:
-                with open(args.params_file, encoding="utf-8") as f:
-                    text = f.read()
-        except OSError as exc:
-            msg = f"{flag}: cannot read it ({exc.strerror or exc}); give a readable JSON file"
-            raise ValueError(msg) from exc
-    elif args.params:
-        flag, text = "--params", args.params
-    else:
-        return {}
-    try:
-        loaded = json.loads(text)
-    except ValueError as exc:
-        msg = f"{flag}: not JSON ({exc}); give a JSON object, like '{{\"limit\": 10}}'"
-        raise ValueError(msg) from exc
-    if not isinstance(loaded, dict):
-        msg = (f"{flag.split()[0]} takes a JSON object, like '{{\"limit\": 10}}', got "
-               f"{type(loaded).__name__}")
-        raise ValueError(msg)
-    return loaded
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -481,16 +418,6 @@ def _no_such_run(args: argparse.Namespace) -> ValueError:
     """A run id the state folder does not know, in the command line's words."""
     return ValueError(f"no saved run {args.run_id!r} in state folder {args.state_dir!r}; "
                       "see `flowforge history` (or pass --state-dir)")
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
-    return value
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -197,6 +197,8 @@ class PersistenceManager:
         deadline = time.monotonic() + timeout
         while True:
             info = self._find(run_id, workflow)
+            if info.status == "interrupted":  # its summary was read just before the run
+                info = self._find(run_id, workflow)  # wrote it and let go of its lock
             stopped = info.status != RunStatus.RUNNING.value or not (
                 self.store.is_locked(workflow)
             )

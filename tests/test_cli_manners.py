@@ -101,3 +101,30 @@ def test_a_map_over_a_string_is_an_error_not_a_map_over_characters(tmp_path):
     assert result.tasks["greet"].state.value == "failed"
     assert "maps over 'names', whose result is a str ('alice,bob')" in str(err)
     assert "did you mean a list?" in str(err)
+
+
+def test_validate_and_graph_speak_json(tmp_path):
+    (tmp_path / "two.py").write_text(textwrap.dedent('''
+        from flowforge import task, workflow
+
+        with workflow("two", quiet=True, progress=False) as wf:
+            @task
+            def a():
+                return 1
+
+            @task
+            def b(a):
+                return a
+    '''))
+    valid = _cli(tmp_path, "validate", "two.py", "--json")
+    assert valid.returncode == 0
+    assert json.loads(valid.stdout) == {"valid": True, "file": "two.py", "workflow": "two",
+                                        "tasks": 2}
+    graph = json.loads(_cli(tmp_path, "graph", "two.py", "--json").stdout)
+    assert graph == {"workflow": "two", "tasks": [{"task": "a", "upstream": []},
+                                                  {"task": "b", "upstream": ["a"]}]}
+    (tmp_path / "bad.yaml").write_text("name: bad\ntasks:\n  - id: a\n    call: nowhere:f\n")
+    bad = _cli(tmp_path, "validate", "bad.yaml", "--json")
+    assert bad.returncode == 2
+    answer = json.loads(bad.stdout)
+    assert answer["valid"] is False and "nowhere" in answer["problems"][0]

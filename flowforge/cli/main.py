@@ -109,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
 
     val = sub.add_parser("validate", help="load and check a workflow without running it")
     _target(val)
+    val.add_argument("--json", action="store_true",
+                     help="print {valid, workflow, tasks} or {valid: false, problems}")
     val.set_defaults(func=_validate)
 
     lst = sub.add_parser("list", help="workflows in the state folder, with their last run")
@@ -151,6 +153,8 @@ def _parser() -> argparse.ArgumentParser:
     graph = sub.add_parser("graph", help="the DAG as text, or a picture through Graphviz")
     _target(graph)
     graph.add_argument("-o", dest="output", help="dag.svg or dag.png (needs Graphviz's dot)")
+    graph.add_argument("--json", action="store_true",
+                       help="print each task with its upstream tasks, in run order")
     graph.set_defaults(func=_graph)
 
     export = sub.add_parser("export", help="the workflow as json, mermaid or dot")
@@ -266,8 +270,19 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    wf = _workflow(args)
-    wf.validate()
+    try:
+        wf = _workflow(args)
+        wf.validate()
+    except FlowForgeError as exc:
+        if not args.json:
+            raise
+        problems = getattr(exc, "problems", None) or [str(exc)]
+        print_json({"valid": False, "file": args.target, "problems": list(problems)})
+        return USAGE
+    if args.json:
+        print_json({"valid": True, "file": args.target, "workflow": wf.name,
+                    "tasks": len(wf.tasks)})
+        return OK
     print(f"{args.target}: workflow {wf.name!r} is valid ({len(wf.tasks)} tasks)")
     return OK
 
@@ -326,6 +341,12 @@ def _graph(args: argparse.Namespace) -> int:
     from ..export import to_dot, to_text
 
     wf = _workflow(args)
+    if args.json:
+        wf.validate()
+        order = wf.dag.compile()
+        print_json({"workflow": wf.name, "tasks": [
+            {"task": name, "upstream": list(order.upstream[name])} for name in order.order]})
+        return OK
     if not args.output:
         print(to_text(wf), end="")
         return OK

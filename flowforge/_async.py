@@ -24,7 +24,7 @@ from typing import Any
 
 from .errors import TaskError, TaskTimeoutError
 
-__all__ = ["AsyncCall", "is_async", "not_a_coroutine"]
+__all__ = ["AsyncCall", "is_async", "not_a_coroutine", "unawaited"]
 
 _local = threading.local()
 _helper: asyncio.AbstractEventLoop | None = None
@@ -98,12 +98,18 @@ def _helper_loop() -> asyncio.AbstractEventLoop:
         return _helper
 
 
+def unawaited(name: str, coroutine: Any) -> TaskError:
+    """The error of task ``name``, a plain function that returned ``coroutine`` without
+    awaiting it (closed here, so Python does not warn about it later)."""
+    coroutine.close()
+    msg = (f"task {name!r} returned a coroutine it never awaited; make the task "
+           "`async def` (FlowForge awaits it), or await the call inside it")
+    return TaskError(msg, task=name)
+
+
 def not_a_coroutine(name: str, value: Any) -> Any:
-    """``value`` unless it is a coroutine a plain function returned un-awaited: then that
-    coroutine is closed and a :class:`TaskError` names the task."""
+    """``value`` unless it is a coroutine a plain function returned un-awaited: then
+    :func:`unawaited`'s error is raised."""
     if inspect.iscoroutine(value):
-        value.close()
-        msg = (f"task {name!r} returned a coroutine it never awaited; make the task "
-               "`async def` (FlowForge awaits it), or await the call inside it")
-        raise TaskError(msg, task=name)
+        raise unawaited(name, value)
     return value

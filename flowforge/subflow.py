@@ -58,7 +58,7 @@ class SubflowTask(Task):
         self.item_param = item_param
         self.parent: Workflow | None = None
 
-    def item_target(self) -> str | None:
+    def item_target(self, known: set[str] | None = None) -> str | None:
         """The nested workflow's param each item of a mapped subflow is passed as:
         ``item_param=``, else a param named like the mapped task, else the nested
         workflow's only required param (one that it takes by name with no default and
@@ -69,7 +69,8 @@ class SubflowTask(Task):
         from ._params import known_params, required_params
 
         flow = self.subflow
-        known = known_params(flow)
+        if known is None:  # the nested workflow's params: see _params.known_params
+            known = known_params(flow)
         where = f"subflow {self.name!r} (workflow {flow.name!r})"
         if self.item_param is not None:
             if self.item_param not in known:
@@ -133,8 +134,8 @@ class SubflowTask(Task):
         others only ordered this task)."""
         from ._params import known_params
 
-        target = self.item_target()
         known = known_params(self.subflow)
+        target = self.item_target(known)
         out = {}
         for key, value in inputs.items():
             if target is not None and key in self.map:

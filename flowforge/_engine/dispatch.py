@@ -24,6 +24,7 @@ from time import perf_counter
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .._async import unawaited
 from .._fixtures import FixturePool, resolve_refs
 from ..errors import (
     MemoryLimitExceeded,
@@ -113,17 +114,6 @@ def _task_error(name: str, exc: BaseException) -> BaseException:
     """A task's error as the run reports it: ``sys.exit()`` becomes a TaskExitError,
     anything else is itself."""
     return exit_error(name, exc) if isinstance(exc, SystemExit) else exc
-
-
-def _coroutine_error(name: str, value: Any) -> BaseException:
-    """A plain function returned a coroutine it never awaited: the task's error."""
-    from .._async import not_a_coroutine
-
-    try:
-        not_a_coroutine(name, value)
-    except BaseException as exc:
-        return exc
-    raise AssertionError("not a coroutine")  # pragma: no cover
 
 
 def timeout_error(attempt: Attempt, timeout: float | None, killed: bool) -> TaskTimeoutError:
@@ -251,7 +241,7 @@ class Dispatcher:
             if self.quick_only:
                 self._note(getattr(b.call, "__code__", b.call), perf_counter() - t0)
             if value.__class__ is CoroutineType:
-                return False, _coroutine_error(name, value), perf_counter() - t0
+                return False, unawaited(name, value), perf_counter() - t0
             return True, value, perf_counter() - t0
         attempt = Attempt(name, number, ex, index, perf_counter())
         self.current = name
@@ -380,7 +370,7 @@ class Dispatcher:
 
                 value = unpack_outcome(value, name)
             elif value.__class__ is CoroutineType:
-                return False, _coroutine_error(name, value), duration
+                return False, unawaited(name, value), duration
         except WorkerCrashedError as exc:
             return False, WorkerCrashedError(
                 f"task {name!r} attempt {attempt.number} failed: {exc.message}; the run "

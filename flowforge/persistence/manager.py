@@ -267,16 +267,36 @@ class PersistenceManager:
             return None, notes
         runs.sort(key=lambda i: (i.started, i.run_id), reverse=True)
         newest = runs[0]
+        last = next((i for i in runs if key is None or key.matches(i)), None)
+        if last is not None and last.status == RunStatus.SUCCEEDED.value:
+            last = None
         why = None if key is None else key.differs_from(newest)
-        if why is not None and newest.status != RunStatus.SUCCEEDED.value:
+        if why is not None and last is None and newest.status != RunStatus.SUCCEEDED.value:
+            # (one that resumes its own earlier run is no concern of the other's)
             notes.append(f"did not resume run {newest.run_id} ({newest.status}): {why}; "
                          "this run starts fresh")
-        last = next((i for i in runs if key is None or key.matches(i)), None)
-        if last is None or last.status == RunStatus.SUCCEEDED.value:
-            return None, notes
-        if last is not newest:  # it resumes its own earlier run: the other's is no concern
-            notes = [n for n in notes if not n.startswith("did not resume")]
         return last, notes
+
+    def _decide(
+        self, workflow: str, order: list[str], upstream: Mapping[str, tuple[str, ...]],
+        fingerprints: Mapping[str, str], key: RunKey | None, *, resume: bool,
+        set_aside: bool,
+    ) -> tuple[RunInfo | None, Plan, JournalState | None]:
+        """The run to resume (if any), the plan, and its journal read back. A damaged
+        run is set aside (``set_aside``: moved to quarantine; else only said) and the
+        plan is a fresh run's."""
+        last, notes = (self._resumable(workflow, key, set_aside=set_aside) if resume
+                       else (None, []))
+        try:
+            plan, journal = self._plan(workflow, order, upstream, fingerprints, last, notes)
+        except StateError as exc:  # its journal is damaged
+            if last is None or getattr(exc, "problem", None) != _frames.CORRUPT:
+                raise
+            notes.append(self._set_aside(workflow, last.run_id, str(exc), _frames.CORRUPT,
+                                         set_aside))
+            last = None
+            plan, journal = self._plan(workflow, order, upstream, fingerprints, None, notes)
+        return last, plan, journal
 
     def _set_aside(
         self, workflow: str, run_id: str, reason: str, problem: str | None, move: bool
@@ -308,15 +328,8 @@ class PersistenceManager:
         key: RunKey | None = None,
     ) -> Plan:
         """What a run of ``workflow`` with run key ``key`` would do now, read-only."""
-        last, notes = self._resumable(workflow, key) if resume else (None, [])
-        try:
-            return self._plan(workflow, order, upstream, fingerprints, last, notes)[0]
-        except StateError as exc:  # its journal is damaged
-            if last is None or getattr(exc, "problem", None) != _frames.CORRUPT:
-                raise
-            notes.append(self._set_aside(workflow, last.run_id, str(exc), _frames.CORRUPT,
-                                         False))
-            return self._plan(workflow, order, upstream, fingerprints, None, notes)[0]
+        return self._decide(workflow, order, upstream, fingerprints, key, resume=resume,
+                            set_aside=False)[1]
 
     def _plan(
         self,
@@ -380,19 +393,9 @@ class PersistenceManager:
         try:
             stack.enter_context(self.store.lock(workflow))
             with paused_gc():
-                last, notes = (self._resumable(workflow, key, set_aside=True) if resume
-                               else (None, []))
-                try:
-                    plan, journal = self._plan(workflow, order, upstream, fingerprints,
-                                               last, notes)
-                except StateError as exc:  # its journal is damaged: set it aside
-                    if last is None or getattr(exc, "problem", None) != _frames.CORRUPT:
-                        raise
-                    notes.append(self._set_aside(workflow, last.run_id, str(exc),
-                                                 _frames.CORRUPT, True))
-                    last = None
-                    plan, journal = self._plan(workflow, order, upstream, fingerprints,
-                                               None, notes)
+                last, plan, journal = self._decide(
+                    workflow, order, upstream, fingerprints, key, resume=resume,
+                    set_aside=True)
                 session = RunSession(
                     self.store, workflow, last, plan, journal, fingerprints, order, new_run_id,
                     stack, job, target, params, key, upstream,

@@ -21,7 +21,8 @@ from ..errors import StateError, WorkflowLockedError
 from . import DURABILITY, _frames
 from .records import RunInfo
 
-__all__ = ["Journal", "JournalScan", "StateStore", "UnreadableRun"]
+__all__ = ["Journal", "JournalScan", "StateStore", "UnreadableRun", "owner_alive",
+           "read_owner", "write_owner"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,48 +209,26 @@ class StateStore(ABC):
     def note_owner(self, workflow: str, run_id: str | None = None) -> None:
         """Say who holds ``workflow``'s lock (pid, host, start, and the run once known):
         what a second process's error names and what ``flowforge cancel`` signals."""
-        import socket
-
-        note = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
-                "run_id": run_id}
-        _frames.write_atomic(
-            self.lock_path(workflow) + ".owner", json.dumps(note).encode(), fsync=False
-        )
+        write_owner(self.lock_path(workflow), run_id=run_id)
 
     def owner(self, workflow: str) -> dict[str, Any] | None:
         """The lock holder's note, if any (see :meth:`note_owner`)."""
-        return _read_owner(self.lock_path(workflow))
+        return read_owner(self.lock_path(workflow))
 
     def is_locked(self, workflow: str) -> bool:
         """True while a live process holds ``workflow``'s lock.
 
         Read from the holder's note (pid, host, start) rather than by trying the lock,
         so that listing runs never makes a run starting at that moment fail."""
-        owner = _read_owner(self.lock_path(workflow))
-        if owner is None:
-            return False
-        import socket
-
-        if owner.get("host") != socket.gethostname():
-            return True  # another machine: we cannot tell, so assume it runs
-        import psutil
-
-        try:
-            proc = psutil.Process(int(owner["pid"]))
-            return bool(proc.create_time() <= float(owner["since"]) + 1.0)
-        except (psutil.Error, KeyError, TypeError, ValueError):
-            return False
+        owner = read_owner(self.lock_path(workflow))
+        return owner is not None and owner_alive(owner)
 
     def _locked_error(self, workflow: str, path: str) -> WorkflowLockedError:
         pid: int | None = None
         since = ""
         # The holder writes its note just after it takes the lock: give it a moment, so
         # the error can name it (a starter racing it would otherwise say "another process").
-        deadline = time.monotonic() + _OWNER_WAIT
-        owner = _read_owner(path)
-        while owner is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-            owner = _read_owner(path)
+        owner = read_owner(path, wait=_OWNER_WAIT)
         try:
             if owner is not None:
                 pid = int(owner["pid"])
@@ -268,13 +247,43 @@ class StateStore(ABC):
 _OWNER_WAIT = 1.0  # seconds a refused starter waits for the holder's note
 
 
-def _read_owner(lock_path: str) -> dict[str, Any] | None:
+def write_owner(lock_path: str, **extra: Any) -> None:
+    """Note that this process holds the lock at ``lock_path`` (pid, host, since)."""
+    import socket
+
+    note = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(), **extra}
+    _frames.write_atomic(lock_path + ".owner", json.dumps(note).encode(), fsync=False)
+
+
+def read_owner(lock_path: str, *, wait: float = 0.0) -> dict[str, Any] | None:
+    """The note (pid, host, since) of whoever holds the lock at ``lock_path``; with
+    ``wait``, up to that many seconds for a holder that has not written it yet."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with open(lock_path + ".owner", "rb") as f:
+                owner = json.loads(f.read())
+            return owner if isinstance(owner, dict) else None
+        except (OSError, ValueError):  # none yet, or being written
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.01)
+
+
+def owner_alive(owner: dict[str, Any]) -> bool:
+    """Whether the process a lock note names still runs (one on another machine is
+    assumed to: it cannot be told from here)."""
+    import socket
+
+    if owner.get("host") != socket.gethostname():
+        return True
+    import psutil
+
     try:
-        with open(lock_path + ".owner", "rb") as f:
-            owner = json.loads(f.read())
-    except (OSError, ValueError):
-        return None
-    return owner if isinstance(owner, dict) else None
+        proc = psutil.Process(int(owner["pid"]))
+        return bool(proc.create_time() <= float(owner["since"]) + 1.0)
+    except (psutil.Error, KeyError, TypeError, ValueError):
+        return False
 
 
 def check_scan(where: str, problem: str | None) -> bool:

@@ -10,14 +10,12 @@ table; ``Scheduler.add()`` in another process is refused the same way while one 
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import time
 from typing import Any
 
 from ..errors import ScheduleError
 from ..persistence import _frames
+from ..persistence.store import owner_alive, read_owner, write_owner
 
 __all__ = ["SchedulerLock", "SchedulerLockedError"]
 
@@ -50,8 +48,7 @@ class SchedulerLock:
         except Timeout:
             raise self._error() from None
         self._lock = lock
-        note = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        _frames.write_atomic(self.path + ".owner", json.dumps(note).encode(), fsync=False)
+        write_owner(self.path)
 
     def release(self) -> None:
         lock, self._lock = self._lock, None
@@ -70,27 +67,10 @@ class SchedulerLock:
     def _holder(self, *, wait: bool) -> dict[str, Any] | None:
         """The holder's note, if a live process other than this one holds the lock;
         ``wait``: the lock is held, so wait up to a second for its note to appear."""
-        deadline = time.monotonic() + 1.0
-        while True:
-            try:
-                with open(self.path + ".owner", "rb") as f:
-                    note = json.loads(f.read())
-                break
-            except (OSError, ValueError):  # none yet, or being written
-                if not wait or time.monotonic() > deadline:
-                    return None
-                time.sleep(0.01)
-        if not isinstance(note, dict) or note.get("pid") == os.getpid():
+        note = read_owner(self.path, wait=1.0 if wait else 0.0)
+        if note is None or note.get("pid") == os.getpid() or not owner_alive(note):
             return None
-        if note.get("host") != socket.gethostname():
-            return note  # another machine: assume it runs
-        import psutil
-
-        try:
-            alive = psutil.Process(int(note["pid"])).create_time() <= float(note["since"]) + 1
-        except (psutil.Error, KeyError, TypeError, ValueError):
-            return None
-        return note if alive else None
+        return note
 
     def _error(self) -> SchedulerLockedError:
         note = self._holder(wait=True) or {}
